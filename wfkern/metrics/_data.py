@@ -1,0 +1,80 @@
+"""Dataset helpers shared by the metrics: labels, per-class indices, batched inference."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+
+__all__ = ["dataset_labels", "class_indices", "predict_logits", "model_device", "subset_loader"]
+
+
+def dataset_labels(dataset: Dataset) -> Tensor:
+    """Return every label of a map-style classification dataset, without loading images when possible.
+
+    Args:
+        dataset: yields ``(x, y)`` with an integer ``y``. ``TensorDataset``, ``Subset`` and datasets with a
+            ``targets`` attribute (torchvision) are read directly; anything else is iterated once.
+    Returns:
+        (N,) int64 labels, on the CPU.
+    """
+    if isinstance(dataset, Subset):
+        return dataset_labels(dataset.dataset)[torch.as_tensor(list(dataset.indices), dtype=torch.long)]
+    if isinstance(dataset, TensorDataset) and len(dataset.tensors) >= 2:
+        return dataset.tensors[1].detach().cpu().long().reshape(-1)
+    for attr in ("targets", "labels"):
+        value = getattr(dataset, attr, None)
+        if value is not None and not callable(value):
+            labels = torch.as_tensor(value).long().reshape(-1)
+            if labels.numel() == len(dataset):
+                return labels
+    return torch.tensor([int(dataset[i][1]) for i in range(len(dataset))], dtype=torch.long)
+
+
+def class_indices(labels: Tensor, c: int, *, exclude: bool = False) -> Tensor:
+    """Indices (int64) of samples whose label is ``c`` (or is not ``c`` when ``exclude``)."""
+    mask = labels != c if exclude else labels == c
+    return torch.nonzero(mask, as_tuple=False).reshape(-1)
+
+
+def subset_loader(dataset: Dataset, indices: Optional[Sequence[int] | Tensor], batch_size: int,
+                  *, shuffle: bool = False, generator: Optional[torch.Generator] = None) -> DataLoader:
+    """A single-process DataLoader over ``dataset[indices]`` (all of it when ``indices`` is None)."""
+    if indices is not None:
+        idx = indices.tolist() if isinstance(indices, Tensor) else list(indices)
+        dataset = Subset(dataset, idx)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=0)
+
+
+def model_device(module: torch.nn.Module) -> torch.device:
+    """Device of the first parameter or buffer of ``module`` (CPU when it has none)."""
+    for tensor in module.parameters():
+        return tensor.device
+    for tensor in module.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+@torch.no_grad()
+def predict_logits(fn: Callable[[Tensor], Tensor], dataset: Dataset, indices: Optional[Tensor], *,
+                   batch_size: int = 256, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+    """Run ``fn`` over ``dataset[indices]`` in batches.
+
+    Args:
+        fn: maps an input batch (B, ...) on ``device`` to logits (B, Nc).
+        dataset: yields ``(x, y)``.
+        indices: (N,) int64 sample indices, or None for the whole dataset.
+        batch_size: inference batch size.
+        device: where the inputs are moved.
+    Returns:
+        ``(logits, labels)``: (N, Nc) float32 and (N,) int64, both on the CPU, in ``indices`` order.
+    """
+    if indices is not None and len(indices) == 0:
+        return torch.zeros(0, 0), torch.zeros(0, dtype=torch.long)
+    outs, labels = [], []
+    for x, y in subset_loader(dataset, indices, batch_size):
+        outs.append(fn(x.to(device)).float().cpu())
+        labels.append(torch.as_tensor(y).long().reshape(-1))
+    return torch.cat(outs), torch.cat(labels)

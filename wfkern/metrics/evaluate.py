@@ -1,0 +1,150 @@
+"""``wfkern.evaluate``: Table 1 and Table 2 metrics for every (or a subset of) class, resumable."""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import torch
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from ._data import dataset_labels, predict_logits
+from .accuracy import accuracy
+from .classes import select_classes
+from .per_class import EvalContext, class_seed, evaluate_class
+from .providers import as_unlearned
+from .settings import ALL_METRICS, EvalSettings
+from .store import atomic_write_json, read_json
+
+__all__ = ["evaluate", "summarize", "RESULTS_FILE"]
+
+RESULTS_FILE = "results.json"
+_SUMMARY_KEYS = ("acc_r", "acc_f", "zrf", "mia", "mia_prob", "attack_acc", "rt", "insertion_auc", "deletion_auc")
+
+
+def _nanmean(values: list) -> Optional[float]:
+    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return sum(vals) / len(vals) if vals else None
+
+
+def summarize(per_class: dict) -> dict:
+    """Means over the evaluated classes (NaN/None skipped), the count of RT-capped classes, the class count."""
+    rows = list(per_class.values())
+    out = {k: _nanmean([r.get(k) for r in rows]) for k in _SUMMARY_KEYS}
+    out["rt_capped"] = sum(1 for r in rows if r.get("rt_capped"))
+    out["n_classes"] = len(rows)
+    return out
+
+
+def _resolve_metrics(requested, um, has_train: bool) -> set:
+    if requested is None:
+        metrics = {"acc", "zrf"} | ({"mia", "rt"} if has_train else set()) | ({"insdel"} if um.wf is not None else set())
+        return metrics
+    metrics = set(requested) | {"acc"}
+    bad = metrics - set(ALL_METRICS)
+    if bad:
+        raise ValueError(f"wfkern.evaluate: metrics must be drawn from {list(ALL_METRICS)}, got {sorted(bad)}")
+    if metrics & {"mia", "rt"} and not has_train:
+        raise ValueError("wfkern.evaluate: train_data must be given for the 'mia' and 'rt' metrics, got None")
+    if "insdel" in metrics and um.wf is None:
+        raise ValueError(f"wfkern.evaluate: model must be a WF model for 'insdel', got method {um.method!r}")
+    return metrics
+
+
+def _check_resume(out_dir: Path, header: dict, resume: bool) -> None:
+    old = read_json(out_dir / "eval_config.json")
+    if old is None or not resume:
+        for f in (out_dir / "classes").glob("class_*.json") if (out_dir / "classes").exists() else []:
+            f.unlink()
+        return
+    keys = ("method", "fingerprint", "settings", "num_test", "num_train")
+    diff = [k for k in keys if old.get(k) != header.get(k)]
+    if diff:
+        raise ValueError(f"wfkern.evaluate: out_dir must hold results of this same evaluation to resume, got "
+                         f"different {diff} in {out_dir / 'eval_config.json'}; use a new directory or resume=False")
+
+
+def evaluate(model, test_data: Dataset, *, train_data: Optional[Dataset] = None, num_classes: Optional[int] = None,
+             classes: Union[None, int, Sequence[int]] = None, classes_seed: int = 0,
+             class_names: Optional[Sequence[str]] = None, out_dir: Optional[str] = None, resume: bool = True,
+             progress: bool = True, settings: Optional[EvalSettings] = None, **overrides) -> dict:
+    """Evaluate class unlearning: Acc_f, Acc_r, ZRF, MIA, relearn time, insertion/deletion (SPEC.md §3).
+
+    Args:
+        model: a WF model (``wfkern.patch``; class ``c`` forgotten with ``forget=c``), a
+            ``wfkern.metrics.Unlearned`` (e.g. ``PerClassModels`` for the single-class baselines), or a plain
+            module (evaluated as the original model; needs ``num_classes``).
+        test_data: test set yielding ``(x, y)``: accuracies, ZRF, RT's accuracy, insertion/deletion, MIA non-members.
+        train_data: training set: MIA members/targets and the relearn samples; without it MIA and RT are skipped.
+        num_classes: Nc, for a plain module.
+        classes: None (all), an int n (a random subset of n classes, seeded by ``classes_seed``), or a list.
+        classes_seed: seed of the random class subset.
+        class_names: names for the report (default the indices).
+        out_dir: where per-class results are written atomically (``classes/class_<c>.json``) and the final
+            ``results.json``; with ``resume`` a rerun skips the classes already there.
+        resume: continue an interrupted run in ``out_dir`` (False starts over).
+        progress: tqdm bars over classes and relearn epochs.
+        settings: an ``EvalSettings``; keyword ``overrides`` replace its fields (e.g. ``rt_max_epochs=20``).
+    Returns:
+        ``{"method", "num_classes", "classes", "class_names", "settings", "fingerprint", "original":
+        {"acc", "per_class_acc"}, "per_class": {c: {...}}, "summary": {...}}``; fractions in [0, 1].
+    """
+    s = settings if settings is not None else EvalSettings()
+    if overrides:
+        s = EvalSettings(**{**s.as_dict(), **overrides})
+    um = as_unlearned(model, num_classes)
+    metrics = _resolve_metrics(s.metrics, um, train_data is not None)
+    chosen = select_classes(um.num_classes, classes, classes_seed)
+    names = [str(n) for n in class_names] if class_names is not None else [str(c) for c in range(um.num_classes)]
+    um.set_eval()
+    ctx = _context(um, test_data, train_data, s, "zrf" in metrics)
+    header = {"method": um.method, "fingerprint": um.fingerprint(), "settings": {**s.as_dict(), "metrics": sorted(metrics)},
+              "num_test": len(test_data), "num_train": len(train_data) if train_data is not None else None}
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        _check_resume(out, header, resume)
+        atomic_write_json(out / "eval_config.json", header)
+    per_class = {}
+    bar = tqdm(chosen, desc=f"evaluate {um.method}", disable=not progress)
+    for c in bar:
+        path = out / "classes" / f"class_{c:05d}.json" if out is not None else None
+        done = read_json(path) if path is not None else None
+        if done is None:
+            with torch.random.fork_rng(devices=_rng_devices(ctx.device)):
+                torch.manual_seed(class_seed(s.seed, c))
+                done = evaluate_class(um, c, ctx, s, metrics, progress=progress)
+            if path is not None:
+                atomic_write_json(path, done)
+        per_class[c] = done
+        bar.set_postfix(acc_f=f"{done.get('acc_f') or 0:.3f}", acc_r=f"{done.get('acc_r') or 0:.3f}")
+    orig_pred = ctx.orig_logits.argmax(dim=1)
+    original = {"acc": accuracy(orig_pred, ctx.test_labels),
+                "per_class_acc": {c: per_class[c]["orig_acc"] for c in chosen}}
+    result = {"method": um.method, "num_classes": um.num_classes, "classes": chosen, "class_names": names,
+              "metrics": sorted(metrics), "settings": s.as_dict(), "fingerprint": um.fingerprint(),
+              "original": original, "per_class": per_class, "summary": summarize(per_class)}
+    if out is not None:
+        atomic_write_json(out / RESULTS_FILE, result)
+    return result
+
+
+def _rng_devices(device: torch.device) -> list:
+    return [device.index or 0] if device.type == "cuda" else []
+
+
+def _context(um, test_data, train_data, s: EvalSettings, need_random: bool) -> EvalContext:
+    test_labels = dataset_labels(test_data)
+    train_labels = dataset_labels(train_data) if train_data is not None else None
+    with torch.no_grad():
+        orig, _ = predict_logits(um.original_logits, test_data, None, batch_size=s.batch_size, device=um.device)
+        random_probs = None
+        if need_random:
+            rnd = um.random_model(s.zrf_seed)
+            logits, _ = predict_logits(rnd, test_data, None, batch_size=s.batch_size, device=um.device)
+            random_probs = torch.softmax(logits.double(), dim=1)
+            del rnd
+    return EvalContext(test_data, test_labels, train_data, train_labels, orig, random_probs, um.device)
