@@ -11,9 +11,12 @@ from wfkern.metrics import mia_attack, mia_features
 def test_mia_features_by_hand():
     logits = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0]])  # p = [.5, .5] and [.75, .25]
     f = mia_features(logits, torch.tensor([0, 1]))
-    assert f[0].tolist() == pytest.approx([0.5, math.log(2)])
-    h = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
-    assert f[1].tolist() == pytest.approx([0.25, h])
+    # Mentr = -(1 - p_y) ln p_y - sum_{i != y} p_i ln(1 - p_i)
+    assert f[0].tolist() == pytest.approx([0.5, 0.5 * math.log(2) + 0.5 * math.log(2)])
+    assert f[1].tolist() == pytest.approx([0.25, -0.75 * math.log(0.25) - 0.75 * math.log(0.25)])
+    # a confidently wrong prediction: tiny p_y, large Mentr, finite even for a logit gap of 1000
+    f = mia_features(torch.tensor([[0.0, 1000.0]]), torch.tensor([0]))
+    assert f[0, 0] == 0.0 and 900 < f[0, 1] < float("inf")
 
 
 def _features(n, scale, shift, gen):
@@ -37,9 +40,9 @@ def test_mia_identical_groups_is_chance():
     g = torch.Generator().manual_seed(1)
     member, nonmember, target = (_features(n, 1.0, 2.0, g) for n in (3000, 3000, 2000))
     res = mia_attack(member, nonmember, target, seed=0)
-    # the fraction is the noisiest reading at chance (0.41-0.60 over 8 seeds); the probability and the
+    # the fraction is the noisiest reading at chance (0.38-0.69 over 8 seeds); the probability and the
     # attacker's held-out accuracy sit at 0.5
-    assert res["mia"] == pytest.approx(0.5, abs=0.15)
+    assert res["mia"] == pytest.approx(0.5, abs=0.2)
     assert res["mia_prob"] == pytest.approx(0.5, abs=0.02)
     assert res["attack_acc"] == pytest.approx(0.5, abs=0.06)
 
