@@ -1,54 +1,9 @@
-"""Toy WF models for the metrics tests: a model whose relevant filter per class is known."""
+"""Toy models for the metrics tests: a model whose relevant filter per class is known."""
 
 import math
 
 import torch
 from torch import nn
-
-
-class ToyWFLayer(nn.Module):
-    """Minimal stand-in with the WF layer contract (``alpha_w`` (Nc, C), ``alpha_b`` None, ``base``)."""
-
-    def __init__(self, base: nn.Conv2d, num_classes: int):
-        super().__init__()
-        self.base = base
-        self.alpha_w = nn.Parameter(torch.full((num_classes, base.out_channels), 3.0))
-        self.alpha_b = None
-        self.forget = None
-
-    def forward(self, x):
-        y = self.base(x)
-        if self.forget is None:
-            return y
-        mask = torch.ones(y.shape[0], y.shape[1], device=y.device)
-        sel = self.forget >= 0
-        mask[sel] = torch.sigmoid(self.alpha_w[self.forget[sel]])
-        return y * mask[:, :, None, None]
-
-
-class ToyWF(nn.Module):
-    """The contract of ``wfkern.patch``'s model (``wf(x, forget=c)``, ``wf_layers()``) around one conv."""
-
-    def __init__(self, model: nn.Sequential, num_classes: int):
-        super().__init__()
-        self.num_classes = num_classes
-        model[0] = ToyWFLayer(model[0], num_classes)
-        self.model = model
-
-    def wf_layers(self):
-        return {"0": self.model[0]}
-
-    def alpha_parameters(self):
-        return [self.model[0].alpha_w]
-
-    def forward(self, x, forget=None):
-        if forget is not None and not torch.is_tensor(forget):
-            forget = torch.full((x.shape[0],), int(forget), dtype=torch.long)
-        self.model[0].forget = forget
-        try:
-            return self.model(x)
-        finally:
-            self.model[0].forget = None
 
 
 def known_filter_model(num_classes: int = 3, per_class: int = 4) -> tuple[nn.Sequential, torch.Tensor]:

@@ -7,7 +7,9 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from wfkern.metrics import EvalSettings, OriginalModel, evaluate, js_divergence, random_init_like, zrf_score
+from wfkern.metrics import (EvalSettings, OriginalModel, WFUnlearned, evaluate, js_divergence, random_init_like,
+                            zrf_score)
+from wfkern.patch import patch
 
 
 def test_js_identical_is_zero_and_zrf_one():
@@ -76,3 +78,13 @@ def test_unlearned_equal_to_random_model_gives_zrf_one():
     res = evaluate(OriginalModel(same_as_random, 4), data, progress=False,
                    settings=EvalSettings(metrics=("acc", "zrf"), zrf_seed=4))
     assert res["summary"]["zrf"] < 1.0
+
+
+def test_wf_random_reference_is_the_plain_random_model():
+    # WF-Net and the single-class baselines are compared against the very same random network
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 8, 3), nn.Flatten(),
+                        nn.Linear(128, 3))
+    x = torch.randn(5, 1, 8, 8)
+    wf_random = WFUnlearned(patch(net, num_classes=3)).random_model(3)
+    assert torch.equal(wf_random(x), random_init_like(net, 3)(x))

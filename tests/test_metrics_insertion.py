@@ -3,15 +3,17 @@
 import pytest
 import torch
 
-from wfkern.metrics import EvalSettings, evaluate, filter_class_relations, insertion_deletion
 from torch.utils.data import TensorDataset
 
-from _toy_wf import ToyWF, known_filter_model, known_ratio, one_hot_images
+from wfkern.metrics import EvalSettings, evaluate, filter_class_relations, insertion_deletion
+from wfkern.patch import patch
+
+from _toy_wf import known_filter_model, known_ratio, one_hot_images
 
 
 def _toy():
     model, alpha = known_filter_model(3, 4)
-    wf = ToyWF(model, 3)
+    wf = patch(model, num_classes=3)
     with torch.no_grad():
         wf.wf_layers()["0"].alpha_w.copy_(alpha)
     return wf
@@ -58,13 +60,13 @@ def test_evaluate_reports_insdel_for_wf_models():
 
 
 def test_filter_class_relations_by_hand():
-    wf = _toy()
+    wf = patch(known_filter_model(4, 3)[0], num_classes=4)
     alpha = torch.full((4, 12), 5.0)
     # top-2 (most closed) per class: c0 {0, 1}, c1 {1, 2}, c2 {3, 4}, c3 {1, 5}
     for c, (a, b) in enumerate([(0, 1), (1, 2), (3, 4), (1, 5)]):
         alpha[c, a], alpha[c, b] = -4.0, -3.0
-    layer = wf.wf_layers()["0"]
-    layer.alpha_w = torch.nn.Parameter(alpha)
+    with torch.no_grad():
+        wf.wf_layers()["0"].alpha_w.copy_(alpha)
     rel = filter_class_relations(wf, top_k=2)
     assert rel["layer"] == "0"
     assert rel["top"] == {0: [0, 1], 1: [1, 2], 2: [3, 4], 3: [1, 5]}

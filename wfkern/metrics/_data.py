@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+from torch.utils.data import Dataset, Subset, TensorDataset
 
-__all__ = ["dataset_labels", "class_indices", "predict_logits", "model_device", "subset_loader"]
+from wfkern.data import iter_batches
+
+__all__ = ["dataset_labels", "class_indices", "predict_logits", "model_device", "index_batches"]
 
 
 def dataset_labels(dataset: Dataset) -> Tensor:
@@ -39,13 +41,20 @@ def class_indices(labels: Tensor, c: int, *, exclude: bool = False) -> Tensor:
     return torch.nonzero(mask, as_tuple=False).reshape(-1)
 
 
-def subset_loader(dataset: Dataset, indices: Optional[Sequence[int] | Tensor], batch_size: int,
-                  *, shuffle: bool = False, generator: Optional[torch.Generator] = None) -> DataLoader:
-    """A single-process DataLoader over ``dataset[indices]`` (all of it when ``indices`` is None)."""
-    if indices is not None:
-        idx = indices.tolist() if isinstance(indices, Tensor) else list(indices)
-        dataset = Subset(dataset, idx)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=0)
+def index_batches(dataset: Dataset, indices: Optional[Sequence[int] | Tensor], batch_size: int, *,
+                  shuffle: bool = False, generator: Optional[torch.Generator] = None) -> Iterator[tuple[Tensor, Tensor]]:
+    """Yield ``(x, y)`` batches of ``dataset[indices]`` (all of it when None), in order or shuffled.
+
+    In-memory wfkern datasets (``get_batch``) are fetched one indexing op per batch; others go through a
+    single-process DataLoader.
+    """
+    idx = torch.arange(len(dataset)) if indices is None else torch.as_tensor(indices, dtype=torch.long).reshape(-1)
+    if shuffle:
+        idx = idx[torch.randperm(idx.numel(), generator=generator)]
+    if idx.numel() == 0:
+        return
+    for x, y in iter_batches(dataset, idx.split(batch_size)):
+        yield x, torch.as_tensor(y)
 
 
 def model_device(module: torch.nn.Module) -> torch.device:
@@ -74,7 +83,7 @@ def predict_logits(fn: Callable[[Tensor], Tensor], dataset: Dataset, indices: Op
     if indices is not None and len(indices) == 0:
         return torch.zeros(0, 0), torch.zeros(0, dtype=torch.long)
     outs, labels = [], []
-    for x, y in subset_loader(dataset, indices, batch_size):
+    for x, y in index_batches(dataset, indices, batch_size):
         outs.append(fn(x.to(device)).float().cpu())
         labels.append(torch.as_tensor(y).long().reshape(-1))
     return torch.cat(outs), torch.cat(labels)

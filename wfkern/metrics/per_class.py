@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ._data import class_indices, predict_logits, subset_loader
+from ._data import class_indices, index_batches, predict_logits
 from .accuracy import accuracy, accuracy_split
 from .divergence import zrf_score
 from .insertion import insertion_deletion
@@ -71,7 +71,7 @@ def _mia(um: Unlearned, c: int, ctx: EvalContext, s: EvalSettings, seed: int) ->
 
 
 def _stack_inputs(dataset: Dataset, indices: Tensor, device: torch.device) -> Tensor:
-    return torch.cat([x for x, _ in subset_loader(dataset, indices, 256)]).to(device)
+    return torch.cat([x for x, _ in index_batches(dataset, indices, 256)]).to(device)
 
 
 @torch.no_grad()

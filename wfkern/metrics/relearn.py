@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ._data import model_device, subset_loader
+from ._data import index_batches, model_device
 from .accuracy import accuracy
 
 __all__ = ["relearn_time"]
@@ -20,7 +20,7 @@ __all__ = ["relearn_time"]
 def _class_accuracy(model: nn.Module, dataset: Dataset, indices: Tensor, c: int, batch_size: int,
                     device: torch.device) -> float:
     model.eval()
-    preds = [model(x.to(device)).argmax(dim=1).cpu() for x, _ in subset_loader(dataset, indices, batch_size)]
+    preds = [model(x.to(device)).argmax(dim=1).cpu() for x, _ in index_batches(dataset, indices, batch_size)]
     pred = torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
     return accuracy(pred, torch.full_like(pred, c))
 
@@ -71,7 +71,7 @@ def relearn_time(model: nn.Module, train_data: Dataset, eval_data: Dataset, eval
     for epoch in bar:
         idx = torch.randperm(n_train, generator=gen)[: min(samples_per_epoch, n_train)]
         work.train()
-        for x, y in subset_loader(train_data, idx, batch_size, shuffle=True, generator=gen):
+        for x, y in index_batches(train_data, idx, batch_size, shuffle=True, generator=gen):
             opt.zero_grad(set_to_none=True)
             loss = nn.functional.cross_entropy(work(x.to(device)), torch.as_tensor(y).long().to(device))
             loss.backward()
