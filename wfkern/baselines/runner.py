@@ -1,0 +1,117 @@
+"""Run a single-class baseline once per class, recording wall time and checkpoint bytes (SPEC.md §4)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from torch import nn
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from .checkpoints import atomic_write_json, class_checkpoint, save_state
+from .single_class import neg_grad, random_labels, retrain
+
+__all__ = ["BASELINES", "run_baseline", "wf_cost", "read_cost", "COST_FILE"]
+
+BASELINES = ("retrain", "random-labels", "neg-grad")
+COST_FILE = "cost.json"
+
+
+def _unlearn_one(method: str, c: int, original, model_fn, train_data, val_data, num_classes, seed, kwargs, progress):
+    if method == "retrain":
+        if model_fn is None:
+            raise ValueError("wfkern.run_baseline: model_fn must build an untrained model for 'retrain', got None")
+        return retrain(model_fn, train_data, c, val_data=val_data, seed=seed, **kwargs)
+    if method == "random-labels":
+        return random_labels(original, train_data, c, num_classes=num_classes, seed=seed, progress=progress, **kwargs)
+    return neg_grad(original, train_data, c, seed=seed, progress=progress, **kwargs)
+
+
+def _summary(method: str, num_classes: int, per_class: dict, extra: dict) -> dict:
+    n = len(per_class)
+    seconds = sum(r["seconds"] for r in per_class.values())
+    nbytes = sum(r["bytes"] for r in per_class.values())
+    return {
+        "method": method, "num_classes": num_classes, "n_runs": n, "n_files": n,
+        "seconds_total": seconds, "bytes_total": nbytes,
+        # what obtaining an unlearned model for *every* class costs (measured mean x Nc when a subset ran)
+        "all_classes_seconds": seconds / n * num_classes if n else None,
+        "all_classes_bytes": nbytes / n * num_classes if n else None,
+        "all_classes_runs": num_classes, "per_class": {str(c): r for c, r in sorted(per_class.items())}, **extra,
+    }
+
+
+def run_baseline(method: str, *, original: Optional[nn.Module], train_data: Dataset, out_dir: str,
+                 num_classes: int, classes: Optional[Sequence[int]] = None,
+                 model_fn: Optional[Callable[[], nn.Module]] = None, val_data: Optional[Dataset] = None,
+                 seed: int = 0, method_kwargs: Optional[dict] = None, resume: bool = True,
+                 progress: bool = True) -> dict:
+    """Unlearn each class separately with a single-class method; one checkpoint per class.
+
+    Args:
+        method: one of ``BASELINES``: "retrain" (from scratch without the class; needs ``model_fn``),
+            "random-labels" or "neg-grad" (fine-tune ``original``).
+        original: the trained model (unused by "retrain").
+        train_data: the training set.
+        out_dir: writes ``models/class_<c>.safetensors``, ``cost/class_<c>.json`` and ``cost.json``.
+        num_classes: Nc.
+        classes: the classes to unlearn (default all).
+        model_fn: builds an untrained model of the original architecture.
+        val_data: validation set for "retrain".
+        seed: per-class seed base (class ``c`` uses ``seed + c``).
+        method_kwargs: passed to the method (e.g. ``{"epochs": 2}``, train_model's kwargs for "retrain").
+        resume: skip classes whose checkpoint and cost record already exist.
+        progress: tqdm bars.
+    Returns:
+        The cost record (also in ``out_dir/cost.json``): wall seconds and checkpoint bytes per class and in total,
+        and the extrapolation to all ``num_classes`` classes.
+    """
+    if method not in BASELINES:
+        raise ValueError(f"wfkern.run_baseline: method must be one of {list(BASELINES)}, got {method!r}")
+    if method != "retrain" and original is None:
+        raise ValueError(f"wfkern.run_baseline: original must be the trained model for {method!r}, got None")
+    out = Path(out_dir)
+    classes = list(range(num_classes)) if classes is None else [int(c) for c in classes]
+    per_class = {}
+    for c in tqdm(classes, desc=f"baseline {method}", disable=not progress):
+        ckpt, rec_path = class_checkpoint(out, c), out / "cost" / f"class_{c:05d}.json"
+        if resume and ckpt.exists() and rec_path.exists():
+            per_class[c] = json.loads(rec_path.read_text())
+            continue
+        t0 = time.perf_counter()
+        model = _unlearn_one(method, c, original, model_fn, train_data, val_data, num_classes, seed + c,
+                             dict(method_kwargs or {}), progress)
+        seconds = time.perf_counter() - t0
+        nbytes = save_state(ckpt, model, {"method": method, "class": c, "num_classes": num_classes})
+        per_class[c] = {"seconds": seconds, "bytes": nbytes}
+        atomic_write_json(rec_path, per_class[c])
+    record = _summary(method, num_classes, per_class, {"classes": classes, "method_kwargs": method_kwargs or {}})
+    atomic_write_json(out / COST_FILE, record)
+    return record
+
+
+def wf_cost(filters_path: str, seconds: float, num_classes: int, out_dir: Optional[str] = None) -> dict:
+    """WF-Net's cost recorded the baselines' way: one untraining round, one filters file for all classes.
+
+    Args:
+        filters_path: the saved filters (``wf.save_filters``).
+        seconds: wall time of the untraining round.
+        num_classes: Nc.
+        out_dir: when given, the record is written to ``out_dir/cost.json``.
+    """
+    nbytes = Path(filters_path).stat().st_size
+    record = {"method": "wfnet", "num_classes": num_classes, "n_runs": 1, "n_files": 1, "seconds_total": seconds,
+              "bytes_total": nbytes, "all_classes_seconds": seconds, "all_classes_bytes": nbytes,
+              "all_classes_runs": 1, "filters": str(filters_path)}
+    if out_dir is not None:
+        atomic_write_json(Path(out_dir) / COST_FILE, record)
+    return record
+
+
+def read_cost(out_dir: str) -> Optional[dict]:
+    """The cost record in ``out_dir`` (None when there is none)."""
+    path = Path(out_dir) / COST_FILE
+    return json.loads(path.read_text()) if path.exists() else None

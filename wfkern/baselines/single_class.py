@@ -1,0 +1,172 @@
+"""Single-class unlearning baselines (SPEC.md §4): retrain without the class, random labels, negative gradient.
+
+Each returns a new plain model that has forgotten one class ``c``; the original is never modified. Fine-tuning
+keeps BatchNorm statistics frozen (BN layers in eval mode) so single-class batches cannot skew them.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset, Subset
+from tqdm.auto import tqdm
+
+from wfkern.data import dataset_targets, iter_batches
+from wfkern.train.trainer import train_model
+
+__all__ = ["retrain", "random_labels", "neg_grad", "subset_of"]
+
+
+def subset_of(dataset: Dataset, indices: Tensor) -> Dataset:
+    """``dataset[indices]``: an in-memory copy for wfkern datasets (``subset``), a ``Subset`` otherwise."""
+    if hasattr(dataset, "subset"):
+        return dataset.subset(indices)
+    return Subset(dataset, indices.tolist())
+
+
+def _labels(dataset: Dataset) -> Tensor:
+    t = dataset_targets(dataset)
+    if t.dim() != 1:
+        raise ValueError(f"wfkern.baselines: train_data must have single-label (N,) targets, got shape {tuple(t.shape)}")
+    return t.long()
+
+
+def _device(model: nn.Module, device) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return next(iter(model.parameters()), torch.empty(0)).device
+
+
+def _fine_tune_mode(model: nn.Module) -> None:
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def retrain(model_fn: Callable[[], nn.Module], train_data: Dataset, c: int, *, val_data: Optional[Dataset] = None,
+            seed: int = 0, **train_kwargs) -> nn.Module:
+    """Train a fresh model from scratch on every training sample not of class ``c`` (the gold standard).
+
+    Args:
+        model_fn: builds an untrained model of the original architecture (``Nc`` outputs, class ``c`` unseen).
+        train_data: the full training set.
+        c: the class to leave out.
+        val_data: optional validation set (class ``c`` removed as well).
+        seed: initialisation and shuffling seed.
+        **train_kwargs: passed to ``wfkern.train.train_model`` (epochs, lr, batch_size, device, ...): use the
+            original model's recipe.
+    Returns:
+        The trained model, in eval mode.
+    """
+    keep = torch.nonzero(_labels(train_data) != c).flatten()
+    val = None
+    if val_data is not None:
+        val = subset_of(val_data, torch.nonzero(_labels(val_data) != c).flatten())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        model = model_fn()
+    train_model(model, subset_of(train_data, keep), val, seed=seed, **train_kwargs)
+    return model.eval()
+
+
+def random_labels(original: nn.Module, train_data: Dataset, c: int, *, num_classes: Optional[int] = None,
+                  epochs: int = 5, lr: float = 5e-4, batch_size: int = 128, retain_ratio: float = 2.0, seed: int = 0,
+                  device=None, progress: bool = False) -> nn.Module:
+    """Fine-tune on the class-``c`` samples relabelled with random *other* classes, mixed with retain samples.
+
+    Every epoch relabels each forget sample uniformly among the ``Nc - 1`` other classes (fresh draw), adds
+    ``retain_ratio`` x as many random retain samples with their true labels, shuffles, and takes Adam steps on
+    the cross-entropy of all weights.
+
+    Args:
+        original: the trained model (copied, not modified).
+        train_data: the training set.
+        c: the class to forget.
+        num_classes: Nc (default: the largest label + 1).
+        epochs: passes over the forget samples.
+        lr: Adam learning rate.
+        batch_size: mixed batch size.
+        retain_ratio: retain samples per forget sample in each epoch.
+        seed: relabelling, sampling and order seed.
+        device: where to train (default the original's device).
+        progress: tqdm bar over epochs.
+    Returns:
+        The unlearned model, in eval mode.
+    """
+    labels = _labels(train_data)
+    nc = int(num_classes) if num_classes is not None else int(labels.max()) + 1
+    if nc < 2:
+        raise ValueError(f"wfkern.random_labels: num_classes must be >= 2, got {nc}")
+    dev = _device(original, device)
+    model = copy.deepcopy(original).to(dev)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(int(seed))
+    forget = torch.nonzero(labels == c).flatten()
+    retain = torch.nonzero(labels != c).flatten()
+    n_retain = min(retain.numel(), int(round(retain_ratio * forget.numel())))
+    for _ in tqdm(range(epochs), desc=f"random-labels class {c}", leave=False, disable=not progress):
+        r = retain[torch.randperm(retain.numel(), generator=gen)[:n_retain]]
+        idx = torch.cat([forget, r])
+        shift = torch.randint(1, nc, (forget.numel(),), generator=gen)
+        target = torch.cat([(c + shift) % nc, labels[r]])  # never c for the forget samples
+        chunks = torch.randperm(idx.numel(), generator=gen).split(batch_size)
+        _fine_tune_mode(model)
+        for pos, (x, _) in zip(chunks, iter_batches(train_data, [idx[p] for p in chunks])):
+            loss = nn.functional.cross_entropy(model(x.to(dev)), target[pos].to(dev))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
+def neg_grad(original: nn.Module, train_data: Dataset, c: int, *, max_epochs: int = 20, lr: float = 1e-4,
+             batch_size: int = 128, stop_acc: float = 0.0, seed: int = 0, device=None,
+             progress: bool = False) -> nn.Module:
+    """Gradient ascent on the cross-entropy of the class-``c`` training samples, stopped as soon as they are forgotten.
+
+    Before each step the batch's accuracy is read from the same forward pass; the run stops (without that
+    step) once it is ``<= stop_acc``, because ascent without a stop destroys the model. ``max_epochs`` caps it.
+
+    Args:
+        original: the trained model (copied, not modified).
+        train_data: the training set.
+        c: the class to forget.
+        max_epochs: cap on passes over the forget samples.
+        lr: Adam learning rate.
+        batch_size: batch size.
+        stop_acc: forget-batch training accuracy at which to stop.
+        seed: order seed.
+        device: where to train (default the original's device).
+        progress: tqdm bar over epochs.
+    Returns:
+        The unlearned model, in eval mode.
+    """
+    labels = _labels(train_data)
+    dev = _device(original, device)
+    model = copy.deepcopy(original).to(dev)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(int(seed))
+    forget = torch.nonzero(labels == c).flatten()
+    for _ in tqdm(range(max_epochs), desc=f"neg-grad class {c}", leave=False, disable=not progress):
+        _fine_tune_mode(model)
+        order = forget[torch.randperm(forget.numel(), generator=gen)]
+        for x, y in iter_batches(train_data, order.split(batch_size)):
+            y = torch.as_tensor(y).long().to(dev)
+            logits = model(x.to(dev))
+            if float((logits.argmax(1) == y).float().mean()) <= stop_acc:
+                return model.eval()
+            loss = -nn.functional.cross_entropy(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
