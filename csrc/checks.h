@@ -1,0 +1,142 @@
+// Argument checks and layout handling shared by the CPU and CUDA implementations.
+// Error texts match wfkern/ops/reference.py (check_epilogue_args) word for word.
+#pragma once
+#include <ATen/ATen.h>
+#include <c10/util/Optional.h>
+
+namespace wfkern {
+
+// Where the channel sits in memory once the non-batch, non-channel dims are collapsed to S.
+enum class Layout {
+  Planes,  // (B, C, S), S innermost: contiguous NCHW
+  Rows,    // (B, S, C), C innermost: channels_last, or (B, N, F)
+};
+
+struct Geometry {
+  int64_t batch = 0;
+  int64_t channels = 0;
+  int64_t spatial = 0;
+  Layout layout = Layout::Planes;
+};
+
+inline int64_t normalize_channel_dim(const at::Tensor& y, int64_t channel_dim) {
+  const int64_t dim = y.dim();
+  const int64_t cd = channel_dim < 0 ? channel_dim + dim : channel_dim;
+  TORCH_CHECK_VALUE(
+      dim >= 2 && (cd == 1 || cd == dim - 1),
+      "wfkern.mask_epilogue: channel_dim must be 1 or -1 for a tensor with at least 2 dims, got channel_dim=",
+      channel_dim, " for a ", dim, "-d tensor");
+  return cd;
+}
+
+// Cheap checks only: dtypes, shapes, devices. Label *values* are checked by the CPU kernel
+// and, for CUDA, by the Python wrapper before the launch (no device-side asserts).
+inline void check_epilogue_args(
+    const at::Tensor& y, const at::Tensor& alpha_w, const at::Tensor& labels,
+    const c10::optional<at::Tensor>& alpha_b, const c10::optional<at::Tensor>& bias, int64_t cd) {
+  TORCH_CHECK_TYPE(
+      y.scalar_type() == at::kFloat || y.scalar_type() == at::kHalf || y.scalar_type() == at::kBFloat16 ||
+          y.scalar_type() == at::kDouble,
+      "wfkern.mask_epilogue: y must be float32, float16, bfloat16 or float64, got ", y.scalar_type());
+  TORCH_CHECK_TYPE(
+      alpha_w.scalar_type() == at::kFloat || alpha_w.scalar_type() == at::kDouble,
+      "wfkern.mask_epilogue: alpha_w must be float32 or float64, got ", alpha_w.scalar_type());
+  TORCH_CHECK_TYPE(
+      labels.scalar_type() == at::kLong, "wfkern.mask_epilogue: labels must be int64, got ", labels.scalar_type());
+  const int64_t channels = y.size(cd);
+  TORCH_CHECK_VALUE(
+      alpha_w.dim() == 2 && alpha_w.size(1) == channels,
+      "wfkern.mask_epilogue: alpha_w must have shape (num_classes, ", channels, "), got ", alpha_w.sizes());
+  TORCH_CHECK_VALUE(
+      (labels.dim() == 1 || labels.dim() == 2) && labels.size(0) == y.size(0),
+      "wfkern.mask_epilogue: labels must have shape (", y.size(0), ",) or (", y.size(0), ", K), got ",
+      labels.sizes());
+  TORCH_CHECK_VALUE(
+      alpha_b.has_value() == bias.has_value(),
+      "wfkern.mask_epilogue: alpha_b and bias must be given together, got alpha_b ",
+      alpha_b.has_value() ? "set" : "None", " and bias ", bias.has_value() ? "set" : "None");
+  if (alpha_b.has_value()) {
+    TORCH_CHECK_VALUE(
+        alpha_b->sizes() == alpha_w.sizes() && alpha_b->scalar_type() == alpha_w.scalar_type(),
+        "wfkern.mask_epilogue: alpha_b must match alpha_w in shape and dtype, got ", alpha_b->sizes(), " ",
+        alpha_b->scalar_type());
+    TORCH_CHECK_VALUE(
+        bias->dim() == 1 && bias->size(0) == channels,
+        "wfkern.mask_epilogue: bias must have shape (", channels, ",), got ", bias->sizes());
+  }
+  for (const at::Tensor* t : {&alpha_w, &labels}) {
+    TORCH_CHECK_VALUE(
+        t->device() == y.device(), "wfkern.mask_epilogue: all tensors must be on ", y.device(), ", got ",
+        t->device());
+  }
+  if (alpha_b.has_value()) {
+    TORCH_CHECK_VALUE(
+        alpha_b->device() == y.device() && bias->device() == y.device(),
+        "wfkern.mask_epilogue: all tensors must be on ", y.device());
+  }
+}
+
+// Returns true and sets *layout when t can be walked as Planes or Rows without a copy.
+inline bool classify_layout(const at::Tensor& t, int64_t cd, Layout* layout) {
+  const int64_t dim = t.dim();
+  if (cd == dim - 1 && t.is_contiguous()) {
+    *layout = Layout::Rows;
+    return true;
+  }
+  if (cd == 1 && t.is_contiguous()) {
+    *layout = Layout::Planes;
+    return true;
+  }
+  if (cd == 1 && ((dim == 4 && t.is_contiguous(at::MemoryFormat::ChannelsLast)) ||
+                  (dim == 5 && t.is_contiguous(at::MemoryFormat::ChannelsLast3d)))) {
+    *layout = Layout::Rows;
+    return true;
+  }
+  return false;
+}
+
+// t itself when its layout is walkable, else a contiguous copy; fills geometry.
+inline at::Tensor walkable(const at::Tensor& t, int64_t cd, Geometry* g) {
+  at::Tensor out = t;
+  if (!classify_layout(t, cd, &g->layout)) {
+    out = t.contiguous();
+    TORCH_INTERNAL_ASSERT(classify_layout(out, cd, &g->layout));
+  }
+  g->batch = t.size(0);
+  g->channels = t.size(cd);
+  g->spatial = g->batch * g->channels == 0 ? 0 : t.numel() / (g->batch * g->channels);
+  return out;
+}
+
+// `like` itself when it has the same strides as `ref`, else a copy with ref's strides.
+inline at::Tensor with_strides_of(const at::Tensor& like, const at::Tensor& ref) {
+  if (like.strides() == ref.strides()) {
+    return like;
+  }
+  at::Tensor out = at::empty_like(ref, like.options());
+  out.copy_(like);
+  return out;
+}
+
+// Results are computed in src's layout; give them y's strides (what empty_like(y) has) when
+// src is a copy of y. Keeps the fake implementation a plain empty_like(y).
+inline at::Tensor like_input(const at::Tensor& result, const at::Tensor& src, const at::Tensor& y) {
+  if (src.is_same(y)) {
+    return result;
+  }
+  return at::empty_like(y).copy_(result);
+}
+
+// Math type of the mask tables: float64 for float64 inputs (gradcheck), else float32.
+inline at::ScalarType table_dtype(const at::Tensor& y) {
+  return y.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// Alpha gradients from the per-(sample, channel) reductions sum(g*y) and sum(g).
+// Device-agnostic (ATen ops only) and deterministic: the scatter by label is a matmul.
+std::tuple<at::Tensor, at::Tensor> alpha_grads_from_sums(
+    const at::Tensor& sum_gy, const at::Tensor& sum_g, const at::Tensor& mask_w,
+    const c10::optional<at::Tensor>& mask_b, const at::Tensor& alpha_w, const c10::optional<at::Tensor>& alpha_b,
+    const c10::optional<at::Tensor>& bias, const at::Tensor& labels);
+
+}  // namespace wfkern

@@ -1,0 +1,215 @@
+// CPU implementation of mask_epilogue and its backward: one parallel pass over y.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cmath>
+
+#include "checks.h"
+
+namespace wfkern {
+
+namespace {
+
+void check_label_values_cpu(const at::Tensor& labels, int64_t num_classes) {
+  const int64_t* data = labels.contiguous().data_ptr<int64_t>();
+  for (int64_t i = 0; i < labels.numel(); ++i) {
+    TORCH_CHECK_VALUE(
+        data[i] >= -1 && data[i] < num_classes, "wfkern.mask_epilogue: labels must be in [-1, ", num_classes,
+        ") (-1 = forget nothing), got ", data[i]);
+  }
+}
+
+template <typename acc_t>
+void product_of_gates(const at::Tensor& alpha, const at::Tensor& sets, at::Tensor& mask) {
+  const int64_t batch = sets.size(0), set_size = sets.size(1), channels = alpha.size(1);
+  const acc_t* a = alpha.data_ptr<acc_t>();
+  const int64_t* lab = sets.data_ptr<int64_t>();
+  acc_t* m = mask.data_ptr<acc_t>();
+  at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      acc_t* row = m + b * channels;
+      std::fill(row, row + channels, acc_t(1));
+      for (int64_t k = 0; k < set_size; ++k) {
+        const int64_t l = lab[b * set_size + k];
+        if (l < 0) continue;
+        const acc_t* logits = a + l * channels;
+        for (int64_t c = 0; c < channels; ++c) row[c] *= acc_t(1) / (acc_t(1) + std::exp(-logits[c]));
+      }
+    }
+  });
+}
+
+// mask[b, c] = prod_k sigmoid(alpha[labels[b, k], c]), 1 where the label is -1.
+at::Tensor gate_table_cpu(const at::Tensor& alpha, const at::Tensor& labels, at::ScalarType dtype) {
+  const at::Tensor sets = (labels.dim() == 1 ? labels.unsqueeze(1) : labels).contiguous();
+  const at::Tensor a = alpha.to(dtype).contiguous();
+  at::Tensor mask = at::empty({sets.size(0), alpha.size(1)}, alpha.options().dtype(dtype));
+  AT_DISPATCH_FLOATING_TYPES(dtype, "wfkern_gate_table", [&] { product_of_gates<scalar_t>(a, sets, mask); });
+  return mask;
+}
+
+int64_t grain_for(int64_t inner) { return std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(1, inner)); }
+
+// out = y * scale + shift over a (B, C, S) or (B, S, C) walk; shift may be null.
+template <typename scalar_t, typename acc_t>
+void affine_forward(const Geometry& g, const scalar_t* y, scalar_t* out, const acc_t* scale, const acc_t* shift) {
+  const int64_t C = g.channels, S = g.spatial;
+  if (g.layout == Layout::Planes) {
+    at::parallel_for(0, g.batch * C, grain_for(S), [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end; ++p) {
+        const acc_t a = scale[p], sh = shift ? shift[p] : acc_t(0);
+        const scalar_t* src = y + p * S;
+        scalar_t* dst = out + p * S;
+        for (int64_t s = 0; s < S; ++s) dst[s] = static_cast<scalar_t>(static_cast<acc_t>(src[s]) * a + sh);
+      }
+    });
+    return;
+  }
+  at::parallel_for(0, g.batch * S, grain_for(C), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t b = r / S;
+      const acc_t* a = scale + b * C;
+      const scalar_t* src = y + r * C;
+      scalar_t* dst = out + r * C;
+      if (shift) {
+        const acc_t* sh = shift + b * C;
+        for (int64_t c = 0; c < C; ++c) dst[c] = static_cast<scalar_t>(static_cast<acc_t>(src[c]) * a[c] + sh[c]);
+      } else {
+        for (int64_t c = 0; c < C; ++c) dst[c] = static_cast<scalar_t>(static_cast<acc_t>(src[c]) * a[c]);
+      }
+    }
+  });
+}
+
+constexpr int64_t kRowsPerTile = 64;
+
+// One pass over grad_out and y: grad_y = g * scale (if wanted), sum_gy[b,c] = sum g*y, sum_g[b,c] = sum g.
+// Reductions run in a fixed order (per plane, or per row tile then over tiles): deterministic.
+template <typename scalar_t, typename acc_t>
+void affine_backward(
+    const Geometry& g, const scalar_t* grad, const scalar_t* y, scalar_t* grad_y, const acc_t* scale, acc_t* sum_gy,
+    acc_t* sum_g) {
+  const int64_t C = g.channels, S = g.spatial;
+  if (g.layout == Layout::Planes) {
+    at::parallel_for(0, g.batch * C, grain_for(S), [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end; ++p) {
+        const acc_t a = scale[p];
+        acc_t acc_gy = 0, acc_g = 0;
+        for (int64_t s = p * S; s < (p + 1) * S; ++s) {
+          const acc_t gv = static_cast<acc_t>(grad[s]);
+          if (grad_y) grad_y[s] = static_cast<scalar_t>(gv * a);
+          acc_gy += gv * static_cast<acc_t>(y[s]);
+          acc_g += gv;
+        }
+        sum_gy[p] = acc_gy;
+        sum_g[p] = acc_g;
+      }
+    });
+    return;
+  }
+  const int64_t tiles = (S + kRowsPerTile - 1) / kRowsPerTile;
+  std::vector<acc_t> part_gy(g.batch * tiles * C, acc_t(0)), part_g(g.batch * tiles * C, acc_t(0));
+  at::parallel_for(0, g.batch * tiles, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t bt = begin; bt < end; ++bt) {
+      const int64_t b = bt / tiles, t = bt % tiles;
+      const acc_t* a = scale + b * C;
+      acc_t* pgy = part_gy.data() + bt * C;
+      acc_t* pg = part_g.data() + bt * C;
+      for (int64_t s = t * kRowsPerTile; s < std::min(S, (t + 1) * kRowsPerTile); ++s) {
+        const int64_t row = (b * S + s) * C;
+        for (int64_t c = 0; c < C; ++c) {
+          const acc_t gv = static_cast<acc_t>(grad[row + c]);
+          if (grad_y) grad_y[row + c] = static_cast<scalar_t>(gv * a[c]);
+          pgy[c] += gv * static_cast<acc_t>(y[row + c]);
+          pg[c] += gv;
+        }
+      }
+    }
+  });
+  at::parallel_for(0, g.batch, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      for (int64_t c = 0; c < C; ++c) {
+        acc_t acc_gy = 0, acc_g = 0;
+        for (int64_t t = 0; t < tiles; ++t) {
+          acc_gy += part_gy[(b * tiles + t) * C + c];
+          acc_g += part_g[(b * tiles + t) * C + c];
+        }
+        sum_gy[b * C + c] = acc_gy;
+        sum_g[b * C + c] = acc_g;
+      }
+    }
+  });
+}
+
+struct Tables {
+  at::Tensor mask_w, mask_b;  // (B, C); mask_b undefined without a bias
+  c10::optional<at::Tensor> mask_b_opt() const { return mask_b.defined() ? c10::optional<at::Tensor>(mask_b) : c10::nullopt; }
+};
+
+Tables prepare(
+    const at::Tensor& y, const at::Tensor& alpha_w, const at::Tensor& labels, const c10::optional<at::Tensor>& alpha_b,
+    const c10::optional<at::Tensor>& bias, int64_t cd) {
+  check_epilogue_args(y, alpha_w, labels, alpha_b, bias, cd);
+  check_label_values_cpu(labels, alpha_w.size(0));
+  Tables t;
+  t.mask_w = gate_table_cpu(alpha_w, labels, table_dtype(y));
+  if (alpha_b.has_value()) t.mask_b = gate_table_cpu(*alpha_b, labels, table_dtype(y));
+  return t;
+}
+
+at::Tensor mask_epilogue_cpu(
+    const at::Tensor& y, const at::Tensor& alpha_w, const at::Tensor& labels, const c10::optional<at::Tensor>& alpha_b,
+    const c10::optional<at::Tensor>& bias, int64_t channel_dim) {
+  const int64_t cd = normalize_channel_dim(y, channel_dim);
+  const Tables t = prepare(y, alpha_w, labels, alpha_b, bias, cd);
+  at::Tensor shift;
+  if (bias.has_value()) shift = (bias->to(t.mask_w.scalar_type()).unsqueeze(0) * (t.mask_b - t.mask_w)).contiguous();
+  Geometry g;
+  const at::Tensor src = walkable(y, cd, &g);
+  at::Tensor out = at::empty_like(src);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "wfkern_mask_epilogue_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    affine_forward<scalar_t, acc_t>(
+        g, src.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), t.mask_w.data_ptr<acc_t>(),
+        shift.defined() ? shift.data_ptr<acc_t>() : nullptr);
+  });
+  return like_input(out, src, y);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> mask_epilogue_backward_cpu(
+    const at::Tensor& grad_out, const at::Tensor& y, const at::Tensor& alpha_w, const at::Tensor& labels,
+    const c10::optional<at::Tensor>& alpha_b, const c10::optional<at::Tensor>& bias, int64_t channel_dim,
+    bool compute_grad_y) {
+  const int64_t cd = normalize_channel_dim(y, channel_dim);
+  TORCH_CHECK_VALUE(
+      grad_out.sizes() == y.sizes() && grad_out.scalar_type() == y.scalar_type(),
+      "wfkern.mask_epilogue_backward: grad_out must match y in shape and dtype, got ", grad_out.sizes(), " ",
+      grad_out.scalar_type());
+  const Tables t = prepare(y, alpha_w, labels, alpha_b, bias, cd);
+  Geometry g;
+  const at::Tensor src = walkable(y, cd, &g);
+  const at::Tensor grad = with_strides_of(grad_out, src);
+  at::Tensor grad_y = compute_grad_y ? at::empty_like(src) : at::Tensor();
+  at::Tensor sum_gy = at::empty_like(t.mask_w), sum_g = at::empty_like(t.mask_w);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "wfkern_mask_epilogue_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    affine_backward<scalar_t, acc_t>(
+        g, grad.data_ptr<scalar_t>(), src.data_ptr<scalar_t>(),
+        compute_grad_y ? grad_y.data_ptr<scalar_t>() : nullptr, t.mask_w.data_ptr<acc_t>(), sum_gy.data_ptr<acc_t>(),
+        sum_g.data_ptr<acc_t>());
+  });
+  auto [grad_aw, grad_ab] = alpha_grads_from_sums(sum_gy, sum_g, t.mask_w, t.mask_b_opt(), alpha_w, alpha_b, bias, labels);
+  grad_y = compute_grad_y ? like_input(grad_y, src, y) : at::empty({0}, y.options());
+  return {grad_y, grad_aw, grad_ab};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(wfkern, CPU, m) {
+  m.impl("mask_epilogue", &mask_epilogue_cpu);
+  m.impl("mask_epilogue_backward", &mask_epilogue_backward_cpu);
+}
+
+}  // namespace wfkern

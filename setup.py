@@ -1,0 +1,77 @@
+"""Builds wfkern._C: C++ CPU ops always, CUDA ops where a toolkit and a CUDA build of torch exist.
+
+Switches: WFKERN_CPP=0 (pure-Python install), WFKERN_CUDA=0 (skip the CUDA ops),
+WFKERN_DEBUG=1 (-O0 -g), TORCH_CUDA_ARCH_LIST (default "8.0;9.0" when no GPU is visible).
+No GPU is needed to compile the CUDA ops.
+"""
+import glob
+import os
+import sys
+
+from setuptools import setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _say(msg):
+    print(f"wfkern setup: {msg}", file=sys.stderr)
+
+
+def _find_cuda_home():
+    """A toolkit whose include/cuda_runtime.h exists (an nvcc wrapper on PATH can mislead torch)."""
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"]
+    candidates += sorted(glob.glob("/usr/local/cuda-*"), reverse=True)
+    for path in candidates:
+        if path and os.path.isfile(os.path.join(path, "include", "cuda_runtime.h")):
+            return path
+    return None
+
+
+def _extra_cuda_includes():
+    """cuBLAS & co. headers that ATen pulls in ship with torch's pip packages, not every toolkit."""
+    import site
+
+    found = []
+    for base in site.getsitepackages() + [site.getusersitepackages()]:
+        found += glob.glob(os.path.join(base, "nvidia", "cu*", "include"))
+        found += glob.glob(os.path.join(base, "nvidia", "cublas", "include"))
+    return sorted(set(found))
+
+
+def get_extensions():
+    if os.environ.get("WFKERN_CPP", "1") == "0":
+        _say("WFKERN_CPP=0: building no compiled code (pure-PyTorch reference only)")
+        return [], {}
+    import torch
+
+    debug = os.environ.get("WFKERN_DEBUG", "0") == "1"
+    cuda_home = None
+    if os.environ.get("WFKERN_CUDA", "1") == "0":
+        _say("WFKERN_CUDA=0: skipping the CUDA ops")
+    elif not torch.version.cuda:
+        _say(f"torch {torch.__version__} is not a CUDA build: skipping the CUDA ops")
+    else:
+        cuda_home = _find_cuda_home()
+        if cuda_home is None:
+            _say("no CUDA toolkit found (set CUDA_HOME): skipping the CUDA ops")
+        else:
+            os.environ["CUDA_HOME"] = cuda_home  # read by torch.utils.cpp_extension at import
+    from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
+
+    sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
+    cxx = ["-O0", "-g"] if debug else ["-O3"]
+    extra = {"cxx": cxx}
+    if cuda_home is not None:
+        if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
+            os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"
+        _say(f"building CUDA ops with {cuda_home} for archs {os.environ.get('TORCH_CUDA_ARCH_LIST', 'of the visible GPU')}")
+        sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
+        extra["nvcc"] = (["-O0", "-g", "-G"] if debug else ["-O3"])
+        ext = CUDAExtension("wfkern._C", sources, extra_compile_args=extra, include_dirs=_extra_cuda_includes())
+    else:
+        ext = CppExtension("wfkern._C", sources, extra_compile_args=extra)
+    return [ext], {"build_ext": BuildExtension}
+
+
+ext_modules, cmdclass = get_extensions()
+setup(ext_modules=ext_modules, cmdclass=cmdclass)

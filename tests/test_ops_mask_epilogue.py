@@ -1,0 +1,184 @@
+"""mask_epilogue: every kernel against the pure-PyTorch reference, plus the reference against hand math."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from wfkern.ops import check_label_values, gate_table_ref, mask_epilogue, mask_epilogue_ref
+from conftest import GRAD_TOL, LABEL_KINDS, LAYOUTS, TOL, make_inputs
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
+SPATIAL = [(4, 3), (1, 1), (8, 8), (3, 43)]
+
+
+def _op(*args):
+    return torch.ops.wfkern.mask_epilogue(*args)  # the kernel itself, never the wrapper
+
+
+def _detached(args):
+    return tuple(a.detach().clone().requires_grad_(a.requires_grad) if isinstance(a, torch.Tensor) else a for a in args)
+
+
+# ---- the reference against hand-computed values -------------------------------------------------
+
+def test_mask_epilogue_ref_hand_computed():
+    y = torch.tensor([[2.0], [2.0]])  # (B=2, C=1); y includes bias 1
+    alpha_w = torch.tensor([[math.log(3.0)]])  # sigmoid = 0.75
+    alpha_b = torch.tensor([[0.0]])  # sigmoid = 0.5
+    out = mask_epilogue_ref(y, alpha_w, torch.tensor([0, -1]), alpha_b, torch.tensor([1.0]), channel_dim=1)
+    # sample 0: (2 - 1) * 0.75 + 1 * 0.5 = 1.25; sample 1 forgets nothing: 2
+    torch.testing.assert_close(out, torch.tensor([[1.25], [2.0]]))
+
+
+def test_gate_table_ref_multiplies_sets():
+    alpha = torch.tensor([[0.0, math.log(3.0)], [math.log(3.0), 0.0]])  # gates [.5, .75], [.75, .5]
+    labels = torch.tensor([[0, 1], [1, -1], [-1, -1], [0, 0]])
+    expected = torch.tensor([[0.375, 0.375], [0.75, 0.5], [1.0, 1.0], [0.25, 0.5625]])
+    torch.testing.assert_close(gate_table_ref(alpha, labels, torch.float32), expected)
+
+
+# ---- kernels against the reference --------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("labels", LABEL_KINDS)
+@pytest.mark.parametrize("bias", [True, False])
+def test_mask_epilogue_matches_ref(kernel_device, dtype, layout, labels, bias):
+    args = make_inputs(kernel_device, dtype, layout, labels=labels, bias=bias)
+    out = _op(*args)
+    torch.testing.assert_close(out, mask_epilogue_ref(*args), **TOL[dtype])
+    assert out.dtype == dtype and out.stride() == torch.empty_like(args[0]).stride()
+
+
+@pytest.mark.parametrize("spatial", SPATIAL)
+@pytest.mark.parametrize("channels", [1, 8, 13])
+@pytest.mark.parametrize("batch", [1, 4])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "bnf"])
+def test_mask_epilogue_matches_ref_sizes(kernel_device, spatial, channels, batch, layout):
+    for dtype in (torch.float32, torch.bfloat16):
+        args = make_inputs(kernel_device, dtype, layout, batch=batch, channels=channels, spatial=spatial, labels="sets")
+        torch.testing.assert_close(_op(*args), mask_epilogue_ref(*args), **TOL[dtype])
+
+
+def test_mask_epilogue_rows_without_label_are_exact(kernel_device):
+    for layout in LAYOUTS:
+        y, aw, labels, ab, b, cd = make_inputs(kernel_device, torch.bfloat16, layout, labels="single")
+        out = _op(y, aw, labels, ab, b, cd)
+        none = labels == -1
+        assert none.any()
+        assert torch.equal(out[none], y[none])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("labels", LABEL_KINDS)
+@pytest.mark.parametrize("bias", [True, False])
+def test_mask_epilogue_grad_matches_ref(kernel_device, dtype, layout, labels, bias):
+    args = make_inputs(kernel_device, dtype, layout, labels=labels, bias=bias, requires_grad=True)
+    ref_args = _detached(args)
+    out, ref = _op(*args), mask_epilogue_ref(*ref_args)
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(out)
+    inputs = [args[0], args[1]] + ([args[3]] if bias else [])
+    ref_inputs = [ref_args[0], ref_args[1]] + ([ref_args[3]] if bias else [])
+    got = torch.autograd.grad(out, inputs, grad)
+    want = torch.autograd.grad(ref, ref_inputs, grad)
+    torch.testing.assert_close(got[0], want[0], **TOL[dtype])
+    for g, w in zip(got[1:], want[1:]):
+        torch.testing.assert_close(g, w, **GRAD_TOL[dtype])
+
+
+def test_mask_epilogue_backward_skips_grad_y(kernel_device):
+    y, aw, labels, ab, b, cd = make_inputs(kernel_device, torch.float32, "nchw")
+    grad_y, grad_aw, grad_ab = torch.ops.wfkern.mask_epilogue_backward(torch.ones_like(y), y, aw, labels, ab, b, cd, False)
+    assert grad_y.numel() == 0 and grad_aw.shape == aw.shape and grad_ab.shape == ab.shape
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("bias", [True, False])
+def test_mask_epilogue_gradcheck(kernel_device, layout, bias):
+    args = make_inputs(kernel_device, torch.float64, layout, labels="sets", bias=bias, requires_grad=True, batch=2,
+                       channels=3, spatial=(2, 3))
+    assert torch.autograd.gradcheck(lambda *a: _op(*a), args, eps=1e-6, atol=1e-8)
+    ref_args = _detached(args)
+    assert torch.autograd.gradcheck(lambda *a: mask_epilogue_ref(*a), ref_args, eps=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("requires_grad", [False, True])
+@pytest.mark.parametrize("labels", ["single", "sets"])
+def test_mask_epilogue_opcheck(kernel_device, layout, requires_grad, labels):
+    for bias in (True, False):
+        args = make_inputs(kernel_device, torch.float32, layout, labels=labels, bias=bias, requires_grad=requires_grad)
+        torch.library.opcheck(torch.ops.wfkern.mask_epilogue.default, args)
+    y, aw, lab, ab, b, cd = make_inputs(kernel_device, torch.float32, layout, labels=labels)
+    torch.library.opcheck(torch.ops.wfkern.mask_epilogue_backward.default, (torch.randn_like(y), y, aw, lab, ab, b, cd, True))
+
+
+def test_mask_epilogue_compile(kernel_device):
+    def fn(y, aw, labels, ab, b):
+        return torch.relu(mask_epilogue(y, aw, labels, ab, b, 1, check_labels=False)) * 2
+
+    args = make_inputs(kernel_device, torch.float32, "nchw", labels="sets", requires_grad=True)[:5]
+    compiled = torch.compile(fn, fullgraph=True)
+    out = compiled(*args)
+    torch.testing.assert_close(out, fn(*_detached(args)), **TOL[torch.float32])
+    out.sum().backward()
+    ref_args = _detached(args)
+    fn(*ref_args).sum().backward()
+    torch.testing.assert_close(args[1].grad, ref_args[1].grad, **GRAD_TOL[torch.float32])
+    if kernel_device == "cuda":
+        graphed = torch.compile(fn, mode="reduce-overhead", fullgraph=True)
+        with torch.no_grad():
+            for _ in range(3):
+                torch.testing.assert_close(graphed(*args), fn(*args), **TOL[torch.float32])
+
+
+def test_mask_epilogue_empty_batch(kernel_device):
+    y, aw, _, ab, b, cd = make_inputs(kernel_device, torch.float32, "nchw")
+    empty = y[:0]
+    out = _op(empty, aw, torch.zeros(0, dtype=torch.long, device=kernel_device), ab, b, cd)
+    assert out.shape == empty.shape
+
+
+# ---- bad input: clear errors ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad", [7, -2, 100])
+def test_mask_epilogue_rejects_bad_labels(any_device, bad):
+    y, aw, labels, ab, b, cd = make_inputs(any_device, torch.float32, "nchw")
+    labels[1] = bad
+    with pytest.raises(ValueError, match=rf"labels must be in \[-1, 7\).*got {bad}"):
+        mask_epilogue(y, aw, labels, ab, b, cd)
+    with pytest.raises(ValueError, match=rf"got {bad}"):
+        check_label_values(labels, 7)
+
+
+def test_mask_epilogue_kernel_rejects_bad_labels_on_cpu():
+    args = list(make_inputs("cpu", torch.float32, "nchw"))
+    args[2][0] = 7
+    pytest.importorskip("wfkern._C")
+    with pytest.raises(ValueError, match=r"labels must be in \[-1, 7\).*got 7"):
+        torch.ops.wfkern.mask_epilogue(*args)
+
+
+@pytest.mark.parametrize("impl", ["ref", "kernel"])
+def test_mask_epilogue_rejects_bad_arguments(impl):
+    if impl == "kernel":
+        pytest.importorskip("wfkern._C")
+        fn = torch.ops.wfkern.mask_epilogue
+    else:
+        fn = mask_epilogue_ref
+    y, aw, labels, ab, b, cd = make_inputs("cpu", torch.float32, "nchw")
+    with pytest.raises(TypeError, match="labels must be int64, got"):
+        fn(y, aw, labels.float(), ab, b, cd)
+    with pytest.raises(ValueError, match=r"labels must have shape \(3,\) or \(3, K\)"):
+        fn(y, aw, labels[:2], ab, b, cd)
+    with pytest.raises(ValueError, match=r"alpha_w must have shape \(num_classes, 5\)"):
+        fn(y, aw[:, :4], labels, ab, b, cd)
+    with pytest.raises(ValueError, match="alpha_b and bias must be given together"):
+        fn(y, aw, labels, ab, None, cd)
+    with pytest.raises(ValueError, match="channel_dim must be 1 or -1"):
+        fn(y, aw, labels, ab, b, 2)
+    with pytest.raises(TypeError, match="y must be float32, float16, bfloat16 or float64"):
+        fn(y.to(torch.int32), aw, labels, ab, b, cd)

@@ -1,0 +1,237 @@
+"""wfkern.patch on real architectures (random init): exactness, per-sample forgetting, freezing, compile."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import wfkern
+from wfkern.layers import WFConv2d, WFLinear, WFMultiheadAttention
+
+timm = pytest.importorskip("timm")
+
+NUM_CLASSES = 10
+
+
+def _resnet18():
+    return torchvision.models.resnet18(num_classes=NUM_CLASSES), (3, 32, 32)
+
+
+def _resnet50():
+    return torchvision.models.resnet50(num_classes=NUM_CLASSES), (3, 32, 32)
+
+
+def _vgg16():
+    return torchvision.models.vgg16(num_classes=NUM_CLASSES), (3, 32, 32)
+
+
+def _vit_b_16():
+    model = torchvision.models.vit_b_16(num_classes=NUM_CLASSES, image_size=32)
+    nn.init.normal_(model.heads.head.weight, std=0.02)  # torchvision zero-initialises the head
+    return model, (3, 32, 32)
+
+
+def _vit_tiny():
+    return timm.create_model("vit_tiny_patch16_224", num_classes=NUM_CLASSES, img_size=32), (3, 32, 32)
+
+
+def _vit_small():
+    return timm.create_model("vit_small_patch16_224", num_classes=NUM_CLASSES, img_size=32), (3, 32, 32)
+
+
+MODELS = {"resnet18": _resnet18, "resnet50": _resnet50, "vgg16": _vgg16, "vit_b_16": _vit_b_16,
+          "vit_tiny": _vit_tiny, "vit_small": _vit_small}
+EXPECTED_KIND = {"resnet18": WFConv2d, "resnet50": WFConv2d, "vgg16": WFConv2d, "vit_b_16": WFMultiheadAttention,
+                 "vit_tiny": WFLinear, "vit_small": WFLinear}
+
+
+def _build(name, seed=0):
+    torch.manual_seed(seed)
+    model, shape = MODELS[name]()
+    return model.eval(), torch.randn(4, *shape, generator=torch.Generator().manual_seed(seed + 1))
+
+
+def _scramble_alphas(wf, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in wf.alpha_parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 3)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_patch_model(name):
+    model, x = _build(name)
+    wf = wfkern.patch(model, NUM_CLASSES)
+    _scramble_alphas(wf)
+    # what got wrapped: every Conv2d, or every attention projection
+    expected = sum(isinstance(m, nn.Conv2d) for m in model.modules()) + sum(
+        isinstance(m, (nn.MultiheadAttention,)) or n.endswith(".qkv") for n, m in model.named_modules()
+    )
+    layers = wf.wf_layers()
+    assert len(layers) == expected > 0
+    assert any(isinstance(layer, EXPECTED_KIND[name]) for layer in layers.values())
+    # only the gates train
+    trainable = [p for p in wf.parameters() if p.requires_grad]
+    assert {id(p) for p in trainable} == {id(p) for p in wf.alpha_parameters()}
+    with torch.no_grad():
+        plain = model(x)
+        # forget nothing: the original model, bit for bit
+        assert torch.equal(wf(x), plain)
+        assert torch.equal(wf(x, forget=-1), plain)
+        assert torch.equal(wf(x, forget=torch.full((4,), -1)), plain)
+        # a mixed batch equals each sample run alone
+        labels = torch.tensor([3, -1, 0, 9])
+        mixed = wf(x, forget=labels)
+        alone = torch.cat([wf(x[i:i + 1], forget=labels[i:i + 1]) for i in range(4)])
+        torch.testing.assert_close(mixed, alone, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(mixed[1], plain[1], atol=1e-4, rtol=1e-4)
+        assert not torch.allclose(mixed[0], plain[0], atol=1e-3)
+        # the baked single-class model equals the masked forward
+        for cls in (3, 9):
+            baked = wfkern.bake(wf, forget=cls).eval()
+            assert not any(isinstance(m, wfkern.layers.WFLayer) for m in baked.modules())
+            torch.testing.assert_close(baked(x), wf(x, forget=cls), atol=1e-4, rtol=1e-4)
+        # kernels and the pure-PyTorch reference agree at model level
+        with wfkern.use_reference():
+            torch.testing.assert_close(wf(x, forget=labels), mixed, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "vit_tiny", "vit_b_16"])
+def test_patch_train_mode_gives_alpha_grads(name):
+    model, x = _build(name)
+    wf = wfkern.patch(model, NUM_CLASSES).train()
+    out = wf(x, forget=torch.tensor([[1, 2], [0, -1], [-1, -1], [5, 5]]))
+    out.sum().backward()
+    grads = [p.grad for p in wf.alpha_parameters()]
+    assert all(g is not None for g in grads)
+    # rows never selected get exactly zero gradient
+    for layer in wf.wf_layers().values():
+        assert torch.all(layer.alpha_w.grad[[3, 4, 6, 7, 8, 9]] == 0)
+        assert layer.alpha_w.grad[[0, 1, 2, 5]].abs().sum() > 0
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_patch_multi_label_sets_multiply_gates():
+    model, x = _build("resnet18")
+    wf = wfkern.patch(model, NUM_CLASSES)
+    _scramble_alphas(wf, seed=3)
+    with torch.no_grad():
+        both = wf(x, forget=torch.tensor([[2, 7]] * 4))
+        with wfkern.use_reference():
+            ref = wf(x, forget=torch.tensor([[2, 7]] * 4))
+        single = wf(x, forget=2)
+    torch.testing.assert_close(both, ref, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(both, single, atol=1e-3)
+
+
+class _Attend(nn.Module):
+    """Self- or cross-attention through nn.MultiheadAttention, in either batch layout."""
+
+    def __init__(self, cross: bool, batch_first: bool, need_weights: bool):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(16, 4, batch_first=batch_first)
+        self.cross, self.batch_first, self.need_weights = cross, batch_first, need_weights
+
+    def forward(self, x):
+        if not self.batch_first:
+            x = x.transpose(0, 1)
+        k, v = (x * 2, x * 3) if self.cross else (x, x)
+        out = self.attn(x, k, v, need_weights=self.need_weights)[0]
+        return out if self.batch_first else out.transpose(0, 1)
+
+
+@pytest.mark.parametrize("cross", [False, True])
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("need_weights", [True, False])
+def test_patch_mha_matches_baked_plain_attention(cross, batch_first, need_weights):
+    torch.manual_seed(0)
+    wf = wfkern.patch(_Attend(cross, batch_first, need_weights).eval(), 3)
+    _scramble_alphas(wf)
+    x = torch.randn(2, 5, 16)
+    with torch.no_grad():
+        out = wf(x, forget=torch.tensor([-1, 1]))
+        torch.testing.assert_close(out[0], wf(x)[0], atol=1e-5, rtol=1e-5)
+        baked = wfkern.bake(wf, forget=1).eval()  # plain torch MHA with gated in-projection weights
+        torch.testing.assert_close(out[1], baked(x)[1], atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(out[1], wf(x)[1], atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "vit_tiny"])
+def test_patch_compile_matches_eager(name):
+    model, x = _build(name)
+    wf = wfkern.patch(model, NUM_CLASSES)
+    _scramble_alphas(wf)
+    labels = torch.tensor([3, -1, 0, 9])
+    compiled = torch.compile(wf, fullgraph=True)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x, forget=labels), wf(x, forget=labels), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(compiled(x), model(x), atol=1e-4, rtol=1e-4)
+    out = compiled(x, forget=labels)
+    out.square().sum().backward()
+    got = [p.grad.clone() for p in wf.alpha_parameters()]
+    wf.zero_grad()
+    wf(x, forget=labels).square().sum().backward()
+    for g, w in zip(got, (p.grad for p in wf.alpha_parameters())):
+        torch.testing.assert_close(g, w, atol=1e-3, rtol=1e-3)
+
+
+# ---- bad input -----------------------------------------------------------------------------------
+
+def test_patch_rejects_bad_arguments():
+    model, _ = _build("resnet18")
+    with pytest.raises(ValueError, match="num_classes must be >= 1, got 0"):
+        wfkern.patch(model, 0)
+    with pytest.raises(TypeError, match="num_classes must be an int"):
+        wfkern.patch(model, 10.0)
+    with pytest.raises(ValueError, match="must contain an nn.Conv2d.*got none in Sequential"):
+        wfkern.patch(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), 2)
+    wf = wfkern.patch(model, NUM_CLASSES)
+    with pytest.raises(ValueError, match="must not be patched already"):
+        wfkern.patch(wf, NUM_CLASSES)
+    with pytest.raises(ValueError, match="must not be patched already"):
+        wfkern.patch(wf.model, NUM_CLASSES)
+
+
+def test_patch_does_not_touch_the_original_unless_inplace():
+    model, x = _build("resnet18")
+    wfkern.patch(model, NUM_CLASSES)
+    assert not any(isinstance(m, wfkern.layers.WFLayer) for m in model.modules())
+    assert all(p.requires_grad for p in model.parameters())
+    wf = wfkern.patch(model, NUM_CLASSES, inplace=True)
+    assert wf.model is model
+
+
+def test_patch_include_filter_and_skipped():
+    model, _ = _build("resnet18")
+    wf = wfkern.patch(model, NUM_CLASSES, include=lambda name, m: name != "conv1")
+    assert "conv1" not in wf.wf_layers()
+    assert ("conv1", "excluded by include()") in wf.skipped
+
+
+@pytest.mark.parametrize(
+    "forget, error, match",
+    [
+        (torch.tensor([0.0, 1.0, 2.0, 3.0]), TypeError, "must be an integer tensor"),
+        (torch.tensor([True, False, True, False]), TypeError, "must be an integer tensor"),
+        (torch.tensor([0, 1, 2]), ValueError, r"must have shape \(4,\) or \(4, K\).*got \(3,\)"),
+        (torch.zeros(4, 2, 2, dtype=torch.long), ValueError, "must have shape"),
+        (torch.tensor([0, 1, 10, 3]), ValueError, r"must be in \[-1, 10\).*got 10"),
+        (torch.tensor([0, -2, 1, 3]), ValueError, r"must be in \[-1, 10\).*got -2"),
+        (12, ValueError, r"must be in \[-1, 10\).*got 12"),
+        ("3", TypeError, "forget must be None, an int or an integer tensor"),
+    ],
+)
+def test_forward_rejects_bad_forget(forget, error, match):
+    model, x = _build("resnet18")
+    wf = wfkern.patch(model, NUM_CLASSES)
+    with pytest.raises(error, match=match):
+        wf(x, forget=forget)
+
+
+def test_bake_rejects_bad_class():
+    wf = wfkern.patch(_build("resnet18")[0], NUM_CLASSES)
+    with pytest.raises(ValueError, match=r"forget must be an int in \[-1, 10\), got 10"):
+        wfkern.bake(wf, forget=10)
+    with pytest.raises(TypeError, match="wf must be a WFModel"):
+        wfkern.bake(nn.Conv2d(1, 1, 1), forget=0)

@@ -1,0 +1,12 @@
+"""wfkern: class-level machine unlearning of image classifiers by weight filtering (WF-Net).
+
+    wf = wfkern.patch(model, num_classes=10)   # wrap convs / attention qkv; freeze the base
+    wf(x)                                      # the original model, exactly
+    wf(x, forget=y)                            # sample b forgets class y[b] (-1: nothing)
+"""
+from wfkern.ops import backend, describe_backend, use_reference
+from wfkern.patch import WFModel, bake, load_filters, patch
+
+__version__ = "0.1.0"
+
+__all__ = ["WFModel", "__version__", "backend", "bake", "describe_backend", "load_filters", "patch", "use_reference"]

@@ -1,0 +1,150 @@
+"""Pure-PyTorch reference of every wfkern op: the oracle for the kernels and the fallback.
+
+Imports nothing from wfkern. Autograd and inductor work on it as on any PyTorch code.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+__all__ = ["check_epilogue_args", "check_label_values", "gate_table_ref", "mask_epilogue_ref"]
+
+_FLOAT_ACTIVATIONS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def check_epilogue_args(
+    y: Tensor,
+    alpha_w: Tensor,
+    labels: Tensor,
+    alpha_b: Optional[Tensor] = None,
+    bias: Optional[Tensor] = None,
+    channel_dim: int = 1,
+) -> int:
+    """Validate dtypes, shapes and devices (not label values); same texts as csrc/checks.h.
+
+    Works on real and fake tensors (it is also the fake implementation's check).
+
+    Returns:
+        The channel dim, normalised to be non-negative.
+    """
+    dim = y.dim()
+    cd = channel_dim + dim if channel_dim < 0 else channel_dim
+    torch._check_value(
+        dim >= 2 and cd in (1, dim - 1),
+        lambda: "wfkern.mask_epilogue: channel_dim must be 1 or -1 for a tensor with at least 2 dims, "
+        f"got channel_dim={channel_dim} for a {dim}-d tensor",
+    )
+    torch._check_type(
+        y.dtype in _FLOAT_ACTIVATIONS,
+        lambda: f"wfkern.mask_epilogue: y must be float32, float16, bfloat16 or float64, got {y.dtype}",
+    )
+    torch._check_type(
+        alpha_w.dtype in (torch.float32, torch.float64),
+        lambda: f"wfkern.mask_epilogue: alpha_w must be float32 or float64, got {alpha_w.dtype}",
+    )
+    torch._check_type(
+        labels.dtype == torch.int64, lambda: f"wfkern.mask_epilogue: labels must be int64, got {labels.dtype}"
+    )
+    channels = y.shape[cd]
+    torch._check_value(
+        alpha_w.dim() == 2 and alpha_w.shape[1] == channels,
+        lambda: f"wfkern.mask_epilogue: alpha_w must have shape (num_classes, {channels}), got {tuple(alpha_w.shape)}",
+    )
+    batch = y.shape[0]
+    torch._check_value(
+        labels.dim() in (1, 2) and labels.shape[0] == batch,
+        lambda: f"wfkern.mask_epilogue: labels must have shape ({batch},) or ({batch}, K), got {tuple(labels.shape)}",
+    )
+    torch._check_value(
+        (alpha_b is None) == (bias is None),
+        lambda: "wfkern.mask_epilogue: alpha_b and bias must be given together, got alpha_b "
+        f"{'None' if alpha_b is None else 'set'} and bias {'None' if bias is None else 'set'}",
+    )
+    if alpha_b is not None and bias is not None:
+        torch._check_value(
+            alpha_b.shape == alpha_w.shape and alpha_b.dtype == alpha_w.dtype,
+            lambda: "wfkern.mask_epilogue: alpha_b must match alpha_w in shape and dtype, "
+            f"got {tuple(alpha_b.shape)} {alpha_b.dtype}",
+        )
+        torch._check_value(
+            bias.dim() == 1 and bias.shape[0] == channels,
+            lambda: f"wfkern.mask_epilogue: bias must have shape ({channels},), got {tuple(bias.shape)}",
+        )
+    for t in (alpha_w, labels, alpha_b, bias):
+        if t is not None:
+            torch._check_value(
+                t.device == y.device,
+                lambda: f"wfkern.mask_epilogue: all tensors must be on {y.device}, got {t.device}",
+            )
+    return cd
+
+
+def check_label_values(labels: Tensor, num_classes: int, name: str = "wfkern.mask_epilogue: labels") -> None:
+    """Raise a ValueError naming the first label outside [-1, num_classes).
+
+    Reads the values (a device sync for CUDA tensors): call it once per batch, before any launch.
+    """
+    if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
+        raise TypeError(f"{name} must be an integer tensor, got {labels.dtype}")
+    if labels.numel() == 0:
+        return
+    bad = (labels < -1) | (labels >= num_classes)
+    if bool(bad.any()):
+        value = int(labels[bad].flatten()[0])
+        raise ValueError(
+            f"{name} must be in [-1, {num_classes}) (-1 = forget nothing), got {value}"
+        )
+
+
+def gate_table_ref(alpha: Tensor, labels: Tensor, dtype: torch.dtype) -> Tensor:
+    """Per-sample gates: the product of the sigmoid rows a sample selects.
+
+    Args:
+        alpha: (Nc, C) logits.
+        labels: (B,) or (B, K) int64; -1 selects nothing.
+        dtype: math dtype of the result.
+    Returns:
+        (B, C) in ``dtype``: prod_k sigmoid(alpha[labels[b, k]]), exactly 1 where every label is -1.
+    """
+    sets = labels if labels.dim() == 2 else labels[:, None]
+    gates = torch.sigmoid(alpha.to(dtype)[sets.clamp_min(0)])  # (B, K, C)
+    gates = torch.where((sets >= 0)[..., None], gates, torch.ones((), dtype=dtype, device=gates.device))
+    return gates.prod(dim=1)
+
+
+def mask_epilogue_ref(
+    y: Tensor,
+    alpha_w: Tensor,
+    labels: Tensor,
+    alpha_b: Optional[Tensor] = None,
+    bias: Optional[Tensor] = None,
+    channel_dim: int = 1,
+) -> Tensor:
+    """Mask each sample's output channels by the gates of the class(es) it forgets.
+
+    ``out = (y - bias) * gate(alpha_w) + bias * gate(alpha_b)``: for a per-channel mask this equals
+    running the layer with weight ``W * gate_w`` and bias ``bias * gate_b``.
+
+    Args:
+        y: the wrapped layer's output *including* its bias: (B, C, ...) with channel_dim=1 in any
+            memory format, or (B, ..., F) with channel_dim=-1; float32 / float16 / bfloat16 / float64.
+        alpha_w: (Nc, C) float32 (float64 for gradcheck) weight-mask logits.
+        labels: (B,) or (B, K) int64 classes to forget; -1 = none (rows left exactly as they are).
+        alpha_b: (Nc, C) bias-mask logits, given together with ``bias``.
+        bias: (C,) the layer's bias.
+        channel_dim: 1 (convolutions) or -1 (linear layers).
+    Returns:
+        Like ``y`` (shape, dtype); math in float32 (float64 for float64 input).
+    """
+    cd = check_epilogue_args(y, alpha_w, labels, alpha_b, bias, channel_dim)
+    dtype = torch.float64 if y.dtype == torch.float64 else torch.float32
+    view = [y.shape[0]] + [1] * (y.dim() - 1)
+    view[cd] = y.shape[cd]
+    mask_w = gate_table_ref(alpha_w, labels, dtype)
+    out = y.to(dtype) * mask_w.view(view)
+    if alpha_b is not None and bias is not None:
+        mask_b = gate_table_ref(alpha_b, labels, dtype)
+        out = out + (bias.to(dtype) * (mask_b - mask_w)).view(view)
+    return out.to(y.dtype)

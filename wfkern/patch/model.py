@@ -1,0 +1,144 @@
+"""WFModel: a patched classifier whose forward takes per-sample forget labels."""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from wfkern.layers import ForgetContext, WFLayer, find_wf_layers
+from wfkern.ops import check_label_values
+
+__all__ = ["WFModel"]
+
+Forget = Union[None, int, Tensor, List[int], Tuple[int, ...]]
+
+
+class WFModel(nn.Module):
+    """A frozen classifier whose WF layers forget, per sample, the class(es) it is told to.
+
+    Build it with :func:`wfkern.patch`. ``wf(x)`` equals the original model exactly;
+    ``wf(x, forget=y)`` masks sample b with the gates of class ``y[b]`` (-1: none).
+
+    Attributes:
+        model: the patched network (its convs / qkv projections replaced by WF layers).
+        num_classes: Nc, rows of every gate matrix.
+        skipped: (name, reason) of layers that looked like targets but were not wrapped.
+    """
+
+    def __init__(self, model: nn.Module, num_classes: int, context: ForgetContext,
+                 skipped: Optional[List[Tuple[str, str]]] = None) -> None:
+        super().__init__()
+        self.model = model
+        self.num_classes = num_classes
+        self.skipped = list(skipped or [])
+        self._context = context
+
+    def forward(self, x: Tensor, forget: Forget = None, **kwargs) -> Tensor:
+        """Run the model; sample b forgets ``forget[b]``.
+
+        Args:
+            x: (B, ...) input batch.
+            forget: None (forget nothing: the original model, bit for bit); an int (every sample
+                forgets that class); or an integer tensor / list of shape (B,) or (B, K) where -1
+                means "nothing" and K labels are combined by the product of their gates.
+        Returns:
+            The model's output (e.g. (B, Nc) logits).
+        """
+        labels = self.prepare_forget(forget, x.shape[0], x.device)
+        if labels is None:
+            return self.model(x, **kwargs)
+        self._context.labels = labels
+        try:
+            return self.model(x, **kwargs)
+        finally:
+            self._context.labels = None
+
+    def prepare_forget(self, forget: Forget, batch: int, device: torch.device) -> Optional[Tensor]:
+        """Validate ``forget`` once per batch; None when nothing is to be forgotten."""
+        if forget is None:
+            return None
+        if isinstance(forget, bool) or not isinstance(forget, (int, Tensor, list, tuple)):
+            raise TypeError(f"wfkern.WFModel: forget must be None, an int or an integer tensor, got {type(forget).__name__}")
+        if isinstance(forget, int):
+            forget = torch.full((batch,), forget, dtype=torch.long)
+        elif not isinstance(forget, Tensor):
+            forget = torch.as_tensor(forget)
+        if forget.dtype == torch.bool or forget.is_floating_point() or forget.is_complex():
+            raise TypeError(f"wfkern.WFModel: forget must be an integer tensor (int64), got {forget.dtype}")
+        if forget.dim() not in (1, 2) or forget.shape[0] != batch:
+            raise ValueError(
+                f"wfkern.WFModel: forget must have shape ({batch},) or ({batch}, K) for a batch of {batch}, "
+                f"got {tuple(forget.shape)}"
+            )
+        if not torch.compiler.is_compiling():
+            # One read of the labels per batch (free for CPU labels); the layers trust them.
+            host = forget.cpu()
+            check_label_values(host, self.num_classes, name="wfkern.WFModel: forget labels")
+            if bool((host == -1).all()):
+                return None
+        return forget.to(device=device, dtype=torch.long, non_blocking=True)
+
+    def wf_layers(self) -> Dict[str, WFLayer]:
+        """{dotted name inside ``self.model``: WF layer}, in module order."""
+        return find_wf_layers(self.model)
+
+    def alpha_parameters(self) -> List[nn.Parameter]:
+        """Every gate logit matrix: the only parameters that require grad."""
+        params = []
+        for layer in self.wf_layers().values():
+            params.append(layer.alpha_w)
+            if layer.alpha_b is not None:
+                params.append(layer.alpha_b)
+        return params
+
+    def filters_state_dict(self) -> Dict[str, Tensor]:
+        """{"<layer>.alpha_w" / "<layer>.alpha_b": detached float32 CPU copy}."""
+        state = {}
+        for name, layer in self.wf_layers().items():
+            state[f"{name}.alpha_w"] = layer.alpha_w.detach().float().cpu().clone()
+            if layer.alpha_b is not None:
+                state[f"{name}.alpha_b"] = layer.alpha_b.detach().float().cpu().clone()
+        return state
+
+    def load_filters_state_dict(self, state: Dict[str, Tensor]) -> None:
+        """Copy gate logits in; validates every key and shape first, so a bad state changes nothing."""
+        expected = {k: v.shape for k, v in self._alpha_tensors().items()}
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise ValueError(
+                "wfkern.WFModel: filters must cover exactly this model's WF layers, got "
+                f"{len(missing)} missing (e.g. {missing[:3]}) and {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
+            )
+        for key, shape in expected.items():
+            if tuple(state[key].shape) != tuple(shape):
+                raise ValueError(f"wfkern.WFModel: {key} must have shape {tuple(shape)}, got {tuple(state[key].shape)}")
+            if not state[key].is_floating_point():
+                raise ValueError(f"wfkern.WFModel: {key} must be floating point, got {state[key].dtype}")
+        with torch.no_grad():
+            for key, param in self._alpha_tensors().items():
+                param.copy_(state[key])
+
+    def reset_alphas(self, value: float = 3.0) -> None:
+        """Set every gate logit to ``value`` (3.0: the untraining start, sigmoid(3) ~ 0.95)."""
+        with torch.no_grad():
+            for param in self.alpha_parameters():
+                param.fill_(value)
+
+    def save_filters(self, path: str, extra_metadata: Optional[dict] = None) -> None:
+        """Write the gates to a safetensors file (atomic). See :func:`wfkern.load_filters`."""
+        from wfkern.patch.filters_io import save_filters
+
+        save_filters(self, path, extra_metadata)
+
+    def _alpha_tensors(self) -> Dict[str, nn.Parameter]:
+        out = {}
+        for name, layer in self.wf_layers().items():
+            out[f"{name}.alpha_w"] = layer.alpha_w
+            if layer.alpha_b is not None:
+                out[f"{name}.alpha_b"] = layer.alpha_b
+        return out
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, wf_layers={len(self.wf_layers())}, skipped={len(self.skipped)}"
