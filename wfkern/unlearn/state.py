@@ -1,0 +1,141 @@
+"""Untraining checkpoints (current + best filters, optimiser state, progress) and the JSON-lines history."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor
+
+from wfkern._atomic import atomic_write
+
+__all__ = ["Progress", "save_state", "load_state", "HistoryLog", "STATE_FILE", "HISTORY_FILE", "FILTERS_FILE",
+           "STATE_FORMAT"]
+
+STATE_FILE = "unlearn_state.safetensors"
+HISTORY_FILE = "history.jsonl"
+FILTERS_FILE = "filters.safetensors"
+STATE_FORMAT = "wfkern.unlearn_state/1"
+
+
+@dataclass
+class Progress:
+    """Where a run stands; everything random is derived from (seed, epoch, step), so this is all resume needs.
+
+    Attributes:
+        step: optimiser steps done.  evals: validations done.
+        best_objective: lowest validation objective so far.  best_step: the step it was reached at.
+        bad_evals: validations since the last improvement.  done: early-stopped or finished.
+        seconds: untraining wall time spent so far.
+        running: exponential moving averages of (loss, L_r, L_f, R) for the bar and the history.
+        config: the run's UnlearnConfig as a dict (checked on resume).
+    """
+
+    step: int = 0
+    evals: int = 0
+    best_objective: float = float("inf")
+    best_step: int = 0
+    bad_evals: int = 0
+    done: bool = False
+    seconds: float = 0.0
+    running: list = field(default_factory=list)
+    config: dict = field(default_factory=dict)
+
+
+def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if isinstance(v, Tensor):
+                tensors[f"optim/{pid}/{k}"] = v.detach().cpu().contiguous().clone()
+            else:
+                scalars[f"{pid}/{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for key, v in tensors.items():
+        if key.startswith("optim/"):
+            _, pid, k = key.split("/", 2)
+            state.setdefault(int(pid), {})[k] = v
+    for key, v in meta["scalars"].items():
+        pid, k = key.split("/", 1)
+        state.setdefault(int(pid), {})[k] = v
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_state(path: str, current: dict[str, Tensor], best: dict[str, Tensor], opt: torch.optim.Optimizer,
+               progress: Progress) -> None:
+    """Write one atomic checkpoint: current filters, best filters, optimiser state and progress.
+
+    Args:
+        path: destination file (its directory must exist).
+        current: filters now (``wf.filters_state_dict()``).  best: the best filters so far.
+        opt: the optimiser.  progress: counters, best objective and the run's config.
+    """
+    from safetensors.torch import save_file
+
+    tensors = {f"current/{k}": v for k, v in current.items()}
+    tensors.update({f"best/{k}": v for k, v in best.items()})
+    opt_tensors, opt_meta = _flatten_optimizer(opt)
+    tensors.update(opt_tensors)
+    meta = {"format": STATE_FORMAT, "progress": json.dumps(asdict(progress)), "optimizer": json.dumps(opt_meta)}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+
+def load_state(path: str) -> tuple[dict[str, Tensor], dict[str, Tensor], dict, Progress]:
+    """Read a checkpoint written by ``save_state``.
+
+    Returns:
+        (current filters, best filters, optimiser state dict, Progress).
+    Raises:
+        FileNotFoundError: no checkpoint.  ValueError: a file that is not an untraining checkpoint.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"wfkern.unlearn: resume must find a checkpoint, got no file at {path!r}")
+    try:
+        with safe_open(path, framework="pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(path)
+    except Exception as e:  # a torn or foreign file
+        raise ValueError(f"wfkern.unlearn: resume must read an untraining checkpoint, got an unreadable {path!r} ({e})") from e
+    if meta.get("format") != STATE_FORMAT:
+        raise ValueError(f"wfkern.unlearn: resume must read a {STATE_FORMAT} file, got {meta.get('format')!r} in {path!r}")
+    current = {k[len("current/"):]: v for k, v in tensors.items() if k.startswith("current/")}
+    best = {k[len("best/"):]: v for k, v in tensors.items() if k.startswith("best/")}
+    opt_state = _unflatten_optimizer(tensors, json.loads(meta["optimizer"]))
+    return current, best, opt_state, Progress(**json.loads(meta["progress"]))
+
+
+class HistoryLog:
+    """Append-only JSON-lines history; on resume, lines past the checkpoint's step are dropped.
+
+    Args:
+        path: the .jsonl file, or None to keep the records in memory only.
+        keep_until_step: when resuming, the checkpoint's step (later lines are from a lost tail).
+    """
+
+    def __init__(self, path: str | None, keep_until_step: int | None = None) -> None:
+        self.path = path
+        self.records: list[dict] = []
+        if path and keep_until_step is not None and os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                self.records = [r for r in map(json.loads, filter(str.strip, f)) if r.get("step", 0) <= keep_until_step]
+            text = "".join(json.dumps(r) + "\n" for r in self.records)
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+        elif path:
+            open(path, "w", encoding="utf-8").close()
+
+    def append(self, record: dict) -> None:
+        self.records.append(record)
+        if self.path:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")

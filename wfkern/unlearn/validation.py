@@ -1,0 +1,95 @@
+"""The validation objective: Eq. 3 on a held-out split with fixed (seeded) forget/retain rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from wfkern.data import dataset_targets, iter_batches
+from wfkern.train.distributed import DistContext, all_reduce_sum
+from wfkern.unlearn.objective import alpha_regularizer, expand_labels, per_sample_losses, pick_forget_labels
+
+__all__ = ["ValidationPlan", "make_validation_plan", "validation_objective"]
+
+_VAL_SEED_OFFSET = 7919  # the rows are fixed for a run: derived from the seed, never from the step
+
+
+@dataclass
+class ValidationPlan:
+    """Fixed rows for the validation objective (same halving as training: forget half, retain half × χ).
+
+    Attributes:
+        forget_idx: (Nf,) indices into the val set evaluated under their own class.
+        forget_rows: (Nf,) the class each forgets.
+        retain_idx: (Nr,) indices evaluated under other classes' masks.
+        retain_rows: (χ, Nr) those classes.
+    """
+
+    forget_idx: Tensor
+    forget_rows: Tensor
+    retain_idx: Tensor
+    retain_rows: Tensor
+
+
+def make_validation_plan(val_data: Dataset, num_classes: int, chi: int, seed: int) -> ValidationPlan:
+    """Split the validation set in halves (seeded) and draw its fixed forget / retain rows."""
+    g = torch.Generator().manual_seed(int(seed) + _VAL_SEED_OFFSET)
+    targets = dataset_targets(val_data)
+    perm = torch.randperm(targets.shape[0], generator=g)
+    half = perm.numel() // 2
+    f_idx, r_idx = perm[:half].sort().values, perm[half:].sort().values
+    rows = pick_forget_labels(targets[f_idx], g)
+    keep = rows >= 0
+    return ValidationPlan(f_idx[keep], rows[keep], r_idx, expand_labels(targets[r_idx], num_classes, chi, g))
+
+
+@torch.no_grad()
+def validation_objective(wf, val_data: Dataset, plan: ValidationPlan, lambdas: tuple[float, float, float],
+                         eps: float, device: torch.device, ctx: DistContext, batch_size: int = 512) -> dict:
+    """Evaluate Eq. 3 (and forget / retain accuracies) on the plan; sharded over processes.
+
+    Args:
+        wf: the WF model (eval mode).
+        val_data: validation split.  plan: its fixed rows.
+        lambdas: (λ0, λ1, λ2) (the final λ1, never a warm-up value, so evaluations compare).
+        eps: the reciprocal guard.  device: where to run.  ctx: distributed context.
+    Returns:
+        dict with objective, retain (mean L_r), recip (mean 1/(L_f+ε)), forget (mean L_f), reg,
+        acc_f (forget rows still classified as their class) and acc_r (retain rows classified right).
+    """
+    sums = torch.zeros(6, dtype=torch.float64)  # recip, L_f, forget-correct, L_r, retain-correct, (unused)
+    f_idx, f_rows = plan.forget_idx[ctx.rank::ctx.world_size], plan.forget_rows[ctx.rank::ctx.world_size]
+    for chunk in torch.arange(f_idx.numel()).split(batch_size):
+        x, y = next(iter_batches(val_data, [f_idx[chunk]]))
+        rows = f_rows[chunk].to(device)
+        logits = wf(x.to(device), forget=rows)
+        lf = per_sample_losses(logits, y.to(device), rows if y.dim() > 1 else None)
+        sums[0] += (1.0 / (lf + eps)).sum().item()
+        sums[1] += lf.sum().item()
+        sums[2] += (logits.argmax(1) == rows).sum().item()
+    r_idx = plan.retain_idx[ctx.rank::ctx.world_size]
+    r_rows = plan.retain_rows[:, ctx.rank::ctx.world_size]
+    for chunk in torch.arange(r_idx.numel()).split(max(1, batch_size // r_rows.shape[0])):
+        x, y = next(iter_batches(val_data, [r_idx[chunk]]))
+        chi = r_rows.shape[0]
+        rows = r_rows[:, chunk].reshape(-1).to(device)
+        xs = x.to(device).repeat(chi, *([1] * (x.dim() - 1)))
+        ys = y.to(device).repeat(chi, *([1] * (y.dim() - 1)))
+        logits = wf(xs, forget=rows)
+        sums[3] += per_sample_losses(logits, ys).sum().item()
+        if ys.dim() == 1:
+            sums[4] += (logits.argmax(1) == ys).sum().item()
+        else:
+            sums[4] += ((logits > 0).float() == ys).float().mean(1).sum().item()
+    sums = all_reduce_sum(sums, ctx)
+    nf = max(plan.forget_idx.numel(), 1)
+    nr = max(plan.retain_idx.numel() * plan.retain_rows.shape[0], 1)
+    reg = alpha_regularizer(wf.alpha_parameters()).item()
+    l0, l1, l2 = lambdas
+    out = {"recip": sums[0].item() / nf, "forget": sums[1].item() / nf, "acc_f": sums[2].item() / nf,
+           "retain": sums[3].item() / nr, "acc_r": sums[4].item() / nr, "reg": reg}
+    out["objective"] = l0 * out["retain"] + l1 * out["recip"] + l2 * reg
+    return out
