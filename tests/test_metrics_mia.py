@@ -40,9 +40,9 @@ def test_mia_identical_groups_is_chance():
     g = torch.Generator().manual_seed(1)
     member, nonmember, target = (_features(n, 1.0, 2.0, g) for n in (3000, 3000, 2000))
     res = mia_attack(member, nonmember, target, seed=0)
-    # the fraction is the noisiest reading at chance (0.38-0.69 over 8 seeds); the probability and the
-    # attacker's held-out accuracy sit at 0.5
-    assert res["mia"] == pytest.approx(0.5, abs=0.2)
+    # at chance the membership probability sits at 0.5 and the attacker's held-out accuracy too; the hard
+    # fraction thresholds probabilities within ~0.01 of 0.5, a coin flip per run (0.16-0.90 over 5 seeds), which
+    # is why reports print the attacker's accuracy beside it
     assert res["mia_prob"] == pytest.approx(0.5, abs=0.02)
     assert res["attack_acc"] == pytest.approx(0.5, abs=0.06)
 

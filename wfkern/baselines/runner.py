@@ -20,14 +20,18 @@ BASELINES = ("retrain", "random-labels", "neg-grad")
 COST_FILE = "cost.json"
 
 
-def _unlearn_one(method: str, c: int, original, model_fn, train_data, val_data, num_classes, seed, kwargs, progress):
+def _unlearn_one(method: str, c: int, original, model_fn, train_data, val_data, num_classes, seed, kwargs, progress,
+                 device):
     if method == "retrain":
         if model_fn is None:
             raise ValueError("wfkern.run_baseline: model_fn must build an untrained model for 'retrain', got None")
+        if device is not None:
+            kwargs["device"] = device
         return retrain(model_fn, train_data, c, val_data=val_data, seed=seed, **kwargs)
     if method == "random-labels":
-        return random_labels(original, train_data, c, num_classes=num_classes, seed=seed, progress=progress, **kwargs)
-    return neg_grad(original, train_data, c, seed=seed, progress=progress, **kwargs)
+        return random_labels(original, train_data, c, num_classes=num_classes, seed=seed, progress=progress,
+                             device=device, **kwargs)
+    return neg_grad(original, train_data, c, seed=seed, progress=progress, device=device, **kwargs)
 
 
 def _summary(method: str, num_classes: int, per_class: dict, extra: dict) -> dict:
@@ -48,7 +52,7 @@ def run_baseline(method: str, *, original: Optional[nn.Module], train_data: Data
                  num_classes: int, classes: Optional[Sequence[int]] = None,
                  model_fn: Optional[Callable[[], nn.Module]] = None, val_data: Optional[Dataset] = None,
                  seed: int = 0, method_kwargs: Optional[dict] = None, resume: bool = True,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, device=None) -> dict:
     """Unlearn each class separately with a single-class method; one checkpoint per class.
 
     Args:
@@ -65,6 +69,7 @@ def run_baseline(method: str, *, original: Optional[nn.Module], train_data: Data
         method_kwargs: passed to the method (e.g. ``{"epochs": 2}``, train_model's kwargs for "retrain").
         resume: skip classes whose checkpoint and cost record already exist.
         progress: tqdm bars.
+        device: where to train (default the original's device; "retrain": train_model's default).
     Returns:
         The cost record (also in ``out_dir/cost.json``): wall seconds and checkpoint bytes per class and in total,
         and the extrapolation to all ``num_classes`` classes.
@@ -83,7 +88,7 @@ def run_baseline(method: str, *, original: Optional[nn.Module], train_data: Data
             continue
         t0 = time.perf_counter()
         model = _unlearn_one(method, c, original, model_fn, train_data, val_data, num_classes, seed + c,
-                             dict(method_kwargs or {}), progress)
+                             dict(method_kwargs or {}), progress, device)
         seconds = time.perf_counter() - t0
         nbytes = save_state(ckpt, model, {"method": method, "class": c, "num_classes": num_classes})
         per_class[c] = {"seconds": seconds, "bytes": nbytes}

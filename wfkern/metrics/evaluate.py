@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 from tqdm.auto import tqdm
 
 from ._data import dataset_labels, predict_logits
@@ -20,7 +20,7 @@ from .providers import as_unlearned
 from .settings import ALL_METRICS, EvalSettings
 from .store import atomic_write_json, read_json
 
-__all__ = ["evaluate", "summarize", "RESULTS_FILE"]
+__all__ = ["evaluate", "summarize", "per_class_subset", "RESULTS_FILE"]
 
 RESULTS_FILE = "results.json"
 _SUMMARY_KEYS = ("acc_r", "acc_f", "zrf", "mia", "mia_prob", "attack_acc", "rt", "insertion_auc", "deletion_auc")
@@ -97,6 +97,8 @@ def evaluate(model, test_data: Dataset, *, train_data: Optional[Dataset] = None,
     if overrides:
         s = EvalSettings(**{**s.as_dict(), **overrides})
     um = as_unlearned(model, num_classes)
+    if s.test_per_class is not None:
+        test_data = per_class_subset(test_data, s.test_per_class, s.seed)
     metrics = _resolve_metrics(s.metrics, um, train_data is not None)
     chosen = select_classes(um.num_classes, classes, classes_seed)
     names = [str(n) for n in class_names] if class_names is not None else [str(c) for c in range(um.num_classes)]
@@ -130,6 +132,20 @@ def evaluate(model, test_data: Dataset, *, train_data: Optional[Dataset] = None,
     if out is not None:
         atomic_write_json(out / RESULTS_FILE, result)
     return result
+
+
+def per_class_subset(dataset: Dataset, n: int, seed: int = 0) -> Dataset:
+    """At most ``n`` samples of every class, drawn with ``seed`` (kept in index order)."""
+    if n < 1:
+        raise ValueError(f"wfkern.evaluate: test_per_class must be >= 1, got {n}")
+    labels = dataset_labels(dataset)
+    gen = torch.Generator().manual_seed(int(seed))
+    keep = []
+    for c in torch.unique(labels).tolist():
+        idx = torch.nonzero(labels == c).flatten()
+        keep.append(idx[torch.randperm(idx.numel(), generator=gen)[:n]])
+    idx = torch.sort(torch.cat(keep)).values
+    return dataset.subset(idx) if hasattr(dataset, "subset") else Subset(dataset, idx.tolist())
 
 
 def _rng_devices(device: torch.device) -> list:

@@ -1,10 +1,14 @@
 """Membership inference attack (MIA) on per-sample confidence and entropy features.
 
-Not in the paper; what users of unlearning toolkits expect. A logistic-regression attacker is trained to tell
-members (retain-class training samples) from non-members (test samples); it is then applied to the forget-class
-training samples. A model that has truly forgotten them should make them look like non-members. The reading only
-means something when the attacker beats chance on its own held-out members/non-members (``attack_acc`` > 0.5):
-at chance its direction is arbitrary and so is the fraction it reports for far-away samples.
+Not in the paper; what users of unlearning toolkits expect. An attacker (gradient-boosted trees, monotone in
+both features) is trained to tell members (retain-class training samples) from non-members (test samples); it is
+then applied to the forget-class training samples. A model that has truly forgotten them should make them look like non-members. The reading only
+means something when the attacker beats chance on its own held-out members/non-members (``attack_acc`` > 0.5).
+Decision (ours): a logistic regression extrapolates in an arbitrary direction when the attacker is near chance
+(a well-generalising model), calling a confidently forgotten class 0% or 100% "member" at random; trees with a
+monotone constraint (more confidence, less modified entropy => never less of a member) give far-away samples the
+verdict of the nearest region of the data instead (measured on the digits: WF-Net 0% on every class, the original
+41-99%, with the attacker at chance on both).
 """
 
 from __future__ import annotations
@@ -62,9 +66,7 @@ def mia_attack(member: Tensor, nonmember: Tensor, target: Tensor, *, seed: int =
         ``mia``: fraction of ``target`` predicted member; ``mia_prob``: their mean membership probability;
         ``attack_acc``: the attacker's accuracy on the balanced held-out part (0.5 = chance).
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.ensemble import HistGradientBoostingClassifier
 
     if member.shape[0] < 2 or nonmember.shape[0] < 2:
         raise ValueError(f"wfkern.mia_attack: member and nonmember must hold at least 2 samples each, "
@@ -76,7 +78,11 @@ def mia_attack(member: Tensor, nonmember: Tensor, target: Tensor, *, seed: int =
     n_test = max(1, int(round(n * holdout))) if n > 2 else 0
     x_train = np.concatenate([xm[n_test:], xn[n_test:]])
     y_train = np.concatenate([np.ones(n - n_test), np.zeros(n - n_test)])
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    # monotone: more confidence / less modified entropy never makes a sample *less* of a member; binned
+    # features do not extrapolate, so far-away samples get the verdict of the nearest region of the data
+    mono = [1, -1] + [0] * (x_train.shape[1] - 2) if x_train.shape[1] >= 2 else [1]
+    clf = HistGradientBoostingClassifier(max_iter=100, learning_rate=0.1, max_leaf_nodes=15,
+                                         min_samples_leaf=20, monotonic_cst=mono, random_state=seed)
     clf.fit(x_train, y_train)
     attack_acc = float("nan")
     if n_test > 0:

@@ -32,7 +32,7 @@ def filter_class_relations(wf: nn.Module, layer: Optional[str] = None, *, top_k:
         min_classes: keep a filter only if it is in the top-k of at least this many classes (2 in the paper).
         classes: the classes considered (default all).
     Returns:
-        ``{"layer": str, "classes": [c...], "top": {c: [j...]}, "filters": [j...] (shared, ascending),
+        ``{"layer": str, "top_k", "min_classes", "classes": [c...], "top": {c: [j...]}, "filters": [j...] (shared, ascending),
         "member": [[0/1 per shared filter] per class], "relevance": [[float per shared filter] per class]}``.
     """
     layers = wf.wf_layers()
@@ -55,4 +55,5 @@ def filter_class_relations(wf: nn.Module, layer: Optional[str] = None, *, top_k:
     shared = sorted(j for j, n in counts.items() if n >= min_classes)
     member = [[int(j in top[c]) for j in shared] for c in classes]
     rel = [[float(relevance[c, j]) for j in shared] for c in classes]
-    return {"layer": layer, "classes": classes, "top": top, "filters": shared, "member": member, "relevance": rel}
+    return {"layer": layer, "top_k": top_k, "min_classes": min_classes, "classes": classes, "top": top,
+            "filters": shared, "member": member, "relevance": rel}

@@ -27,6 +27,8 @@ class EvalSettings:
         rt_target: fraction of the original's accuracy on the class to reach (0.95).
         insdel_steps: insertion/deletion curve resolution (steps + 1 points).
         insdel_order: "relevance" (the metric) or "random" (a control).
+        test_per_class: keep only this many test samples per class (seeded; the paper's ImageNet protocol
+            uses 5); None keeps all.
     """
 
     metrics: Optional[tuple[str, ...]] = None
@@ -41,6 +43,7 @@ class EvalSettings:
     rt_target: float = 0.95
     insdel_steps: int = 20
     insdel_order: str = "relevance"
+    test_per_class: Optional[int] = None
     extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:

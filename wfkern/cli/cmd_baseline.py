@@ -1,0 +1,87 @@
+"""``wfkern baseline``: a single-class unlearning method run once per class (checkpoints + cost record)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+
+from wfkern.baselines import BASELINES, run_baseline
+from wfkern.cli._common import add_data_args, add_device_arg, ensure_dir, load_splits, resolve_device
+from wfkern.cli.cmd_evaluate import parse_classes
+from wfkern.cli.main import UserError
+from wfkern.metrics import select_classes
+from wfkern.models import create_model
+from wfkern.train import load_checkpoint
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("baseline", help="single-class baselines: retrain, random-labels, neg-grad (one run per class)",
+                       description="Unlearn each class separately with a single-class method; writes one "
+                                   "checkpoint per class and cost.json (wall time, bytes). Rerunning resumes.")
+    p.add_argument("--method", required=True, choices=BASELINES)
+    p.add_argument("--checkpoint", required=True, help="the original model (from `wfkern train`)")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--classes", default=None, help="N (seeded random subset) or a list like 0,3,5 (default all)")
+    p.add_argument("--classes-seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    g = p.add_argument_group("method options (default: each method's own, docs/evaluation.md)")
+    g.add_argument("--epochs", type=int, default=None, help="random-labels: epochs; retrain: training epochs")
+    g.add_argument("--max-epochs", type=int, default=None, help="neg-grad: cap on epochs")
+    g.add_argument("--lr", type=float, default=None)
+    g.add_argument("--batch-size", type=int, default=None)
+    g.add_argument("--retain-ratio", type=float, default=None, help="random-labels: retain samples per forget sample")
+    p.add_argument("--no-resume", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    add_data_args(p, dataset_default=None)
+    add_device_arg(p)
+    p.set_defaults(run=run)
+
+
+def _method_kwargs(args, config) -> dict:
+    kw = {}
+    allowed = {"retrain": ("epochs", "lr", "batch_size"), "random-labels": ("epochs", "lr", "batch_size", "retain_ratio"),
+               "neg-grad": ("max_epochs", "lr", "batch_size")}[args.method]
+    for key in ("epochs", "max_epochs", "lr", "batch_size", "retain_ratio"):
+        value = getattr(args, key)
+        if value is not None:
+            if key not in allowed:
+                raise UserError(f"--{key.replace('_', '-')} must not be given for --method {args.method}, got {value}")
+            kw[key] = value
+    if args.method == "retrain":
+        kw.setdefault("epochs", int(config.extra.get("epochs", 30)))
+    return kw
+
+
+def run(args: argparse.Namespace) -> int:
+    if not os.path.isfile(args.checkpoint):
+        raise UserError(f"--checkpoint must be an existing file, got {args.checkpoint!r}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    ensure_dir(args.out_dir, "--out-dir")
+    model, config = load_checkpoint(args.checkpoint, device=device)
+    dataset = args.dataset or config.dataset
+    if not dataset:
+        raise UserError("--dataset must be given, got none (the checkpoint does not name its dataset)")
+    seed = config.split_seed if args.split_seed is None else args.split_seed
+    train, val = load_splits(dataset, args.data_root, args.download, args.image_size or config.image_size, seed,
+                             splits=("train", "val"))
+    classes = select_classes(config.num_classes, parse_classes(args.classes), args.classes_seed)
+
+    def build():
+        return create_model(config.model, config.num_classes, config.in_chans, config.image_size, **config.model_kwargs)
+
+    rec = run_baseline(args.method, original=model, train_data=train, out_dir=args.out_dir,
+                       num_classes=config.num_classes, classes=classes, model_fn=build, val_data=val, seed=args.seed,
+                       method_kwargs=_method_kwargs(args, config), resume=not args.no_resume,
+                       progress=not args.no_progress, device=device)
+    rec_kw = rec["method_kwargs"]
+    print(f"{args.method}: {rec['n_runs']} runs, {rec['seconds_total']:.1f}s, {rec['bytes_total'] / 2**20:.2f} MiB "
+          f"({rec_kw or 'defaults'}); all {config.num_classes} classes: {rec['all_classes_seconds']:.1f}s, "
+          f"{rec['all_classes_bytes'] / 2**20:.2f} MiB -> {os.path.join(args.out_dir, 'cost.json')}", file=sys.stdout)
+    return 0
