@@ -1,0 +1,81 @@
+"""Reports: tables carry the evaluated numbers, the HTML is self-contained, the figures are real PNGs."""
+
+import base64
+import re
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from wfkern.metrics import EvalSettings, PerClassModels, evaluate, filter_class_relations
+from wfkern.patch import patch
+from wfkern.reports import per_class_table, table1, table2, to_html, to_markdown, write_report
+from wfkern.reports.tables import fmt_bytes, fmt_seconds
+
+from _toy_wf import known_filter_model, one_hot_images
+from test_metrics_accuracy import ORIGINAL, PREDS, Lookup, _data
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def results():
+    toy = evaluate(PerClassModels(Lookup(ORIGINAL), {c: Lookup(p) for c, p in PREDS.items()}, method="retrain"),
+                   _data(), progress=False, settings=EvalSettings(metrics=("acc",)), class_names=["zero", "one", "two"])
+    toy["cost"] = {"method": "retrain", "all_classes_runs": 3, "all_classes_seconds": 90.0,
+                   "all_classes_bytes": 3 * 2**20}
+    model, alpha = known_filter_model(3, 4)
+    wf = patch(model, num_classes=3)
+    with torch.no_grad():
+        wf.wf_layers()["0"].alpha_w.copy_(alpha)
+    x, y = one_hot_images(3, 4)
+    res = evaluate(wf, TensorDataset(x, y), progress=False, class_names=["zero", "one", "two"],
+                   settings=EvalSettings(metrics=("acc", "zrf", "insdel"), insdel_steps=12))
+    res["relations"] = filter_class_relations(wf, top_k=2, min_classes=1)
+    res["cost"] = {"method": "wfnet", "all_classes_runs": 1, "all_classes_seconds": 12.0, "all_classes_bytes": 2048}
+    return {"retrain": toy, "wfnet": res}
+
+
+def test_formatters():
+    assert (fmt_bytes(512), fmt_bytes(2048), fmt_bytes(3 * 2**20)) == ("512 B", "2.0 KiB", "3.0 MiB")
+    assert (fmt_seconds(12.0), fmt_seconds(300.0), fmt_seconds(7200.0)) == ("12.0 s", "5.0 min", "2.0 h")
+
+
+def test_table1_rows_hold_the_evaluated_numbers(results):
+    headers, rows = table1(results)
+    assert headers[:5] == ["Method", "Acc_r ↑", "Acc_f ↓", "ZRF ↑", "RT ↑"]
+    retrain, wf = rows
+    # toy: Acc_f (1/3 + 0 + 1/3) / 3 = 22.2 %, Acc_r (3/5 + 1 + 4/5) / 3 = 80.0 %
+    assert retrain[:3] == ["Retrained model", "80.0", "22.2"]
+    assert retrain[-3:] == ["3", "90.0 s", "3.0 MiB"]
+    assert wf[0] == "**WF-Net**" and wf[1:3] == ["100.0", "0.0"] and wf[-3:] == ["1", "12.0 s", "2.0 KiB"]
+    md = to_markdown((headers, rows))
+    assert md.splitlines()[2].startswith("| Retrained model | 80.0 | 22.2 |")
+    assert "<b>WF-Net</b>" in to_html((headers, rows))
+
+
+def test_table2_and_per_class(results):
+    headers, rows = table2(results)
+    assert rows == [["**WF-Net**", f"{results['wfnet']['summary']['insertion_auc']:.2f}",
+                     f"{results['wfnet']['summary']['deletion_auc']:.2f}", "3"]]
+    assert float(rows[0][1]) > 0.9 and float(rows[0][2]) < 0.1
+    headers, rows = per_class_table(results["retrain"])
+    assert [r[0] for r in rows] == ["zero", "one", "two"]
+    assert rows[0][1:4] == ["66.7", "60.0", "33.3"]
+
+
+def test_write_report_is_self_contained(tmp_path, results):
+    paths = write_report(results, tmp_path, title="toy report")
+    names = sorted(p.name for p in paths["figures"])
+    assert names == ["insertion_deletion_wfnet.png", "per_class_accuracy.png", "relations_wfnet.png"]
+    for p in paths["figures"]:
+        assert p.read_bytes()[:8] == PNG and p.stat().st_size > 5000
+    page = paths["html"].read_text()
+    imgs = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
+    assert len(imgs) == 3 and all(base64.b64decode(i)[:8] == PNG for i in imgs)
+    assert not re.search(r"src=['\"](?!data:)", page)  # nothing fetched from elsewhere
+    md = paths["markdown"].read_text()
+    assert md.startswith("# toy report") and "## Table 2: insertion / deletion" in md
+    assert "![Per-class accuracy with each class forgotten](per_class_accuracy.png)" in md
+    with pytest.raises(ValueError, match="wfkern.write_report: results must hold at least one method"):
+        write_report({}, tmp_path)
