@@ -1,0 +1,87 @@
+"""The ``wfkern`` command: subcommands discovered from the ``wfkern/cli/cmd_*.py`` modules."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+from types import ModuleType
+from typing import Sequence
+
+__all__ = ["main", "build_parser", "discover_commands", "UserError", "USER_ERRORS"]
+
+
+class UserError(Exception):
+    """A mistake in how the command was called; printed as one line, exit status 2."""
+
+
+# Exceptions that mean "the user asked for something impossible", never a bug: one line, no traceback.
+USER_ERRORS = (UserError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
+def discover_commands() -> list[tuple[str, ModuleType]]:
+    """(name, module) for every ``wfkern.cli.cmd_<name>`` module, sorted by name.
+
+    A module that fails to import is left out with a warning naming the cause, so one broken
+    subcommand (e.g. a missing optional dependency) does not take the others down.
+    """
+    import wfkern.cli as pkg
+
+    found = []
+    for name in sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if m.name.startswith("cmd_")):
+        try:
+            found.append((name[len("cmd_"):], importlib.import_module(f"wfkern.cli.{name}")))
+        except ImportError as e:
+            print(f"wfkern: warning: command {name[len('cmd_'):]!r} is unavailable: {e}", file=sys.stderr)
+    return found
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with one sub-parser per discovered command."""
+    parser = argparse.ArgumentParser(
+        prog="wfkern", description="Class-level machine unlearning by weight filtering (WF-Net).")
+    parser.add_argument("--traceback", action="store_true", help="show full tracebacks for errors")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for _, module in discover_commands():
+        module.add_parser(sub)
+    return parser
+
+
+def _is_user_error(e: BaseException) -> bool:
+    if isinstance(e, USER_ERRORS):
+        return True
+    # wfkern raises RuntimeError("wfkern...: ...; <fix>") for a missing piece of the environment.
+    return isinstance(e, RuntimeError) and str(e).startswith("wfkern")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 failure, 2 usage error, 130 interrupted)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help(sys.stderr)
+        return 2
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+    try:
+        return int(args.run(args) or 0)
+    except KeyboardInterrupt:
+        print("wfkern: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - turned into one line for user mistakes only
+        if args.traceback or not _is_user_error(e):
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"wfkern {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m wfkern.cli.main`
+    # Run the imported module's main, so UserError is the class the subcommands raise.
+    from wfkern.cli.main import main as _main
+
+    sys.exit(_main())
