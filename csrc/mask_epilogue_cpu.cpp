@@ -159,23 +159,40 @@ Tables prepare(
   return t;
 }
 
+// Writes the epilogue of y into out (out may be y itself); both walkable with equal strides.
+void epilogue_into(
+    const at::Tensor& y, at::Tensor& out, const Geometry& g, const Tables& t, const c10::optional<at::Tensor>& bias) {
+  at::Tensor shift;
+  if (bias.has_value()) shift = (bias->to(t.mask_w.scalar_type()).unsqueeze(0) * (t.mask_b - t.mask_w)).contiguous();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "wfkern_mask_epilogue_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    affine_forward<scalar_t, acc_t>(
+        g, y.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), t.mask_w.data_ptr<acc_t>(),
+        shift.defined() ? shift.data_ptr<acc_t>() : nullptr);
+  });
+}
+
 at::Tensor mask_epilogue_cpu(
     const at::Tensor& y, const at::Tensor& alpha_w, const at::Tensor& labels, const c10::optional<at::Tensor>& alpha_b,
     const c10::optional<at::Tensor>& bias, int64_t channel_dim) {
   const int64_t cd = normalize_channel_dim(y, channel_dim);
   const Tables t = prepare(y, alpha_w, labels, alpha_b, bias, cd);
-  at::Tensor shift;
-  if (bias.has_value()) shift = (bias->to(t.mask_w.scalar_type()).unsqueeze(0) * (t.mask_b - t.mask_w)).contiguous();
   Geometry g;
   const at::Tensor src = walkable(y, cd, &g);
   at::Tensor out = at::empty_like(src);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "wfkern_mask_epilogue_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    affine_forward<scalar_t, acc_t>(
-        g, src.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), t.mask_w.data_ptr<acc_t>(),
-        shift.defined() ? shift.data_ptr<acc_t>() : nullptr);
-  });
+  epilogue_into(src, out, g, t, bias);
   return like_input(out, src, y);
+}
+
+void mask_epilogue_inplace_cpu(
+    at::Tensor& y, const at::Tensor& alpha_w, const at::Tensor& labels, const c10::optional<at::Tensor>& alpha_b,
+    const c10::optional<at::Tensor>& bias, int64_t channel_dim) {
+  const int64_t cd = normalize_channel_dim(y, channel_dim);
+  const Tables t = prepare(y, alpha_w, labels, alpha_b, bias, cd);
+  Geometry g;
+  at::Tensor src = walkable(y, cd, &g);
+  epilogue_into(src, src, g, t, bias);
+  if (!src.is_same(y)) y.copy_(src);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> mask_epilogue_backward_cpu(
@@ -209,6 +226,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mask_epilogue_backward_cpu(
 
 TORCH_LIBRARY_IMPL(wfkern, CPU, m) {
   m.impl("mask_epilogue", &mask_epilogue_cpu);
+  m.impl("mask_epilogue_", &mask_epilogue_inplace_cpu);
   m.impl("mask_epilogue_backward", &mask_epilogue_backward_cpu);
 }
 

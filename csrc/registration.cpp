@@ -18,6 +18,10 @@ TORCH_LIBRARY(wfkern, m) {
   m.def(
       "mask_epilogue(Tensor y, Tensor alpha_w, Tensor labels, Tensor? alpha_b=None, "
       "Tensor? bias=None, int channel_dim=1) -> Tensor");
+  // In-place form for inference (no autograd): y is overwritten with the result.
+  m.def(
+      "mask_epilogue_(Tensor(a!) y, Tensor alpha_w, Tensor labels, Tensor? alpha_b=None, "
+      "Tensor? bias=None, int channel_dim=1) -> ()");
   // Returns (grad_y, grad_alpha_w, grad_alpha_b); grad_y is empty unless compute_grad_y,
   // grad_alpha_b is empty when alpha_b is None.
   m.def(

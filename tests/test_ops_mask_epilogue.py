@@ -62,6 +62,20 @@ def test_mask_epilogue_matches_ref_sizes(kernel_device, spatial, channels, batch
         torch.testing.assert_close(_op(*args), mask_epilogue_ref(*args), **TOL[dtype])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("labels", ["single", "sets"])
+def test_mask_epilogue_inplace_matches_ref(kernel_device, dtype, layout, labels):
+    args = make_inputs(kernel_device, dtype, layout, labels=labels)
+    expected = mask_epilogue_ref(*args)
+    y = args[0].clone()
+    strides, ptr = y.stride(), y.data_ptr()
+    assert torch.ops.wfkern.mask_epilogue_(y, *args[1:]) is None
+    torch.testing.assert_close(y, expected, **TOL[dtype])
+    assert y.stride() == strides and y.data_ptr() == ptr
+    torch.library.opcheck(torch.ops.wfkern.mask_epilogue_.default, (args[0].clone(),) + args[1:])
+
+
 def test_mask_epilogue_rows_without_label_are_exact(kernel_device):
     for layout in LAYOUTS:
         y, aw, labels, ab, b, cd = make_inputs(kernel_device, torch.bfloat16, layout, labels="single")

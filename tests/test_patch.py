@@ -235,3 +235,32 @@ def test_bake_rejects_bad_class():
         wfkern.bake(wf, forget=10)
     with pytest.raises(TypeError, match="wf must be a WFModel"):
         wfkern.bake(nn.Conv2d(1, 1, 1), forget=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible")
+@pytest.mark.parametrize("name", ["resnet18", "vit_tiny", "vit_b_16"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_patch_model_cuda(name, dtype):
+    model, x = _build(name)
+    model = model.to("cuda", dtype)
+    x = x.to("cuda", dtype)
+    wf = wfkern.patch(model, NUM_CLASSES)
+    _scramble_alphas(wf)
+    labels = torch.tensor([3, -1, 0, 9], device="cuda")
+    tol = dict(atol=1e-4, rtol=1e-4) if dtype == torch.float32 else dict(atol=5e-2, rtol=5e-2)
+    with torch.no_grad():
+        assert torch.equal(wf(x), model(x))
+        mixed = wf(x, forget=labels)
+        with wfkern.use_reference():
+            torch.testing.assert_close(wf(x, forget=labels), mixed, **tol)
+        torch.testing.assert_close(wfkern.bake(wf, forget=3)(x)[0], mixed[0], **tol)
+    with pytest.raises(ValueError, match=r"must be in \[-1, 10\).*got 10"):
+        wf(x, forget=torch.tensor([0, 1, 10, 3], device="cuda"))
+    out = wf(x, forget=labels)
+    out.float().sum().backward()
+    grads = [p.grad.clone() for p in wf.alpha_parameters()]
+    wf.zero_grad()
+    with wfkern.use_reference():
+        wf(x, forget=labels).float().sum().backward()
+    for g, w in zip(grads, (p.grad for p in wf.alpha_parameters())):
+        torch.testing.assert_close(g, w, atol=5e-2 if dtype == torch.bfloat16 else 1e-3, rtol=5e-2)

@@ -66,7 +66,7 @@ __global__ void gate_table_kernel(
 // Rows: VEC consecutive channels of one row (C % VEC == 0).
 template <typename scalar_t, typename acc_t, int VEC, bool ROWS, bool SHIFT>
 __global__ void forward_kernel(
-    const scalar_t* __restrict__ y, scalar_t* __restrict__ out, const acc_t* __restrict__ scale,
+    const scalar_t* y, scalar_t* out, const acc_t* __restrict__ scale,
     const acc_t* __restrict__ shift, int64_t n_packs, int64_t channels, int64_t spatial) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t v = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; v < n_packs; v += stride) {
@@ -225,6 +225,22 @@ void forward_any_width(const Geometry& g, const scalar_t* y, scalar_t* out, cons
   }
 }
 
+// Writes the epilogue of src into out (out may be src itself); both walkable with equal strides.
+void epilogue_into(const at::Tensor& src, at::Tensor& out, const Geometry& g, const CudaTables& t) {
+  if (src.numel() == 0) return;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, src.scalar_type(), "wfkern_mask_epilogue_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const acc_t* shift = t.second.defined() ? t.second.data_ptr<acc_t>() : nullptr;
+    const scalar_t* in = src.data_ptr<scalar_t>();
+    scalar_t* res = out.data_ptr<scalar_t>();
+    if (g.layout == Layout::Rows) {
+      forward_any_width<scalar_t, acc_t, true>(g, in, res, t.mask_w.data_ptr<acc_t>(), shift);
+    } else {
+      forward_any_width<scalar_t, acc_t, false>(g, in, res, t.mask_w.data_ptr<acc_t>(), shift);
+    }
+  });
+}
+
 at::Tensor mask_epilogue_cuda(
     const at::Tensor& y, const at::Tensor& alpha_w, const at::Tensor& labels, const c10::optional<at::Tensor>& alpha_b,
     const c10::optional<at::Tensor>& bias, int64_t channel_dim) {
@@ -235,17 +251,21 @@ at::Tensor mask_epilogue_cuda(
   Geometry g;
   const at::Tensor src = walkable(y, cd, &g);
   at::Tensor out = at::empty_like(src);
-  if (src.numel() == 0) return like_input(out, src, y);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "wfkern_mask_epilogue_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const acc_t* shift = t.second.defined() ? t.second.data_ptr<acc_t>() : nullptr;
-    if (g.layout == Layout::Rows) {
-      forward_any_width<scalar_t, acc_t, true>(g, src.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), t.mask_w.data_ptr<acc_t>(), shift);
-    } else {
-      forward_any_width<scalar_t, acc_t, false>(g, src.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), t.mask_w.data_ptr<acc_t>(), shift);
-    }
-  });
+  epilogue_into(src, out, g, t);
   return like_input(out, src, y);
+}
+
+void mask_epilogue_inplace_cuda(
+    at::Tensor& y, const at::Tensor& alpha_w, const at::Tensor& labels, const c10::optional<at::Tensor>& alpha_b,
+    const c10::optional<at::Tensor>& bias, int64_t channel_dim) {
+  const int64_t cd = normalize_channel_dim(y, channel_dim);
+  check_epilogue_args(y, alpha_w, labels, alpha_b, bias, cd);
+  const c10::cuda::CUDAGuard guard(y.device());
+  const CudaTables t = gate_tables_cuda(y, alpha_w, labels, alpha_b, bias, /*write_shift=*/true);
+  Geometry g;
+  at::Tensor src = walkable(y, cd, &g);
+  epilogue_into(src, src, g, t);
+  if (!src.is_same(y)) y.copy_(src);
 }
 
 template <typename scalar_t, typename acc_t, int VEC>
@@ -332,6 +352,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mask_epilogue_backward_cuda(
 
 TORCH_LIBRARY_IMPL(wfkern, CUDA, m) {
   m.impl("mask_epilogue", &mask_epilogue_cuda);
+  m.impl("mask_epilogue_", &mask_epilogue_inplace_cuda);
   m.impl("mask_epilogue_backward", &mask_epilogue_backward_cuda);
 }
 

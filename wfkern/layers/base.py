@@ -6,7 +6,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from wfkern.ops import mask_epilogue
+from wfkern.ops import mask_epilogue, mask_epilogue_
 
 __all__ = ["ForgetContext", "WFLayer", "find_wf_layers"]
 
@@ -65,10 +65,11 @@ class WFLayer(nn.Module):
         if labels is None:
             return y
         alpha_w = self.alpha_w if alpha_w is None else alpha_w
-        alpha_b = self.alpha_b if alpha_b is None else alpha_b
-        return mask_epilogue(
-            y, alpha_w, labels, alpha_b if bias is not None else None, bias, channel_dim, check_labels=False
-        )
+        alpha_b = (self.alpha_b if alpha_b is None else alpha_b) if bias is not None else None
+        # y is the base layer's fresh output: overwrite it when autograd will not need it.
+        needs_grad = torch.is_grad_enabled() and (y.requires_grad or alpha_w.requires_grad)
+        epilogue = mask_epilogue if needs_grad else mask_epilogue_
+        return epilogue(y, alpha_w, labels, alpha_b, bias, channel_dim, check_labels=False)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, channels={self.channels}, bias_gates={self.alpha_b is not None}"

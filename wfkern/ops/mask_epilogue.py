@@ -9,7 +9,7 @@ from torch import Tensor
 from wfkern.ops import _load
 from wfkern.ops.reference import check_epilogue_args, check_label_values, mask_epilogue_ref
 
-__all__ = ["mask_epilogue"]
+__all__ = ["mask_epilogue", "mask_epilogue_"]
 
 
 def mask_epilogue(
@@ -45,6 +45,33 @@ def mask_epilogue(
     if not _load.kernel_for(y.device.type):
         return mask_epilogue_ref(y, alpha_w, labels, alpha_b, bias, channel_dim)
     return torch.ops.wfkern.mask_epilogue.default(y, alpha_w, labels, alpha_b, bias, channel_dim)
+
+
+def mask_epilogue_(
+    y: Tensor,
+    alpha_w: Tensor,
+    labels: Tensor,
+    alpha_b: Optional[Tensor] = None,
+    bias: Optional[Tensor] = None,
+    channel_dim: int = 1,
+    *,
+    check_labels: bool = True,
+) -> Tensor:
+    """In-place :func:`mask_epilogue` for inference: overwrites and returns ``y``.
+
+    Saves an allocation and a cold write per layer. Not differentiable: use it only where
+    autograd does not need ``y`` (no grad mode, or nothing requires grad).
+    """
+    if check_labels and not torch.compiler.is_compiling():
+        check_label_values(labels, alpha_w.shape[0])
+    if not _load.kernel_for(y.device.type):
+        return y.copy_(mask_epilogue_ref(y, alpha_w, labels, alpha_b, bias, channel_dim))
+    torch.ops.wfkern.mask_epilogue_.default(y, alpha_w, labels, alpha_b, bias, channel_dim)
+    return y
+
+
+def _fake_inplace(y, alpha_w, labels, alpha_b=None, bias=None, channel_dim=1):
+    check_epilogue_args(y, alpha_w, labels, alpha_b, bias, channel_dim)
 
 
 def _fake_forward(y, alpha_w, labels, alpha_b=None, bias=None, channel_dim=1):
@@ -85,4 +112,5 @@ def _register() -> None:
     """Attach fake and autograd rules to the ops that wfkern._C defined."""
     torch.library.register_fake("wfkern::mask_epilogue", _fake_forward)
     torch.library.register_fake("wfkern::mask_epilogue_backward", _fake_backward)
+    torch.library.register_fake("wfkern::mask_epilogue_", _fake_inplace)
     torch.library.register_autograd("wfkern::mask_epilogue", _backward, setup_context=_setup_context)

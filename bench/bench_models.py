@@ -1,0 +1,84 @@
+"""Model level: WF forward with mixed per-sample labels vs the plain model, same mode."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.func import functional_call
+
+import wfkern
+from configs import DTYPE, MODEL_SIZES, NUM_CLASSES, ROUNDS, build_model
+from conftest import synced
+
+ALL_MODELS = ["resnet18", "resnet50", "vit_small"]
+_CACHE = {}
+
+
+def _setup(name, device):
+    if name not in MODEL_SIZES[device]:
+        pytest.skip(f"{name} is not benchmarked on {device}")
+    if (name, device) not in _CACHE:
+        batch, resolution = MODEL_SIZES[device][name]
+        torch.manual_seed(0)
+        model = build_model(name, resolution).eval().to(device, DTYPE[device])
+        wf = wfkern.patch(model, NUM_CLASSES)
+        with torch.no_grad():
+            for p in wf.alpha_parameters():
+                p.normal_(0, 3)
+        x = torch.randn(batch, 3, resolution, resolution, device=device, dtype=DTYPE[device])
+        labels = torch.randint(-1, NUM_CLASSES, (batch,), device=device)
+        _CACHE[(name, device)] = (model, wf, x, labels)
+    return _CACHE[(name, device)]
+
+
+def materialized(wf, x, labels):
+    """Per-sample weights W * gate[label] built explicitly and vmapped: the naive way, for contrast."""
+    plain = wfkern.bake(wf, forget=-1).eval()
+    params = {k: v.detach() for k, v in plain.named_parameters()}
+    buffers = dict(plain.named_buffers())
+    per_sample = {}
+    def gates(alpha):
+        return torch.where((labels >= 0)[:, None], torch.sigmoid(alpha.detach()[labels.clamp_min(0)]), 1.0)
+
+    for name, layer in wf.wf_layers().items():
+        prefix = f"{name}.in_proj_" if layer.kind == "mha" else f"{name}."
+        for suffix, alpha in (("weight", layer.alpha_w), ("bias", layer.alpha_b)):
+            if alpha is None:
+                continue
+            tensor = params.pop(prefix + suffix)
+            g = gates(alpha).to(tensor.dtype)
+            per_sample[prefix + suffix] = tensor[None] * g.view(*g.shape, *([1] * (tensor.dim() - 1)))
+
+    def one(sample_params, xi):
+        return functional_call(plain, ({**params, **sample_params}, buffers), (xi[None],))[0]
+
+    return lambda: torch.vmap(one)(per_sample, x)
+
+
+IMPLS = ["plain", "wf", "wf_ref", "plain_compiled", "wf_compiled", "wf_ref_compiled", "materialized"]
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("impl", IMPLS)
+def test_model_forward(benchmark, bench_device, name, impl):
+    if "compiled" in impl and bench_device == "cpu":
+        pytest.skip("compiled variants run on the GPU set (CPU compile time dwarfs the run)")
+    if impl == "materialized" and name == "resnet50" and bench_device == "cuda":
+        pytest.skip("per-sample ResNet-50 weights at batch 256 do not fit")
+    model, wf, x, labels = _setup(name, bench_device)
+    use_ref = impl.startswith("wf_ref")
+    if impl.startswith("plain"):
+        fn = lambda: model(x)  # noqa: E731
+    elif impl == "materialized":
+        fn = materialized(wf, x, labels)
+    else:
+        fn = lambda: wf(x, forget=labels)  # noqa: E731
+    if impl.endswith("compiled"):
+        fn = torch.compile(fn)
+    benchmark.group = f"fwd-{name}"
+    benchmark.extra_info.update(impl=impl, backend="reference" if use_ref else wfkern.backend(), model=name,
+                                batch=x.shape[0], dtype=str(x.dtype), layout="nchw", launches=1)
+    with torch.inference_mode(), wfkern.use_reference(use_ref):
+        out = benchmark.pedantic(synced(fn, bench_device), **ROUNDS[bench_device])
+        if impl != "plain" and not impl.startswith("plain"):
+            expected = wf(x, forget=labels)
+            torch.testing.assert_close(out.float(), expected.float(), atol=5e-2, rtol=5e-2)
