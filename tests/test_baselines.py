@@ -95,7 +95,7 @@ def test_run_baseline_writes_one_checkpoint_per_class_and_the_cost(tmp_path, tra
     again = run_baseline("neg-grad", original=model, train_data=data, out_dir=tmp_path, num_classes=3,
                          classes=[0, 2], method_kwargs=KW, progress=False)
     assert again["per_class"] == rec["per_class"]
-    assert not list(tmp_path.rglob("*.tmp"))
+    assert not list(tmp_path.rglob(".tmp-*"))
 
 
 def test_wf_cost_is_one_run_and_one_file(tmp_path):

@@ -47,7 +47,7 @@ def test_interrupted_run_resumes_with_unfinished_classes(tmp_path):
             assert resumed["per_class"][c][key] == pytest.approx(full["per_class"][c][key])
     on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
     assert on_disk["summary"]["acc_f"] == pytest.approx(resumed["summary"]["acc_f"])
-    assert not list((tmp_path / "run").rglob("*.tmp"))
+    assert not list((tmp_path / "run").rglob(".tmp-*"))
 
 
 def test_resume_refuses_other_settings_and_restarts_when_asked(tmp_path):

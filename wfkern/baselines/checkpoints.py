@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -13,7 +12,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-__all__ = ["save_state", "load_state", "class_checkpoint", "per_class_loader", "atomic_write_json"]
+from wfkern._atomic import atomic_write
+
+__all__ = ["save_state", "load_state", "class_checkpoint", "per_class_loader"]
 
 
 def class_checkpoint(out_dir: str | os.PathLike, c: int) -> Path:
@@ -22,20 +23,12 @@ def class_checkpoint(out_dir: str | os.PathLike, c: int) -> Path:
 
 
 def save_state(path: str | os.PathLike, model: nn.Module, metadata: Optional[dict] = None) -> int:
-    """Write ``model.state_dict()`` to ``path`` (safetensors, temp file + ``os.replace``); returns its bytes."""
+    """Write ``model.state_dict()`` to ``path`` (safetensors, atomic; parents created); returns its bytes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     meta = {str(k): json.dumps(v) for k, v in (metadata or {}).items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(str(path), lambda tmp: save_file(state, tmp, metadata=meta))
     return path.stat().st_size
 
 
@@ -67,18 +60,3 @@ def per_class_loader(out_dir: str | os.PathLike, model_fn: Callable[[], nn.Modul
         return model.eval()
 
     return load
-
-
-def atomic_write_json(path: str | os.PathLike, obj) -> None:
-    """Write JSON atomically (temp file + ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -11,7 +11,9 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .checkpoints import atomic_write_json, class_checkpoint, save_state
+from wfkern.metrics.store import atomic_write_json
+
+from .checkpoints import class_checkpoint, save_state
 from .single_class import neg_grad, random_labels, retrain
 
 __all__ = ["BASELINES", "run_baseline", "wf_cost", "read_cost", "COST_FILE"]

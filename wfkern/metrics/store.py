@@ -1,13 +1,14 @@
-"""Atomic JSON persistence of evaluation results (temp file + os.replace), so a run can resume."""
+"""Atomic JSON persistence of evaluation results (``wfkern._atomic``: temp file + fsync + rename), so a run can resume."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
+
+from wfkern._atomic import atomic_write_text
 
 __all__ = ["atomic_write_json", "read_json", "clean_json"]
 
@@ -24,20 +25,10 @@ def clean_json(obj: Any) -> Any:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as JSON to ``path`` atomically: a reader sees the old file or the new one, never half."""
+    """Write ``obj`` as JSON to ``path`` atomically (parents created): a reader sees the old file or the new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(clean_json(obj), f, indent=1, sort_keys=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(str(path), json.dumps(clean_json(obj), indent=1))
 
 
 def read_json(path: str | os.PathLike) -> Optional[Any]:

@@ -7,9 +7,10 @@ import datetime as _dt
 import html
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Optional
+
+from wfkern._atomic import atomic_write_text
 
 from .figures import plot_insertion_deletion, plot_per_class_accuracy, plot_relations
 from .tables import METHOD_LABELS, ordered, per_class_table, table1, table2, to_html, to_markdown
@@ -34,10 +35,7 @@ def load_results(path: str | os.PathLike) -> dict:
 
 
 def _write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic_write_text(str(path), text)
 
 
 def _figures(results: dict, out: Path) -> list[tuple[str, Path]]:
