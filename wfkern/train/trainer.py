@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from wfkern.data import dataset_targets, iter_batches
+from wfkern.data import iter_batches
 from wfkern.train.distributed import DistContext, all_reduce_grads, dist_context
 
 __all__ = ["TrainResult", "train_model", "evaluate_accuracy", "random_shift"]

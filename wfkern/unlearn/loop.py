@@ -161,18 +161,7 @@ def unlearn(wf, train_data: Dataset, val_data: Dataset, *, lambda0: float = 1.0,
     wf.to(device).eval()  # the base is frozen: BN uses its running statistics, dropout is off
     opt = _make_optimizer(params, cfg)
     state_path = os.path.join(out_dir, STATE_FILE) if out_dir else None
-    prog = Progress(config=cfg.to_dict())
-    if resume:
-        current, best, opt_state, prog = load_state(state_path)
-        bad = cfg.resume_mismatch(prog.config)
-        if bad:
-            raise ValueError(f"wfkern.unlearn: resume settings must match the checkpoint, got different {bad}")
-        wf.load_filters_state_dict({k: v.to(device) for k, v in current.items()})
-        opt.load_state_dict(opt_state)
-        best_filters = best
-    else:
-        wf.reset_alphas(cfg.alpha_init)
-        best_filters = wf.filters_state_dict()
+    prog, best_filters = _start(wf, opt, cfg, state_path, resume, device)
     history = HistoryLog(os.path.join(out_dir, HISTORY_FILE) if out_dir and ctx.rank == 0 else None,
                          keep_until_step=prog.step if resume else None)
     targets = dataset_targets(train_data)
@@ -182,55 +171,73 @@ def unlearn(wf, train_data: Dataset, val_data: Dataset, *, lambda0: float = 1.0,
     total = steps * cfg.max_epochs
     evals_at = _eval_points(steps, cfg.evals_per_epoch)
     plan = make_validation_plan(val_data, wf.num_classes, cfg.chi, cfg.seed)
-    lambdas = (cfg.lambda0, cfg.lambda1, cfg.lambda2)
     bar = _bar(total, prog.step, progress and ctx.rank == 0)
     t_start = time.perf_counter() - prog.seconds
+    perm_epoch, perm = -1, None
     while not prog.done and prog.step < total:
         epoch, k = divmod(prog.step, steps)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
-        idx = perm[k * gbs:(k + 1) * gbs]
+        if epoch != perm_epoch:  # the batch order is a function of (seed, epoch) only
+            perm_epoch = epoch
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
         lam1 = _lambda1_at(cfg, prog.step, total)
-        parts = _batch_loss(wf, train_data, targets, idx, cfg.seed * 1_000_003 + 7 * total + prog.step, cfg, lam1,
-                            device, ctx)
+        parts = _batch_loss(wf, train_data, targets, perm[k * gbs:(k + 1) * gbs],
+                            cfg.seed * 1_000_003 + 7 * total + prog.step, cfg, lam1, device, ctx)
         opt.zero_grad(set_to_none=True)
         parts.total.backward()
         all_reduce_grads(params, ctx)
         gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm if cfg.clip_norm else float("inf"))
-        finite = all_reduce_sum(torch.tensor([float(math.isfinite(parts.total.item()) and
-                                                     math.isfinite(gnorm.item()))]), ctx).item() == ctx.world_size
-        if not finite:
-            _diverged(wf, opt, best_filters, prog, state_path, ctx, parts.total.item(), epoch)
+        terms = [parts.total.item(), parts.retain.item(), parts.forget.item(), parts.reg.item()]
+        ok = float(math.isfinite(terms[0]) and math.isfinite(gnorm.item()))
+        if all_reduce_sum(torch.tensor([ok]), ctx).item() != ctx.world_size:  # every process stops together
+            _diverged(wf, opt, best_filters, prog, state_path, ctx, terms[0], epoch)
         opt.step()
         prog.step += 1
-        terms = [parts.total.item(), parts.retain.item(), parts.forget.item(), parts.reg.item()]
         prog.running = terms if not prog.running else [0.9 * r + 0.1 * t for r, t in zip(prog.running, terms)]
-        running = prog.running
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{running[0]:.3f}", L_r=f"{running[1]:.3f}", L_f=f"{running[2]:.2f}",
-                            R=f"{running[3]:.3f}")
+            bar.set_postfix(loss=f"{prog.running[0]:.3f}", L_r=f"{prog.running[1]:.3f}",
+                            L_f=f"{prog.running[2]:.2f}", R=f"{prog.running[3]:.3f}")
         if k + 1 in evals_at:
             prog.seconds = time.perf_counter() - t_start
-            best_filters = _validate(wf, val_data, plan, lambdas, cfg, device, ctx, prog, best_filters, history,
-                                     lam1, epoch, opt, state_path)
+            best_filters = _validate(wf, val_data, plan, cfg, device, ctx, prog, best_filters, history, lam1, epoch,
+                                     opt, state_path)
     if bar is not None:
         bar.close()
     prog.seconds = time.perf_counter() - t_start
     stopped_early = prog.done and prog.step < total
+    _finish(wf, opt, cfg, prog, best_filters, out_dir, state_path, ctx, device)
+    return UnlearnResult(prog.best_objective, prog.best_step, prog.step, math.ceil(prog.step / steps),
+                         stopped_early, prog.seconds, list(history.records), cfg.to_dict())
+
+
+def _start(wf, opt, cfg: UnlearnConfig, state_path: str | None, resume: bool, device) -> tuple[Progress, dict]:
+    """Fresh gates (alpha_init) or the checkpoint's gates and optimiser state; returns (progress, best gates)."""
+    if not resume:
+        wf.reset_alphas(cfg.alpha_init)
+        return Progress(config=cfg.to_dict()), wf.filters_state_dict()
+    current, best, opt_state, prog = load_state(state_path)
+    bad = cfg.resume_mismatch(prog.config)
+    if bad:
+        raise ValueError(f"wfkern.unlearn: resume settings must match the checkpoint, got different {bad}")
+    wf.load_filters_state_dict({k: v.to(device) for k, v in current.items()})
+    opt.load_state_dict(opt_state)
+    return prog, best
+
+
+def _finish(wf, opt, cfg: UnlearnConfig, prog: Progress, best_filters, out_dir, state_path, ctx, device) -> None:
+    """Load the best gates; write the final checkpoint (marked done) and filters.safetensors."""
     prog.done = True
     wf.load_filters_state_dict({k: v.to(device) for k, v in best_filters.items()})
     if out_dir and ctx.rank == 0:
         save_state(state_path, wf.filters_state_dict(), best_filters, opt, prog)
         wf.save_filters(os.path.join(out_dir, FILTERS_FILE), extra_metadata={
             "unlearn_config": cfg.to_dict(), "best_objective": prog.best_objective, "best_step": prog.best_step})
-    return UnlearnResult(prog.best_objective, prog.best_step, prog.step, math.ceil(prog.step / steps),
-                         stopped_early, prog.seconds, list(history.records), cfg.to_dict())
 
 
-def _validate(wf, val_data, plan, lambdas, cfg, device, ctx, prog: Progress, best_filters, history: HistoryLog,
+def _validate(wf, val_data, plan, cfg: UnlearnConfig, device, ctx, prog: Progress, best_filters, history: HistoryLog,
               lam1, epoch, opt, state_path):
     """One validation: record it, keep the best gates, update patience, checkpoint. Returns the best gates."""
-    v = validation_objective(wf, val_data, plan, lambdas, cfg.eps, device, ctx)
+    v = validation_objective(wf, val_data, plan, (cfg.lambda0, cfg.lambda1, cfg.lambda2), cfg.eps, device, ctx)
     prog.evals += 1
     improved = v["objective"] < prog.best_objective
     if improved:
