@@ -76,6 +76,22 @@ inline void check_epilogue_args(
   }
 }
 
+inline void check_post_affine(
+    const at::Tensor& y, int64_t cd, const c10::optional<at::Tensor>& post_scale,
+    const c10::optional<at::Tensor>& post_shift) {
+  TORCH_CHECK_VALUE(
+      post_scale.has_value() == post_shift.has_value(),
+      "wfkern.mask_epilogue_: post_scale and post_shift must be given together");
+  if (post_scale.has_value()) {
+    for (const at::Tensor* t : {&*post_scale, &*post_shift}) {
+      TORCH_CHECK_VALUE(
+          t->dim() == 1 && t->size(0) == y.size(cd) && t->device() == y.device() && t->is_floating_point(),
+          "wfkern.mask_epilogue_: post_scale and post_shift must be floating (", y.size(cd), ",) tensors on ",
+          y.device(), ", got ", t->sizes(), " ", t->scalar_type(), " on ", t->device());
+    }
+  }
+}
+
 // Returns true and sets *layout when t can be walked as Planes or Rows without a copy.
 inline bool classify_layout(const at::Tensor& t, int64_t cd, Layout* layout) {
   const int64_t dim = t.dim();

@@ -159,15 +159,25 @@ Tables prepare(
   return t;
 }
 
-// Writes the epilogue of y into out (out may be y itself); both walkable with equal strides.
+// out = y * scale + shift per (sample, channel), where scale = mask_w * post_scale and
+// shift = (bias * (mask_b - mask_w)) * post_scale + post_shift (terms present only when given).
 void epilogue_into(
-    const at::Tensor& y, at::Tensor& out, const Geometry& g, const Tables& t, const c10::optional<at::Tensor>& bias) {
-  at::Tensor shift;
-  if (bias.has_value()) shift = (bias->to(t.mask_w.scalar_type()).unsqueeze(0) * (t.mask_b - t.mask_w)).contiguous();
+    const at::Tensor& y, at::Tensor& out, const Geometry& g, const Tables& t, const c10::optional<at::Tensor>& bias,
+    const c10::optional<at::Tensor>& post_scale = c10::nullopt, const c10::optional<at::Tensor>& post_shift = c10::nullopt) {
+  const at::ScalarType dtype = t.mask_w.scalar_type();
+  at::Tensor scale = t.mask_w, shift;
+  if (bias.has_value()) shift = bias->to(dtype).unsqueeze(0) * (t.mask_b - t.mask_w);
+  if (post_scale.has_value()) {
+    const at::Tensor ps = post_scale->to(dtype).unsqueeze(0), pt = post_shift->to(dtype).unsqueeze(0);
+    scale = scale * ps;
+    shift = shift.defined() ? shift * ps + pt : pt.expand_as(scale);
+  }
+  scale = scale.contiguous();
+  if (shift.defined()) shift = shift.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "wfkern_mask_epilogue_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     affine_forward<scalar_t, acc_t>(
-        g, y.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), t.mask_w.data_ptr<acc_t>(),
+        g, y.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), scale.data_ptr<acc_t>(),
         shift.defined() ? shift.data_ptr<acc_t>() : nullptr);
   });
 }
@@ -186,12 +196,14 @@ at::Tensor mask_epilogue_cpu(
 
 void mask_epilogue_inplace_cpu(
     at::Tensor& y, const at::Tensor& alpha_w, const at::Tensor& labels, const c10::optional<at::Tensor>& alpha_b,
-    const c10::optional<at::Tensor>& bias, int64_t channel_dim) {
+    const c10::optional<at::Tensor>& bias, int64_t channel_dim, const c10::optional<at::Tensor>& post_scale,
+    const c10::optional<at::Tensor>& post_shift) {
   const int64_t cd = normalize_channel_dim(y, channel_dim);
+  check_post_affine(y, cd, post_scale, post_shift);
   const Tables t = prepare(y, alpha_w, labels, alpha_b, bias, cd);
   Geometry g;
   at::Tensor src = walkable(y, cd, &g);
-  epilogue_into(src, src, g, t, bias);
+  epilogue_into(src, src, g, t, bias, post_scale, post_shift);
   if (!src.is_same(y)) y.copy_(src);
 }
 

@@ -18,10 +18,11 @@ TORCH_LIBRARY(wfkern, m) {
   m.def(
       "mask_epilogue(Tensor y, Tensor alpha_w, Tensor labels, Tensor? alpha_b=None, "
       "Tensor? bias=None, int channel_dim=1) -> Tensor");
-  // In-place form for inference (no autograd): y is overwritten with the result.
+  // In-place form for inference (no autograd): y is overwritten with the result, optionally
+  // followed by a per-channel affine (a folded inference BatchNorm): out = out * post_scale + post_shift.
   m.def(
       "mask_epilogue_(Tensor(a!) y, Tensor alpha_w, Tensor labels, Tensor? alpha_b=None, "
-      "Tensor? bias=None, int channel_dim=1) -> ()");
+      "Tensor? bias=None, int channel_dim=1, Tensor? post_scale=None, Tensor? post_shift=None) -> ()");
   // Returns (grad_y, grad_alpha_w, grad_alpha_b); grad_y is empty unless compute_grad_y,
   // grad_alpha_b is empty when alpha_b is None.
   m.def(

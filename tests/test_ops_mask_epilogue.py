@@ -76,6 +76,31 @@ def test_mask_epilogue_inplace_matches_ref(kernel_device, dtype, layout, labels)
     torch.library.opcheck(torch.ops.wfkern.mask_epilogue_.default, (args[0].clone(),) + args[1:])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("bias", [True, False])
+def test_mask_epilogue_inplace_post_affine_matches_ref(kernel_device, dtype, layout, bias):
+    args = make_inputs(kernel_device, dtype, layout, labels="single", bias=bias)
+    channels = args[1].shape[1]
+    gen = torch.Generator().manual_seed(5)
+    post = (torch.randn(channels, generator=gen).to(kernel_device), torch.randn(channels, generator=gen).to(kernel_device))
+    expected = mask_epilogue_ref(*args, *post)
+    y = args[0].clone()
+    torch.ops.wfkern.mask_epilogue_(y, *args[1:], *post)
+    torch.testing.assert_close(y, expected, **TOL[dtype])
+    torch.library.opcheck(torch.ops.wfkern.mask_epilogue_.default, (args[0].clone(),) + args[1:] + post)
+    with pytest.raises(ValueError, match="post_scale and post_shift must be given together"):
+        torch.ops.wfkern.mask_epilogue_(args[0].clone(), *args[1:], post[0], None)
+
+
+def test_mask_epilogue_ref_post_affine_hand_computed():
+    y = torch.tensor([[2.0, 4.0]])
+    alpha_w = torch.zeros(1, 2)  # gates 0.5
+    out = mask_epilogue_ref(y, alpha_w, torch.tensor([0]), None, None, 1, torch.tensor([2.0, 3.0]),
+                            torch.tensor([1.0, -1.0]))
+    torch.testing.assert_close(out, torch.tensor([[2.0 * 0.5 * 2 + 1, 4.0 * 0.5 * 3 - 1]]))
+
+
 def test_mask_epilogue_rows_without_label_are_exact(kernel_device):
     for layout in LAYOUTS:
         y, aw, labels, ab, b, cd = make_inputs(kernel_device, torch.bfloat16, layout, labels="single")

@@ -264,3 +264,61 @@ def test_patch_model_cuda(name, dtype):
         wf(x, forget=labels).float().sum().backward()
     for g, w in zip(grads, (p.grad for p in wf.alpha_parameters())):
         torch.testing.assert_close(g, w, atol=5e-2 if dtype == torch.bfloat16 else 1e-3, rtol=5e-2)
+
+
+def _randomize_batchnorms(model, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen))
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
+            m.weight.data.copy_(torch.randn(m.weight.shape, generator=gen))
+            m.bias.data.copy_(torch.randn(m.bias.shape, generator=gen))
+
+
+class _ConvFeedsTwo(nn.Module):
+    """conv1's output is read by bn1 and by a skip: folding bn1 would be wrong."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.conv2, self.bn2 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+
+    def forward(self, x):
+        y = self.conv1(x)
+        z = torch.relu(self.bn1(y)) + y
+        return self.bn2(self.conv2(z)).mean((2, 3))
+
+
+def test_patch_folds_batchnorm_only_where_proved():
+    model, x = _build("resnet18")
+    _randomize_batchnorms(model)
+    wf = wfkern.patch(model, NUM_CLASSES)
+    assert len(wf.folded_batchnorms) == sum(isinstance(m, nn.Conv2d) for m in model.modules())
+    unfolded = wfkern.patch(model, NUM_CLASSES, fold_batchnorm=False)
+    assert unfolded.folded_batchnorms == []
+    _scramble_alphas(wf)
+    unfolded.load_filters_state_dict(wf.filters_state_dict())
+    labels = torch.tensor([3, -1, 0, 9])
+    with torch.no_grad():
+        torch.testing.assert_close(wf(x, forget=labels), unfolded(x, forget=labels), atol=1e-4, rtol=1e-4)
+        assert torch.equal(wf(x), model(x))
+    # grad mode and train mode take the unfolded path and still agree
+    torch.testing.assert_close(wf(x, forget=labels), unfolded(x, forget=labels), atol=1e-4, rtol=1e-4)
+    wf.train(), unfolded.train()
+    torch.testing.assert_close(wf(x, forget=labels), unfolded(x, forget=labels), atol=1e-4, rtol=1e-4)
+    # same filters file and fingerprint either way
+    from wfkern.patch import base_fingerprint
+    assert base_fingerprint(wf) == base_fingerprint(unfolded)
+
+    other = _ConvFeedsTwo().eval()
+    _randomize_batchnorms(other)
+    wf_other = wfkern.patch(other, 4)
+    assert wf_other.folded_batchnorms == [("conv2", "bn2")]
+    plain_other = wfkern.patch(other, 4, fold_batchnorm=False)
+    _scramble_alphas(wf_other)
+    plain_other.load_filters_state_dict(wf_other.filters_state_dict())
+    x4 = torch.randn(2, 3, 6, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(wf_other(x4, forget=torch.tensor([1, 2])),
+                                   plain_other(x4, forget=torch.tensor([1, 2])), atol=1e-5, rtol=1e-5)

@@ -37,13 +37,15 @@ struct alignas(sizeof(scalar_t) * VEC) Pack {
 };
 
 // One thread per (b, c). Writes mask_w and either the forward shift bias*(mask_b - mask_w) or mask_b.
+// Forward tables may fold a per-channel affine: mask_w *= post_scale, shift = shift * post_scale + post_shift.
 // Labels >= num_classes (never passed by the validating wrapper) poison the row with NaN instead
 // of reading out of bounds.
 template <typename acc_t>
 __global__ void gate_table_kernel(
     const acc_t* __restrict__ alpha_w, const acc_t* __restrict__ alpha_b, const acc_t* __restrict__ bias,
-    const int64_t* __restrict__ labels, int64_t batch, int64_t set_size, int64_t channels, int64_t num_classes,
-    bool write_shift, acc_t* __restrict__ mask_w, acc_t* __restrict__ second) {
+    const acc_t* __restrict__ post_scale, const acc_t* __restrict__ post_shift, const int64_t* __restrict__ labels,
+    int64_t batch, int64_t set_size, int64_t channels, int64_t num_classes, bool write_shift,
+    acc_t* __restrict__ mask_w, acc_t* __restrict__ second) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= batch * channels) return;
   const int64_t b = i / channels, c = i % channels;
@@ -58,8 +60,18 @@ __global__ void gate_table_kernel(
     mw *= sigmoid_of(alpha_w[l * channels + c]);
     if (alpha_b != nullptr) mb *= sigmoid_of(alpha_b[l * channels + c]);
   }
+  if (!write_shift) {
+    mask_w[i] = mw;
+    if (second != nullptr) second[i] = mb;
+    return;
+  }
+  acc_t shift = alpha_b != nullptr ? bias[c] * (mb - mw) : acc_t(0);
+  if (post_scale != nullptr) {
+    mw *= post_scale[c];
+    shift = shift * post_scale[c] + post_shift[c];
+  }
   mask_w[i] = mw;
-  if (alpha_b != nullptr) second[i] = write_shift ? bias[c] * (mb - mw) : mb;
+  if (second != nullptr) second[i] = shift;
 }
 
 // out = y * scale + shift. Planes: VEC elements share one (b, c) plane (S % VEC == 0).
@@ -176,24 +188,30 @@ struct CudaTables {
 
 CudaTables gate_tables_cuda(
     const at::Tensor& y, const at::Tensor& alpha_w, const at::Tensor& labels, const c10::optional<at::Tensor>& alpha_b,
-    const c10::optional<at::Tensor>& bias, bool write_shift) {
+    const c10::optional<at::Tensor>& bias, bool write_shift, const c10::optional<at::Tensor>& post_scale = c10::nullopt,
+    const c10::optional<at::Tensor>& post_shift = c10::nullopt) {
   const at::ScalarType dtype = table_dtype(y);
   const at::Tensor sets = (labels.dim() == 1 ? labels.unsqueeze(1) : labels).contiguous();
   const at::Tensor aw = alpha_w.to(dtype).contiguous();
-  at::Tensor ab, bs;
+  at::Tensor ab, bs, ps, pt;
   CudaTables t;
   t.mask_w = at::empty({y.size(0), alpha_w.size(1)}, aw.options());
   if (alpha_b.has_value()) {
     ab = alpha_b->to(dtype).contiguous();
     bs = bias->to(dtype).contiguous();
-    t.second = at::empty_like(t.mask_w);
   }
+  if (post_scale.has_value()) {
+    ps = post_scale->to(dtype).contiguous();
+    pt = post_shift->to(dtype).contiguous();
+  }
+  if (ab.defined() || ps.defined()) t.second = at::empty_like(t.mask_w);
   const int64_t n = t.mask_w.numel();
   if (n == 0) return t;
   AT_DISPATCH_FLOATING_TYPES(dtype, "wfkern_gate_table_cuda", [&] {
     gate_table_kernel<scalar_t><<<blocks_for(n, kThreads), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
         aw.data_ptr<scalar_t>(), ab.defined() ? ab.data_ptr<scalar_t>() : nullptr,
-        bs.defined() ? bs.data_ptr<scalar_t>() : nullptr, sets.data_ptr<int64_t>(), sets.size(0), sets.size(1),
+        bs.defined() ? bs.data_ptr<scalar_t>() : nullptr, ps.defined() ? ps.data_ptr<scalar_t>() : nullptr,
+        pt.defined() ? pt.data_ptr<scalar_t>() : nullptr, sets.data_ptr<int64_t>(), sets.size(0), sets.size(1),
         alpha_w.size(1), alpha_w.size(0), write_shift, t.mask_w.data_ptr<scalar_t>(),
         t.second.defined() ? t.second.data_ptr<scalar_t>() : nullptr);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -257,11 +275,13 @@ at::Tensor mask_epilogue_cuda(
 
 void mask_epilogue_inplace_cuda(
     at::Tensor& y, const at::Tensor& alpha_w, const at::Tensor& labels, const c10::optional<at::Tensor>& alpha_b,
-    const c10::optional<at::Tensor>& bias, int64_t channel_dim) {
+    const c10::optional<at::Tensor>& bias, int64_t channel_dim, const c10::optional<at::Tensor>& post_scale,
+    const c10::optional<at::Tensor>& post_shift) {
   const int64_t cd = normalize_channel_dim(y, channel_dim);
   check_epilogue_args(y, alpha_w, labels, alpha_b, bias, cd);
+  check_post_affine(y, cd, post_scale, post_shift);
   const c10::cuda::CUDAGuard guard(y.device());
-  const CudaTables t = gate_tables_cuda(y, alpha_w, labels, alpha_b, bias, /*write_shift=*/true);
+  const CudaTables t = gate_tables_cuda(y, alpha_w, labels, alpha_b, bias, /*write_shift=*/true, post_scale, post_shift);
   Geometry g;
   at::Tensor src = walkable(y, cd, &g);
   epilogue_into(src, src, g, t);

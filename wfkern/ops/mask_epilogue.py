@@ -54,24 +54,36 @@ def mask_epilogue_(
     alpha_b: Optional[Tensor] = None,
     bias: Optional[Tensor] = None,
     channel_dim: int = 1,
+    post_scale: Optional[Tensor] = None,
+    post_shift: Optional[Tensor] = None,
     *,
     check_labels: bool = True,
 ) -> Tensor:
     """In-place :func:`mask_epilogue` for inference: overwrites and returns ``y``.
 
-    Saves an allocation and a cold write per layer. Not differentiable: use it only where
-    autograd does not need ``y`` (no grad mode, or nothing requires grad).
+    Saves an allocation and a cold write per layer, and can fold a following per-channel affine
+    (an inference BatchNorm): ``out = epilogue(y) * post_scale + post_shift``. Not differentiable:
+    use it only where autograd does not need ``y`` (no grad mode, or nothing requires grad).
+
+    Args:
+        post_scale, post_shift: optional (C,) tensors, given together.
     """
     if check_labels and not torch.compiler.is_compiling():
         check_label_values(labels, alpha_w.shape[0])
     if not _load.kernel_for(y.device.type):
-        return y.copy_(mask_epilogue_ref(y, alpha_w, labels, alpha_b, bias, channel_dim))
-    torch.ops.wfkern.mask_epilogue_.default(y, alpha_w, labels, alpha_b, bias, channel_dim)
+        return y.copy_(mask_epilogue_ref(y, alpha_w, labels, alpha_b, bias, channel_dim, post_scale, post_shift))
+    torch.ops.wfkern.mask_epilogue_.default(y, alpha_w, labels, alpha_b, bias, channel_dim, post_scale, post_shift)
     return y
 
 
-def _fake_inplace(y, alpha_w, labels, alpha_b=None, bias=None, channel_dim=1):
-    check_epilogue_args(y, alpha_w, labels, alpha_b, bias, channel_dim)
+def _fake_inplace(y, alpha_w, labels, alpha_b=None, bias=None, channel_dim=1, post_scale=None, post_shift=None):
+    cd = check_epilogue_args(y, alpha_w, labels, alpha_b, bias, channel_dim)
+    torch._check_value((post_scale is None) == (post_shift is None),
+                       lambda: "wfkern.mask_epilogue_: post_scale and post_shift must be given together")
+    for t in (post_scale, post_shift):
+        if t is not None:
+            torch._check_value(t.dim() == 1 and t.shape[0] == y.shape[cd],
+                               lambda: f"wfkern.mask_epilogue_: post_scale and post_shift must be floating ({y.shape[cd]},) tensors")
 
 
 def _fake_forward(y, alpha_w, labels, alpha_b=None, bias=None, channel_dim=1):

@@ -121,6 +121,8 @@ def mask_epilogue_ref(
     alpha_b: Optional[Tensor] = None,
     bias: Optional[Tensor] = None,
     channel_dim: int = 1,
+    post_scale: Optional[Tensor] = None,
+    post_shift: Optional[Tensor] = None,
 ) -> Tensor:
     """Mask each sample's output channels by the gates of the class(es) it forgets.
 
@@ -135,6 +137,8 @@ def mask_epilogue_ref(
         alpha_b: (Nc, C) bias-mask logits, given together with ``bias``.
         bias: (C,) the layer's bias.
         channel_dim: 1 (convolutions) or -1 (linear layers).
+        post_scale, post_shift: optional (C,) per-channel affine applied last (a folded inference
+            BatchNorm); only the in-place op ``mask_epilogue_`` takes them.
     Returns:
         Like ``y`` (shape, dtype); math in float32 (float64 for float64 input).
     """
@@ -147,4 +151,8 @@ def mask_epilogue_ref(
     if alpha_b is not None and bias is not None:
         mask_b = gate_table_ref(alpha_b, labels, dtype)
         out = out + (bias.to(dtype) * (mask_b - mask_w)).view(view)
+    if post_scale is not None and post_shift is not None:
+        shape = [1] * y.dim()
+        shape[cd] = y.shape[cd]
+        out = out * post_scale.to(dtype).view(shape) + post_shift.to(dtype).view(shape)
     return out.to(y.dtype)

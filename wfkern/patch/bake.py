@@ -6,7 +6,7 @@ import copy
 import torch
 from torch import nn
 
-from wfkern.layers import WFLayer, find_wf_layers
+from wfkern.layers import FoldedBatchNorm2d, WFLayer, find_wf_layers
 from wfkern.patch.model import WFModel
 from wfkern.patch.surgery import set_submodule
 
@@ -47,6 +47,9 @@ def bake(wf: WFModel, forget: int) -> nn.Module:
         if forget >= 0:
             _fold(layer, forget)
         model = set_submodule(model, name, layer.base)
+    for name, module in list(model.named_modules()):
+        if isinstance(module, FoldedBatchNorm2d):
+            model = set_submodule(model, name, module.bn)
     for param in model.parameters():
         param.requires_grad_(True)
     return model

@@ -14,6 +14,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from wfkern._atomic import atomic_write
+from wfkern.patch.bake import bake
 from wfkern.patch.model import WFModel
 
 __all__ = ["base_fingerprint", "load_filters", "read_filters", "save_filters"]
@@ -23,11 +24,12 @@ FORMAT_VERSION = "1"
 
 
 def base_fingerprint(wf: WFModel) -> str:
-    """sha256 over the frozen base model's state (names, shapes, dtypes, bytes), alphas excluded."""
+    """sha256 over the original model's state (names, shapes, dtypes, bytes), as un-patched.
+
+    Independent of how the model was patched (wrapper names, folded BatchNorms).
+    """
     digest = hashlib.sha256()
-    for name, tensor in sorted(wf.model.state_dict().items()):
-        if name.rpartition(".")[2] in ("alpha_w", "alpha_b"):
-            continue
+    for name, tensor in sorted(bake(wf, forget=-1).state_dict().items()):
         data = tensor.detach().cpu().contiguous().reshape(-1)
         digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}|".encode())
         digest.update(data.view(torch.uint8).numpy().tobytes())

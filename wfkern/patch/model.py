@@ -24,14 +24,17 @@ class WFModel(nn.Module):
         model: the patched network (its convs / qkv projections replaced by WF layers).
         num_classes: Nc, rows of every gate matrix.
         skipped: (name, reason) of layers that looked like targets but were not wrapped.
+        folded_batchnorms: (conv name, BatchNorm name) pairs applied in one pass in masked inference.
     """
 
     def __init__(self, model: nn.Module, num_classes: int, context: ForgetContext,
-                 skipped: Optional[List[Tuple[str, str]]] = None) -> None:
+                 skipped: Optional[List[Tuple[str, str]]] = None,
+                 folded_batchnorms: Optional[List[Tuple[str, str]]] = None) -> None:
         super().__init__()
         self.model = model
         self.num_classes = num_classes
         self.skipped = list(skipped or [])
+        self.folded_batchnorms = list(folded_batchnorms or [])
         self._context = context
 
     def forward(self, x: Tensor, forget: Forget = None, **kwargs) -> Tensor:

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import copy
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
+import torch.fx
 from torch import nn
 
-from wfkern.layers import ForgetContext, WFConv2d, WFLayer, WFLinear, WFMultiheadAttention
+from wfkern.layers import FoldedBatchNorm2d, ForgetContext, WFConv2d, WFLayer, WFLinear, WFMultiheadAttention
 from wfkern.layers.attention import unsupported_reason
 from wfkern.patch.model import WFModel
 
@@ -36,6 +37,28 @@ def _target(name: str, module: nn.Module) -> Tuple[Optional[type], Optional[str]
     return None, None
 
 
+def conv_batchnorm_pairs(model: nn.Module) -> Dict[str, str]:
+    """{conv name: BatchNorm2d name} where tracing proves the BatchNorm is the conv's only reader.
+
+    Every call of the conv must feed only that BatchNorm. Untraceable models give {}.
+    """
+    try:
+        graph = torch.fx.symbolic_trace(model).graph
+    except Exception:  # noqa: BLE001 - any tracing failure just means "no folding"
+        return {}
+    modules = dict(model.named_modules())
+    readers: Dict[str, set] = {}
+    for node in graph.nodes:
+        if node.op != "call_module" or not isinstance(modules.get(node.target), nn.Conv2d):
+            continue
+        users = list(node.users)
+        only = users[0] if len(users) == 1 else None
+        foldable = (only is not None and only.op == "call_module" and type(modules.get(only.target)) is nn.BatchNorm2d
+                    and only.args == (node,) and not only.kwargs)
+        readers.setdefault(node.target, set()).add(only.target if foldable else None)
+    return {conv: next(iter(bns)) for conv, bns in readers.items() if len(bns) == 1 and None not in bns}
+
+
 def patch(
     model: nn.Module,
     num_classes: int,
@@ -43,6 +66,7 @@ def patch(
     init: float = 3.0,
     inplace: bool = False,
     include: Optional[Callable[[str, nn.Module], bool]] = None,
+    fold_batchnorm: bool = True,
 ) -> WFModel:
     """Wrap every ``nn.Conv2d`` and ViT attention qkv projection of ``model`` in a WF layer.
 
@@ -56,6 +80,9 @@ def patch(
         init: initial gate logit (3.0: sigmoid(3) ~ 0.95).
         inplace: patch ``model`` itself instead of a deep copy.
         include: optional ``(name, module) -> bool`` filter; targets it rejects are skipped.
+        fold_batchnorm: where tracing proves that a BatchNorm2d reads only a wrapped conv's output,
+            let masked inference apply it inside the conv's epilogue (one pass instead of two).
+            Outputs are unchanged; ``wf.folded_batchnorms`` lists the pairs.
     Returns:
         A :class:`WFModel`; ``.skipped`` lists (name, reason) of targets left unwrapped.
     Raises:
@@ -91,8 +118,18 @@ def patch(
         )
     for param in model.parameters():
         param.requires_grad_(False)
+    pairs = conv_batchnorm_pairs(model) if fold_batchnorm else {}
     context = ForgetContext()
+    wrapped = {}
     for name, cls in plan:
         base = model.get_submodule(name) if name else model
-        model = set_submodule(model, name, cls(base, num_classes, context, init))
-    return WFModel(model, num_classes, context, skipped)
+        wrapped[name] = cls(base, num_classes, context, init)
+        model = set_submodule(model, name, wrapped[name])
+    folded = []
+    for conv_name, bn_name in pairs.items():
+        if conv_name in wrapped:
+            folded_bn = FoldedBatchNorm2d(model.get_submodule(bn_name))
+            model = set_submodule(model, bn_name, folded_bn)
+            wrapped[conv_name].fold_batchnorm(folded_bn)
+            folded.append((conv_name, bn_name))
+    return WFModel(model, num_classes, context, skipped, folded)
