@@ -183,3 +183,14 @@ def test_bad_arguments_are_clear_errors(digits_small, kwargs, match):
 def test_a_plain_model_is_rejected(digits_small):
     with pytest.raises(TypeError, match="wf must be a wfkern.WFModel"):
         unlearn(torch.nn.Linear(2, 2), *digits_small)
+
+
+def test_vit_family_gets_its_lambda1_default(digits_small):
+    torch.manual_seed(0)
+    vit = create_model("vit_t", 10, 1, 8, depth=1, embed_dim=16, num_heads=2).eval()
+    wf = wfkern.patch(vit, num_classes=10)
+    assert wf.wf_layers()  # the attention qkv projection is wrapped
+    res = unlearn(wf, *digits_small, batch_size=64, max_epochs=1, evals_per_epoch=1, progress=False)
+    assert res.config["lambda1"] == 100.0 and math.isfinite(res.best_objective)
+    assert unlearn(tiny_wf(), *digits_small, batch_size=64, max_epochs=1, evals_per_epoch=1,
+                   progress=False).config["lambda1"] == 10.0
