@@ -147,7 +147,8 @@ def train_model(model: nn.Module, train_data: Dataset, val_data: Dataset | None 
             rec["val_acc"] = evaluate_accuracy(model, val_data, device=device)
             result.val_acc = rec["val_acc"]
         result.history.append(rec)
-        log.info("train epoch %d/%d loss %.4f val_acc %s", epoch + 1, epochs, rec["loss"], rec.get("val_acc"))
+        if ctx.rank == 0:
+            log.info("train epoch %d/%d loss %.4f val_acc %s", epoch + 1, epochs, rec["loss"], rec.get("val_acc"))
     if bar is not None:
         bar.close()
     model.eval()

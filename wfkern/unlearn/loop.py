@@ -251,9 +251,10 @@ def _validate(wf, val_data, plan, cfg: UnlearnConfig, device, ctx, prog: Progres
            "train_forget": prog.running[2],
            **{f"val_{k}": val for k, val in v.items()}, "best": improved}
     history.append(rec)
-    log.info("unlearn eval %d (epoch %d, step %d): val objective %.4f (L_r %.4f, 1/L_f %.4f, R %.4f) "
-             "acc_r %.4f acc_f %.4f%s", prog.evals, epoch + 1, prog.step, v["objective"], v["retain"], v["recip"],
-             v["reg"], v["acc_r"], v["acc_f"], " *best*" if improved else f" (patience {prog.bad_evals}/{cfg.patience})")
+    if ctx.rank == 0:
+        log.info("unlearn eval %d (epoch %d, step %d): val objective %.4f (L_r %.4f, 1/L_f %.4f, R %.4f) "
+                 "acc_r %.4f acc_f %.4f%s", prog.evals, epoch + 1, prog.step, v["objective"], v["retain"], v["recip"],
+                 v["reg"], v["acc_r"], v["acc_f"], " *best*" if improved else f" (patience {prog.bad_evals}/{cfg.patience})")
     if state_path and ctx.rank == 0:
         save_state(state_path, wf.filters_state_dict(), best_filters, opt, prog)
     return best_filters
