@@ -43,8 +43,10 @@ demo: build
 
 # CPU benchmarks (pytest-benchmark); JSON under .benchmarks/
 bench: build
+	mkdir -p .benchmarks
 	$(PY) -m pytest bench -q -p no:cacheprovider --benchmark-only --benchmark-json=.benchmarks/cpu.json
 	$(PY) bench/summary.py .benchmarks/cpu.json
+	cd bench && ../$(PY) paired.py --device cpu
 
 clean:
 	rm -rf build $(VENV)/.built wfkern/_C*.so

@@ -21,10 +21,12 @@ void check_label_values_cpu(const at::Tensor& labels, int64_t num_classes) {
   }
 }
 
+// mask[b] = prod_k gates[row(b, k)], 1 where the label is -1. gates holds sigmoid rows: one per
+// class (per_class) or one per (b, k) slot, whichever is fewer to compute.
 template <typename acc_t>
-void product_of_gates(const at::Tensor& alpha, const at::Tensor& sets, at::Tensor& mask) {
-  const int64_t batch = sets.size(0), set_size = sets.size(1), channels = alpha.size(1);
-  const acc_t* a = alpha.data_ptr<acc_t>();
+void product_of_gates(const at::Tensor& gates, bool per_class, const at::Tensor& sets, at::Tensor& mask) {
+  const int64_t batch = sets.size(0), set_size = sets.size(1), channels = gates.size(1);
+  const acc_t* g = gates.data_ptr<acc_t>();
   const int64_t* lab = sets.data_ptr<int64_t>();
   acc_t* m = mask.data_ptr<acc_t>();
   at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
@@ -34,19 +36,21 @@ void product_of_gates(const at::Tensor& alpha, const at::Tensor& sets, at::Tenso
       for (int64_t k = 0; k < set_size; ++k) {
         const int64_t l = lab[b * set_size + k];
         if (l < 0) continue;
-        const acc_t* logits = a + l * channels;
-        for (int64_t c = 0; c < channels; ++c) row[c] *= acc_t(1) / (acc_t(1) + std::exp(-logits[c]));
+        const acc_t* src = g + (per_class ? l : b * set_size + k) * channels;
+        for (int64_t c = 0; c < channels; ++c) row[c] *= src[c];
       }
     }
   });
 }
 
-// mask[b, c] = prod_k sigmoid(alpha[labels[b, k], c]), 1 where the label is -1.
+// mask[b, c] = prod_k sigmoid(alpha[labels[b, k], c]), 1 where the label is -1 (labels already checked).
 at::Tensor gate_table_cpu(const at::Tensor& alpha, const at::Tensor& labels, at::ScalarType dtype) {
   const at::Tensor sets = (labels.dim() == 1 ? labels.unsqueeze(1) : labels).contiguous();
-  const at::Tensor a = alpha.to(dtype).contiguous();
+  const bool per_class = alpha.size(0) <= sets.numel();
+  const at::Tensor logits = per_class ? alpha.to(dtype) : alpha.to(dtype).index_select(0, sets.clamp_min(0).flatten());
+  const at::Tensor gates = at::sigmoid(logits).contiguous();  // vectorised
   at::Tensor mask = at::empty({sets.size(0), alpha.size(1)}, alpha.options().dtype(dtype));
-  AT_DISPATCH_FLOATING_TYPES(dtype, "wfkern_gate_table", [&] { product_of_gates<scalar_t>(a, sets, mask); });
+  AT_DISPATCH_FLOATING_TYPES(dtype, "wfkern_gate_table", [&] { product_of_gates<scalar_t>(gates, per_class, sets, mask); });
   return mask;
 }
 

@@ -1,0 +1,85 @@
+"""Interleaved A/B timing of the plain model and the WF model with mixed labels.
+
+On a shared, noisy machine, consecutive benchmark groups see different background load. Here
+each round times plain then WF (then WF on the reference) back to back, and the ratio reported
+is the median of the per-round ratios.
+
+    python bench/paired.py [--device cpu|cuda] [--rounds 15] [--models resnet18 vit_small]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+
+import wfkern
+from configs import DTYPE, MODEL_SIZES, NUM_CLASSES, build_model
+
+
+def _time(fn, device) -> float:
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def paired(name: str, device: str, rounds: int) -> dict:
+    batch, resolution = MODEL_SIZES[device][name]
+    torch.manual_seed(0)
+    model = build_model(name, resolution).eval().to(device, DTYPE[device])
+    wf = wfkern.patch(model, NUM_CLASSES)
+    with torch.no_grad():
+        for p in wf.alpha_parameters():
+            p.normal_(0, 3)
+    x = torch.randn(batch, 3, resolution, resolution, device=device, dtype=DTYPE[device])
+    labels = torch.randint(-1, NUM_CLASSES, (batch,), device=device)
+
+    def ref():
+        with wfkern.use_reference():
+            return wf(x, forget=labels)
+
+    impls = {"plain": lambda: model(x), "wf": lambda: wf(x, forget=labels), "wf_ref": ref}
+    times = {k: [] for k in impls}
+    with torch.inference_mode():
+        for fn in impls.values():  # warm-up
+            fn(), fn()
+        for _ in range(rounds):
+            for k, fn in impls.items():
+                times[k].append(_time(fn, device))
+    ratios = {k: statistics.median(t / p for t, p in zip(times[k], times["plain"])) for k in impls}
+    return dict(model=name, batch=batch, resolution=resolution, plain_ms=statistics.median(times["plain"]) * 1e3,
+                **{f"{k}_ratio": v for k, v in ratios.items() if k != "plain"})
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--models", nargs="*", default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("bench/paired.py: no CUDA GPU visible", file=sys.stderr)
+        return 2
+    models = args.models or list(MODEL_SIZES[args.device])
+    print(f"# paired forward timing, {args.device}, {DTYPE[args.device]}, backend {wfkern.backend()}, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} rounds")
+    print("| model | batch | px | plain ms (median) | WF kernel / plain | WF reference / plain |")
+    print("|---|---|---|---|---|---|")
+    for name in models:
+        r = paired(name, args.device, args.rounds)
+        print(f"| {r['model']} | {r['batch']} | {r['resolution']} | {r['plain_ms']:.1f} | {r['wf_ratio']:.3f} | "
+              f"{r['wf_ref_ratio']:.3f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
