@@ -6,7 +6,7 @@ import torch
 from torch.func import functional_call
 
 import wfkern
-from configs import DTYPE, MODEL_SIZES, NUM_CLASSES, ROUNDS, build_model
+from configs import MODEL_SIZES, ROUNDS, make_workload
 from conftest import synced
 
 ALL_MODELS = ["resnet18", "resnet50", "vit_small"]
@@ -17,16 +17,7 @@ def _setup(name, device):
     if name not in MODEL_SIZES[device]:
         pytest.skip(f"{name} is not benchmarked on {device}")
     if (name, device) not in _CACHE:
-        batch, resolution = MODEL_SIZES[device][name]
-        torch.manual_seed(0)
-        model = build_model(name, resolution).eval().to(device, DTYPE[device])
-        wf = wfkern.patch(model, NUM_CLASSES)
-        with torch.no_grad():
-            for p in wf.alpha_parameters():
-                p.normal_(0, 3)
-        x = torch.randn(batch, 3, resolution, resolution, device=device, dtype=DTYPE[device])
-        labels = torch.randint(-1, NUM_CLASSES, (batch,), device=device)
-        _CACHE[(name, device)] = (model, wf, x, labels)
+        _CACHE[(name, device)] = make_workload(name, device)
     return _CACHE[(name, device)]
 
 

@@ -25,3 +25,19 @@ def build_model(name: str, resolution: int):
 
         return timm.create_model("vit_small_patch16_224", num_classes=NUM_CLASSES, img_size=resolution)
     raise ValueError(name)
+
+
+def make_workload(name: str, device: str):
+    """(plain model, WF model with random gates, input batch, mixed labels) for a benchmark."""
+    import wfkern
+
+    batch, resolution = MODEL_SIZES[device][name]
+    torch.manual_seed(0)
+    model = build_model(name, resolution).eval().to(device, DTYPE[device])
+    wf = wfkern.patch(model, NUM_CLASSES)
+    with torch.no_grad():
+        for p in wf.alpha_parameters():
+            p.normal_(0, 3)
+    x = torch.randn(batch, 3, resolution, resolution, device=device, dtype=DTYPE[device])
+    labels = torch.randint(-1, NUM_CLASSES, (batch,), device=device)
+    return model, wf, x, labels

@@ -16,7 +16,7 @@ import time
 import torch
 
 import wfkern
-from configs import DTYPE, MODEL_SIZES, NUM_CLASSES, build_model
+from configs import DTYPE, MODEL_SIZES, make_workload
 
 
 def _time(fn, device) -> float:
@@ -31,14 +31,7 @@ def _time(fn, device) -> float:
 
 def paired(name: str, device: str, rounds: int) -> dict:
     batch, resolution = MODEL_SIZES[device][name]
-    torch.manual_seed(0)
-    model = build_model(name, resolution).eval().to(device, DTYPE[device])
-    wf = wfkern.patch(model, NUM_CLASSES)
-    with torch.no_grad():
-        for p in wf.alpha_parameters():
-            p.normal_(0, 3)
-    x = torch.randn(batch, 3, resolution, resolution, device=device, dtype=DTYPE[device])
-    labels = torch.randint(-1, NUM_CLASSES, (batch,), device=device)
+    model, wf, x, labels = make_workload(name, device)
 
     def ref():
         with wfkern.use_reference():
