@@ -26,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", required=True, choices=BASELINES)
     p.add_argument("--checkpoint", required=True, help="the original model (from `wfkern train`)")
     p.add_argument("--out-dir", required=True)
-    p.add_argument("--classes", default=None, help="N (seeded random subset) or a list like 0,3,5 (default all)")
+    p.add_argument("--classes", default=None, help="N (a seeded random subset) or a list like 0,3,5 (one class: 3,); default all")
     p.add_argument("--classes-seed", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     g = p.add_argument_group("method options (default: each method's own, docs/evaluation.md)")

@@ -59,7 +59,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     what.add_argument("--original", action="store_true", help="evaluate the original model itself")
     p.add_argument("--out", required=True, help="results folder (results.json, classes/)")
     p.add_argument("--method-name", default=None, help="name in the report (default: wfnet / the baseline's method / original)")
-    p.add_argument("--classes", default=None, help="N (seeded random subset of N classes) or a list like 0,3,5")
+    p.add_argument("--classes", default=None, help="N (a seeded random subset of N classes) or a list like 0,3,5 (one class: 3,)")
     p.add_argument("--classes-seed", type=int, default=0)
     p.add_argument("--metrics", default=None, help=f"comma list from {','.join(ALL_METRICS)} (default: all that apply)")
     d = EvalSettings()

@@ -67,7 +67,9 @@ def plot_per_class_accuracy(results: dict, path: str | Path) -> Path:
         ax.grid(axis="y", alpha=0.3)
     axes[-1, 0].set_xticks(x, _names(first), rotation=45 if n > 12 else 0, ha="right" if n > 12 else "center")
     axes[-1, 0].set_xlabel("forgotten class")
-    axes[0, 0].legend(loc="lower right", fontsize=8, framealpha=0.9)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=3, fontsize=8, frameon=False, bbox_to_anchor=(0.5, 1.0))
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     return _save(fig, Path(path))
 
 
@@ -94,7 +96,9 @@ def plot_insertion_deletion(result: dict, path: str | Path, method: str = "wfnet
             ax.plot(k, curve, color=cmap(i / max(1, len(rows) - 1) if len(rows) > 10 else i), lw=0.9, alpha=0.55,
                     label=f"class {names[i]}" if len(rows) <= 10 else None)
         mean_auc = float(np.mean([r[auc_key] for r in rows]))
-        ax.plot(k, np.nanmean(curves, axis=0), "k-", lw=2.4, label=f"mean (AUC {mean_auc:.2f})")
+        (mean_line,) = ax.plot(k, np.nanmean(curves, axis=0), "k-", lw=2.4, label=f"mean (AUC {mean_auc:.2f})")
+        if ax is axes[0]:
+            ax.legend(handles=[mean_line], fontsize=8, loc="lower right")
         ax.set_xlabel(f"fraction k of gates {verb} in every layer")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
@@ -124,6 +128,10 @@ def plot_relations(relations: dict, path: str | Path, class_names: Optional[Sequ
         im = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0.0, vmax=max(vmax, 1e-6), interpolation="nearest")
         fig.colorbar(im, ax=ax, label="relevance 1 − σ(α) (blank: not in the class's top filters)")
         ax.set_xticks(range(len(filters)), [f"#{j}" for j in filters], rotation=90, fontsize=7)
+        ax.set_xticks(np.arange(-0.5, len(filters), 1), minor=True)
+        ax.set_yticks(np.arange(-0.5, len(classes), 1), minor=True)
+        ax.grid(which="minor", color="#dddddd", lw=0.5)
+        ax.tick_params(which="minor", length=0)
     else:
         ax.text(0.5, 0.5, "no filter is in the top list of two classes", ha="center", va="center",
                 transform=ax.transAxes)
