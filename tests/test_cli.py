@@ -97,6 +97,7 @@ def test_paper_recipe_flag_reaches_unlearn():
     (["train", "--model-arg", "widths", "--out", "m.safetensors"], "--model-arg must be KEY=VALUE"),
     (["train", "--model-arg", "bogus=1", "--out", "m.safetensors"], "--model-arg must be options of"),
     (["train", "--device", "cuda:0", "--out", "m.safetensors"], "device must be available"),
+    (["train", "--device", "nonsense", "--out", "m.safetensors"], "--device must be cpu, cuda or cuda:N"),
     (["unlearn", "--checkpoint", "/nonexistent.safetensors", "--out-dir", "o"], "--checkpoint must be an existing file"),
 ])
 def test_user_errors_are_one_line(tmp_path, monkeypatch, capsys, argv, match):

@@ -7,7 +7,8 @@ import sys
 
 import torch
 
-from wfkern.cli._common import add_data_args, add_device_arg, ensure_parent, load_splits, parse_model_args
+from wfkern.cli._common import (add_data_args, add_device_arg, ensure_parent, load_splits, parse_model_args,
+                                resolve_device)
 from wfkern.models import DEFAULT_MODEL, create_model, list_models
 from wfkern.train import ModelConfig, evaluate_accuracy, init_distributed, save_checkpoint, train_model
 
@@ -42,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
     ensure_parent(args.out, "--out")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.device is not None:
+        resolve_device(args.device)
     ctx, device = init_distributed(args.device)
     split_seed = 0 if args.split_seed is None else args.split_seed
     train, val, test = load_splits(args.dataset, args.data_root, args.download, args.image_size, split_seed)

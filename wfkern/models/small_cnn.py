@@ -17,8 +17,9 @@ def _conv_bn(cin: int, cout: int) -> nn.Sequential:
 class SmallCNN(nn.Module):
     """Wide-but-shallow CNN: 3x3 conv-BN-ReLU blocks, one 2x2 max-pool, global average pool, linear head.
 
-    The default ``widths=(64, 128, 128)`` pools after the first block; WF masks one gate per filter,
-    so width (spare filters) is what lets one class's filters close while the others stay open.
+    The default ``widths=(96, 192, 192)`` pools after the first block; WF masks one gate per filter,
+    so width (spare filters) is what lets one class's filters close while the others stay open
+    (docs/untraining.md: 64/128/128 left about 1 point less Acc_r after untraining).
 
     Args:
         num_classes: Nc.
@@ -29,7 +30,7 @@ class SmallCNN(nn.Module):
         x: (B, C, H, W) -> logits (B, Nc).
     """
 
-    def __init__(self, num_classes: int = 10, in_chans: int = 1, widths: Sequence[int] = (64, 128, 128),
+    def __init__(self, num_classes: int = 10, in_chans: int = 1, widths: Sequence[int] = (96, 192, 192),
                  pool_after: Sequence[int] = (0,)) -> None:
         super().__init__()
         layers: list[nn.Module] = []

@@ -45,9 +45,12 @@ def init_distributed(device: str | None = None) -> tuple[DistContext, torch.devi
     world = int(os.environ.get("WORLD_SIZE", "1"))
     use_cuda = torch.cuda.is_available() and device != "cpu"
     if device is not None and device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("wfkern: device must be available, got 'cuda' on a machine without CUDA; use --device cpu")
+        raise RuntimeError(f"wfkern: device must be available, got {device!r} on a machine without CUDA; use cpu")
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = torch.device(f"cuda:{local}" if use_cuda and world > 1 else ("cuda" if use_cuda else "cpu"))
+    if world > 1:
+        dev = torch.device(f"cuda:{local}" if use_cuda else "cpu")
+    else:
+        dev = torch.device(device if device is not None else ("cuda" if use_cuda else "cpu"))
     if world > 1 and not dist.is_initialized():
         if use_cuda:
             torch.cuda.set_device(dev)
