@@ -58,8 +58,12 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     from wfkern.unlearn import unlearn
 
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
-    wf, train, val = _setup()
-    res = unlearn(wf, train, val, **RUN)
+    threads = torch.get_num_threads()
+    try:
+        wf, train, val = _setup()
+        res = unlearn(wf, train, val, **RUN)
+    finally:
+        torch.set_num_threads(threads)  # leave the session's thread count as it was
     single = wf.filters_state_dict()
     ranks = [load_file(str(tmp_path / f"rank{r}.safetensors")) for r in range(2)]
     for key, ref in single.items():
