@@ -6,7 +6,20 @@
 """
 from wfkern.ops import backend, describe_backend, use_reference
 from wfkern.patch import WFModel, bake, load_filters, patch
+from wfkern.unlearn import UnlearnDiverged, UnlearnResult, unlearn
 
 __version__ = "0.1.0"
 
-__all__ = ["WFModel", "__version__", "backend", "bake", "describe_backend", "load_filters", "patch", "use_reference"]
+__all__ = [
+    "UnlearnDiverged",
+    "UnlearnResult",
+    "WFModel",
+    "__version__",
+    "backend",
+    "bake",
+    "describe_backend",
+    "load_filters",
+    "patch",
+    "unlearn",
+    "use_reference",
+]
