@@ -69,3 +69,15 @@ def test_select_classes():
         select_classes(5, [5])
     with pytest.raises(ValueError, match=r"classes must be in \[1, 5\]"):
         select_classes(5, 6)
+
+
+def test_per_class_subset_keeps_n_per_class():
+    from wfkern.metrics.evaluate import per_class_subset
+
+    sub = per_class_subset(_data(), 2, seed=0)
+    labels = torch.stack([sub[i][1] for i in range(len(sub))])
+    assert torch.bincount(labels).tolist() == [2, 2, 2]
+    assert [int(sub[i][0]) for i in range(len(sub))] == \
+        [int(per_class_subset(_data(), 2, seed=0)[i][0]) for i in range(len(sub))]  # seeded
+    with pytest.raises(ValueError, match="test_per_class must be >= 1"):
+        per_class_subset(_data(), 0)
