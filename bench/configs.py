@@ -33,8 +33,8 @@ def make_workload(name: str, device: str):
 
     batch, resolution = MODEL_SIZES[device][name]
     torch.manual_seed(0)
-    model = build_model(name, resolution).eval().to(device, DTYPE[device])
-    wf = wfkern.patch(model, NUM_CLASSES)
+    model = build_model(name, resolution).eval().to(device, DTYPE[device]).requires_grad_(False)
+    wf = wfkern.patch(model, NUM_CLASSES)  # frozen like the plain model: the floor is bwd-to-input only
     with torch.no_grad():
         for p in wf.alpha_parameters():
             p.normal_(0, 3)
