@@ -7,10 +7,12 @@
 from wfkern.ops import backend, describe_backend, use_reference
 from wfkern.patch import WFModel, bake, load_filters, patch
 from wfkern.unlearn import UnlearnDiverged, UnlearnResult, unlearn
+from wfkern.metrics import EvalSettings, evaluate
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "EvalSettings",
     "UnlearnDiverged",
     "UnlearnResult",
     "WFModel",
@@ -18,6 +20,7 @@ __all__ = [
     "backend",
     "bake",
     "describe_backend",
+    "evaluate",
     "load_filters",
     "patch",
     "unlearn",
