@@ -51,6 +51,22 @@ def load_splits(name: str, root: str | None, download: bool, image_size: int | N
     return [get_dataset(name, root=root, split=s, seed=seed, download=download, image_size=image_size) for s in splits]
 
 
+def checkpoint_and_splits(args: argparse.Namespace, device: torch.device, splits: tuple[str, ...]) -> tuple:
+    """(model, config, [datasets]) for commands that start from ``--checkpoint`` and its dataset.
+
+    ``--dataset``, ``--split-seed`` and ``--image-size`` default to what the checkpoint recorded.
+    """
+    from wfkern.train import load_checkpoint
+
+    model, config = load_checkpoint(args.checkpoint, device=device)
+    dataset = args.dataset or config.dataset
+    if not dataset:
+        raise UserError("--dataset must be given, got none (the checkpoint does not name its dataset)")
+    seed = config.split_seed if args.split_seed is None else args.split_seed
+    data = load_splits(dataset, args.data_root, args.download, args.image_size or config.image_size, seed, splits)
+    return model, config, data
+
+
 def parse_model_args(items: list[str] | None) -> dict:
     """``["widths=[32,64]", "hidden=64"]`` -> ``{"widths": [32, 64], "hidden": 64}`` (JSON values, else strings)."""
     out = {}

@@ -9,12 +9,11 @@ import sys
 import torch
 
 from wfkern.baselines import BASELINES, run_baseline
-from wfkern.cli._common import add_data_args, add_device_arg, ensure_dir, load_splits, resolve_device
+from wfkern.cli._common import add_data_args, add_device_arg, checkpoint_and_splits, ensure_dir, resolve_device
 from wfkern.cli.cmd_evaluate import parse_classes
 from wfkern.cli.main import UserError
 from wfkern.metrics import select_classes
 from wfkern.models import create_model
-from wfkern.train import load_checkpoint
 
 __all__ = ["add_parser", "run"]
 
@@ -64,13 +63,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     ensure_dir(args.out_dir, "--out-dir")
-    model, config = load_checkpoint(args.checkpoint, device=device)
-    dataset = args.dataset or config.dataset
-    if not dataset:
-        raise UserError("--dataset must be given, got none (the checkpoint does not name its dataset)")
-    seed = config.split_seed if args.split_seed is None else args.split_seed
-    train, val = load_splits(dataset, args.data_root, args.download, args.image_size or config.image_size, seed,
-                             splits=("train", "val"))
+    model, config, (train, val) = checkpoint_and_splits(args, device, ("train", "val"))
     classes = select_classes(config.num_classes, parse_classes(args.classes), args.classes_seed)
 
     def build():

@@ -11,12 +11,12 @@ import torch
 
 import wfkern
 from wfkern.baselines import per_class_loader, read_cost, wf_cost
-from wfkern.cli._common import add_data_args, add_device_arg, ensure_dir, format_table, load_splits, resolve_device
+from wfkern.cli._common import (add_data_args, add_device_arg, checkpoint_and_splits, ensure_dir, format_table,
+                                resolve_device)
 from wfkern.cli.main import UserError
 from wfkern.metrics import ALL_METRICS, EvalSettings, PerClassModels, evaluate, filter_class_relations
 from wfkern.metrics.store import atomic_write_json
 from wfkern.models import create_model
-from wfkern.train import load_checkpoint
 
 __all__ = ["add_parser", "run", "parse_classes", "wf_untrain_seconds"]
 
@@ -127,20 +127,14 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     ensure_dir(args.out, "--out")
-    model, config = load_checkpoint(args.checkpoint, device=device)
-    dataset = args.dataset or config.dataset
-    if not dataset:
-        raise UserError("--dataset must be given, got none (the checkpoint does not name its dataset)")
-    seed = config.split_seed if args.split_seed is None else args.split_seed
-    train, test = load_splits(dataset, args.data_root, args.download, args.image_size or config.image_size, seed,
-                              splits=("train", "test"))
+    model, config, (train, test) = checkpoint_and_splits(args, device, ("train", "test"))
     what, method, cost, wf = _model_under_test(args, model, config, device)
     names = list(getattr(test, "info", None).class_names) if getattr(test, "info", None) else None
     res = evaluate(what, test, train_data=train, num_classes=config.num_classes, classes=parse_classes(args.classes),
                    classes_seed=args.classes_seed, class_names=names, out_dir=args.out, resume=not args.no_resume,
                    progress=not args.no_progress, settings=_settings(args))
     res["method"] = method
-    res["dataset"], res["model"] = dataset, config.model
+    res["dataset"], res["model"] = args.dataset or config.dataset, config.model
     if cost is not None:
         res["cost"] = cost
     if wf is not None:

@@ -9,10 +9,10 @@ import sys
 import torch
 
 import wfkern
-from wfkern.cli._common import (add_data_args, add_device_arg, ensure_dir, format_table, load_splits,
+from wfkern.cli._common import (add_data_args, add_device_arg, checkpoint_and_splits, ensure_dir, format_table,
                                 per_class_accuracy, resolve_device)
 from wfkern.cli.main import UserError
-from wfkern.train import init_distributed, load_checkpoint
+from wfkern.train import init_distributed
 from wfkern.unlearn import PAPER_RECIPE, UnlearnConfig, unlearn
 
 __all__ = ["add_parser", "run", "add_unlearn_args", "unlearn_kwargs", "check_data_matches"]
@@ -98,12 +98,7 @@ def run(args: argparse.Namespace) -> int:
     if args.device is not None:
         resolve_device(args.device)
     ctx, device = init_distributed(args.device)
-    model, config = load_checkpoint(args.checkpoint, device=device)
-    dataset = args.dataset or config.dataset
-    if not dataset:
-        raise UserError("--dataset must be given, got none (the checkpoint does not name its dataset)")
-    seed = config.split_seed if args.split_seed is None else args.split_seed
-    train, val, test = load_splits(dataset, args.data_root, args.download, args.image_size or config.image_size, seed)
+    model, config, (train, val, test) = checkpoint_and_splits(args, device, ("train", "val", "test"))
     check_data_matches(train.info, config, args.checkpoint)
     wf = wfkern.patch(model, num_classes=config.num_classes)
     result = unlearn(wf, train, val, device=device, out_dir=args.out_dir, resume=args.resume,
