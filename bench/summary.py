@@ -33,17 +33,20 @@ def rows(data: dict) -> list:
             base = baseline_of(impl, set(impls))
             ratio = median / impls[base][0] if base in impls else float("nan")
             gbps = info["bytes"] / median / 1e9 if "bytes" in info else None
+            images = info["batch"] / median if "model" in info and info.get("batch") else None
             out.append(dict(group=group, impl=impl, baseline=base, median_ms=median * 1e3, ratio=ratio, gbps=gbps,
+                            images_per_s=images,
                             peak_extra_mb=info.get("peak_extra_mb"), batch=info.get("batch"), dtype=info.get("dtype")))
     return out
 
 
 def render(table: list, markdown: bool) -> str:
-    header = ["group", "impl", "vs", "median ms", "ratio", "GB/s", "peak extra MB", "batch", "dtype"]
+    header = ["group", "impl", "vs", "median ms", "ratio", "GB/s", "img/s", "peak extra MB", "batch", "dtype"]
     lines = []
     for r in table:
         lines.append([r["group"], r["impl"], r["baseline"], f"{r['median_ms']:.3f}", f"{r['ratio']:.3f}",
                       "" if r["gbps"] is None else f"{r['gbps']:.1f}",
+                      "" if r["images_per_s"] is None else f"{r['images_per_s']:.0f}",
                       "" if r["peak_extra_mb"] is None else f"{r['peak_extra_mb']:.0f}",
                       str(r["batch"] or ""), (r["dtype"] or "").replace("torch.", "")])
     if markdown:
