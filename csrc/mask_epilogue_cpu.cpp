@@ -5,6 +5,8 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <tuple>
+#include <utility>
 
 #include "checks.h"
 
@@ -88,10 +90,38 @@ void affine_forward(const Geometry& g, const scalar_t* y, scalar_t* out, const a
 }
 
 constexpr int64_t kRowsPerTile = 64;
+constexpr int kLanes = 16;  // independent partial sums: the compiler vectorises them without reassociating
 
-// One pass over grad_out and y: grad_y = g * scale (if wanted), sum_gy[b,c] = sum g*y, sum_g[b,c] = sum g.
+// Sums of one contiguous plane: grad_y = g * a (if GRAD_Y), returns {sum g*y, sum g}.
+template <bool GRAD_Y, typename scalar_t, typename acc_t>
+std::pair<acc_t, acc_t> plane_sums(const scalar_t* grad, const scalar_t* y, scalar_t* grad_y, acc_t a, int64_t n) {
+  acc_t lane_gy[kLanes] = {}, lane_g[kLanes] = {};
+  int64_t s = 0;
+  for (; s + kLanes <= n; s += kLanes) {
+    for (int j = 0; j < kLanes; ++j) {
+      const acc_t gv = static_cast<acc_t>(grad[s + j]);
+      if constexpr (GRAD_Y) grad_y[s + j] = static_cast<scalar_t>(gv * a);
+      lane_gy[j] += gv * static_cast<acc_t>(y[s + j]);
+      lane_g[j] += gv;
+    }
+  }
+  for (int j = 0; s < n; ++s, ++j) {
+    const acc_t gv = static_cast<acc_t>(grad[s]);
+    if constexpr (GRAD_Y) grad_y[s] = static_cast<scalar_t>(gv * a);
+    lane_gy[j] += gv * static_cast<acc_t>(y[s]);
+    lane_g[j] += gv;
+  }
+  acc_t sum_gy = 0, sum_g = 0;
+  for (int j = 0; j < kLanes; ++j) {
+    sum_gy += lane_gy[j];
+    sum_g += lane_g[j];
+  }
+  return {sum_gy, sum_g};
+}
+
+// One pass over grad_out and y: grad_y = g * scale (if GRAD_Y), sum_gy[b,c] = sum g*y, sum_g[b,c] = sum g.
 // Reductions run in a fixed order (per plane, or per row tile then over tiles): deterministic.
-template <typename scalar_t, typename acc_t>
+template <bool GRAD_Y, typename scalar_t, typename acc_t>
 void affine_backward(
     const Geometry& g, const scalar_t* grad, const scalar_t* y, scalar_t* grad_y, const acc_t* scale, acc_t* sum_gy,
     acc_t* sum_g) {
@@ -99,16 +129,8 @@ void affine_backward(
   if (g.layout == Layout::Planes) {
     at::parallel_for(0, g.batch * C, grain_for(S), [&](int64_t begin, int64_t end) {
       for (int64_t p = begin; p < end; ++p) {
-        const acc_t a = scale[p];
-        acc_t acc_gy = 0, acc_g = 0;
-        for (int64_t s = p * S; s < (p + 1) * S; ++s) {
-          const acc_t gv = static_cast<acc_t>(grad[s]);
-          if (grad_y) grad_y[s] = static_cast<scalar_t>(gv * a);
-          acc_gy += gv * static_cast<acc_t>(y[s]);
-          acc_g += gv;
-        }
-        sum_gy[p] = acc_gy;
-        sum_g[p] = acc_g;
+        std::tie(sum_gy[p], sum_g[p]) =
+            plane_sums<GRAD_Y>(grad + p * S, y + p * S, GRAD_Y ? grad_y + p * S : nullptr, scale[p], S);
       }
     });
     return;
@@ -123,9 +145,9 @@ void affine_backward(
       acc_t* pg = part_g.data() + bt * C;
       for (int64_t s = t * kRowsPerTile; s < std::min(S, (t + 1) * kRowsPerTile); ++s) {
         const int64_t row = (b * S + s) * C;
-        for (int64_t c = 0; c < C; ++c) {
+        for (int64_t c = 0; c < C; ++c) {  // per-channel accumulators: vectorises as is
           const acc_t gv = static_cast<acc_t>(grad[row + c]);
-          if (grad_y) grad_y[row + c] = static_cast<scalar_t>(gv * a[c]);
+          if constexpr (GRAD_Y) grad_y[row + c] = static_cast<scalar_t>(gv * a[c]);
           pgy[c] += gv * static_cast<acc_t>(y[row + c]);
           pg[c] += gv;
         }
@@ -228,10 +250,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mask_epilogue_backward_cpu(
   at::Tensor sum_gy = at::empty_like(t.mask_w), sum_g = at::empty_like(t.mask_w);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "wfkern_mask_epilogue_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    affine_backward<scalar_t, acc_t>(
-        g, grad.data_ptr<scalar_t>(), src.data_ptr<scalar_t>(),
-        compute_grad_y ? grad_y.data_ptr<scalar_t>() : nullptr, t.mask_w.data_ptr<acc_t>(), sum_gy.data_ptr<acc_t>(),
-        sum_g.data_ptr<acc_t>());
+    const scalar_t* gp = grad.data_ptr<scalar_t>();
+    const scalar_t* yp = src.data_ptr<scalar_t>();
+    const acc_t* a = t.mask_w.data_ptr<acc_t>();
+    if (compute_grad_y) {
+      affine_backward<true>(g, gp, yp, grad_y.data_ptr<scalar_t>(), a, sum_gy.data_ptr<acc_t>(), sum_g.data_ptr<acc_t>());
+    } else {
+      affine_backward<false>(g, gp, yp, static_cast<scalar_t*>(nullptr), a, sum_gy.data_ptr<acc_t>(), sum_g.data_ptr<acc_t>());
+    }
   });
   auto [grad_aw, grad_ab] = alpha_grads_from_sums(sum_gy, sum_g, t.mask_w, t.mask_b_opt(), alpha_w, alpha_b, bias, labels);
   grad_y = compute_grad_y ? like_input(grad_y, src, y) : at::empty({0}, y.options());
