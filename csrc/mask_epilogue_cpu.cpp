@@ -95,6 +95,16 @@ constexpr int kLanes = 16;  // independent partial sums: the compiler vectorises
 // Sums of one contiguous plane: grad_y = g * a (if GRAD_Y), returns {sum g*y, sum g}.
 template <bool GRAD_Y, typename scalar_t, typename acc_t>
 std::pair<acc_t, acc_t> plane_sums(const scalar_t* grad, const scalar_t* y, scalar_t* grad_y, acc_t a, int64_t n) {
+  if (n < 4 * kLanes) {  // small planes (deep layers): lanes would cost more than they save
+    acc_t sum_gy = 0, sum_g = 0;
+    for (int64_t s = 0; s < n; ++s) {
+      const acc_t gv = static_cast<acc_t>(grad[s]);
+      if constexpr (GRAD_Y) grad_y[s] = static_cast<scalar_t>(gv * a);
+      sum_gy += gv * static_cast<acc_t>(y[s]);
+      sum_g += gv;
+    }
+    return {sum_gy, sum_g};
+  }
   acc_t lane_gy[kLanes] = {}, lane_g[kLanes] = {};
   int64_t s = 0;
   for (; s + kLanes <= n; s += kLanes) {

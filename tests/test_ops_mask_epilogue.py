@@ -10,7 +10,7 @@ from wfkern.ops import check_label_values, gate_table_ref, mask_epilogue, mask_e
 from conftest import GRAD_TOL, LABEL_KINDS, LAYOUTS, TOL, make_inputs
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
-SPATIAL = [(4, 3), (1, 1), (8, 8), (3, 43)]
+SPATIAL = [(4, 3), (1, 1), (8, 8), (3, 43), (16, 17)]  # planes below and above the lane threshold
 
 
 def _op(*args):
@@ -58,8 +58,17 @@ def test_mask_epilogue_matches_ref(kernel_device, dtype, layout, labels, bias):
 @pytest.mark.parametrize("layout", ["nchw", "channels_last", "bnf"])
 def test_mask_epilogue_matches_ref_sizes(kernel_device, spatial, channels, batch, layout):
     for dtype in (torch.float32, torch.bfloat16):
-        args = make_inputs(kernel_device, dtype, layout, batch=batch, channels=channels, spatial=spatial, labels="sets")
-        torch.testing.assert_close(_op(*args), mask_epilogue_ref(*args), **TOL[dtype])
+        args = make_inputs(kernel_device, dtype, layout, batch=batch, channels=channels, spatial=spatial, labels="sets",
+                           requires_grad=True)
+        ref_args = _detached(args)
+        out, ref = _op(*args), mask_epilogue_ref(*ref_args)
+        torch.testing.assert_close(out, ref, **TOL[dtype])
+        grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(2)).to(out)
+        got = torch.autograd.grad(out, (args[0], args[1], args[3]), grad)
+        want = torch.autograd.grad(ref, (ref_args[0], ref_args[1], ref_args[3]), grad)
+        torch.testing.assert_close(got[0], want[0], **TOL[dtype])
+        for g, w in zip(got[1:], want[1:]):
+            torch.testing.assert_close(g, w, **GRAD_TOL[dtype])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
