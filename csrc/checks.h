@@ -76,6 +76,13 @@ inline void check_epilogue_args(
   }
 }
 
+inline void check_grad_out(const at::Tensor& grad_out, const at::Tensor& y) {
+  TORCH_CHECK_VALUE(
+      grad_out.sizes() == y.sizes() && grad_out.scalar_type() == y.scalar_type(),
+      "wfkern.mask_epilogue_backward: grad_out must match y in shape and dtype, got ", grad_out.sizes(), " ",
+      grad_out.scalar_type());
+}
+
 inline void check_post_affine(
     const at::Tensor& y, int64_t cd, const c10::optional<at::Tensor>& post_scale,
     const c10::optional<at::Tensor>& post_shift) {

@@ -248,10 +248,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mask_epilogue_backward_cpu(
     const c10::optional<at::Tensor>& alpha_b, const c10::optional<at::Tensor>& bias, int64_t channel_dim,
     bool compute_grad_y) {
   const int64_t cd = normalize_channel_dim(y, channel_dim);
-  TORCH_CHECK_VALUE(
-      grad_out.sizes() == y.sizes() && grad_out.scalar_type() == y.scalar_type(),
-      "wfkern.mask_epilogue_backward: grad_out must match y in shape and dtype, got ", grad_out.sizes(), " ",
-      grad_out.scalar_type());
+  check_grad_out(grad_out, y);
   const Tables t = prepare(y, alpha_w, labels, alpha_b, bias, cd);
   Geometry g;
   const at::Tensor src = walkable(y, cd, &g);

@@ -40,6 +40,15 @@ def _device(model: nn.Module, device) -> torch.device:
     return next(iter(model.parameters()), torch.empty(0)).device
 
 
+def _trainable_copy(original: nn.Module, device, lr: float, seed: int):
+    """(a trainable deep copy on the device, its Adam optimiser, a seeded generator, the device)."""
+    dev = _device(original, device)
+    model = copy.deepcopy(original).to(dev)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model, torch.optim.Adam(model.parameters(), lr=lr), torch.Generator().manual_seed(int(seed)), dev
+
+
 def _fine_tune_mode(model: nn.Module) -> None:
     model.train()
     for m in model.modules():
@@ -101,12 +110,7 @@ def random_labels(original: nn.Module, train_data: Dataset, c: int, *, num_class
     nc = int(num_classes) if num_classes is not None else int(labels.max()) + 1
     if nc < 2:
         raise ValueError(f"wfkern.random_labels: num_classes must be >= 2, got {nc}")
-    dev = _device(original, device)
-    model = copy.deepcopy(original).to(dev)
-    for p in model.parameters():
-        p.requires_grad_(True)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(int(seed))
+    model, opt, gen, dev = _trainable_copy(original, device, lr, seed)
     forget = torch.nonzero(labels == c).flatten()
     retain = torch.nonzero(labels != c).flatten()
     n_retain = min(retain.numel(), int(round(retain_ratio * forget.numel())))
@@ -148,12 +152,7 @@ def neg_grad(original: nn.Module, train_data: Dataset, c: int, *, max_epochs: in
         The unlearned model, in eval mode.
     """
     labels = _labels(train_data)
-    dev = _device(original, device)
-    model = copy.deepcopy(original).to(dev)
-    for p in model.parameters():
-        p.requires_grad_(True)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(int(seed))
+    model, opt, gen, dev = _trainable_copy(original, device, lr, seed)
     forget = torch.nonzero(labels == c).flatten()
     for _ in tqdm(range(max_epochs), desc=f"neg-grad class {c}", leave=False, disable=not progress):
         _fine_tune_mode(model)
