@@ -41,6 +41,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     res = unlearn(wf, train, val, device=device, **RUN)
     save_file(wf.filters_state_dict(), os.path.join(out, f"rank{rank}.safetensors"),
               metadata={"best_step": str(res.best_step), "steps": str(res.steps)})
+    dist.barrier()  # both ranks are done before either tears gloo down (a lone teardown can abort the peer)
     dist.destroy_process_group()
 
 
