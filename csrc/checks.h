@@ -78,9 +78,9 @@ inline void check_epilogue_args(
 
 inline void check_grad_out(const at::Tensor& grad_out, const at::Tensor& y) {
   TORCH_CHECK_VALUE(
-      grad_out.sizes() == y.sizes() && grad_out.scalar_type() == y.scalar_type(),
-      "wfkern.mask_epilogue_backward: grad_out must match y in shape and dtype, got ", grad_out.sizes(), " ",
-      grad_out.scalar_type());
+      grad_out.sizes() == y.sizes() && grad_out.scalar_type() == y.scalar_type() && grad_out.device() == y.device(),
+      "wfkern.mask_epilogue_backward: grad_out must match y in shape, dtype and device, got ", grad_out.sizes(), " ",
+      grad_out.scalar_type(), " on ", grad_out.device());
 }
 
 inline void check_post_affine(
@@ -155,11 +155,13 @@ inline at::ScalarType table_dtype(const at::Tensor& y) {
   return y.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
 }
 
-// Alpha gradients from the per-(sample, channel) reductions sum(g*y) and sum(g).
-// Device-agnostic (ATen ops only) and deterministic: the scatter by label is a matmul.
+// Alpha gradients from the per-(sample, channel) reductions sum(g * x) and sum(g), where x is what
+// the forward saved: y, or its output (saved_is_output). scale = d out / d y per (b, c). ATen ops
+// only, deterministic: the scatter by label is a matmul. mask_b is given with bias.
 std::tuple<at::Tensor, at::Tensor> alpha_grads_from_sums(
-    const at::Tensor& sum_gy, const at::Tensor& sum_g, const at::Tensor& mask_w,
-    const c10::optional<at::Tensor>& mask_b, const at::Tensor& alpha_w, const c10::optional<at::Tensor>& alpha_b,
-    const c10::optional<at::Tensor>& bias, const at::Tensor& labels);
+    const at::Tensor& sum_gx, const at::Tensor& sum_g, const at::Tensor& scale, const c10::optional<at::Tensor>& mask_b,
+    const at::Tensor& alpha_w, const c10::optional<at::Tensor>& alpha_b, const c10::optional<at::Tensor>& bias,
+    const c10::optional<at::Tensor>& post_scale, const c10::optional<at::Tensor>& post_shift, bool saved_is_output,
+    const at::Tensor& labels);
 
 }  // namespace wfkern

@@ -4,41 +4,59 @@
 namespace wfkern {
 
 namespace {
-// counts[b, l] = how often class l occurs in sample b's label set. Labels outside
-// [0, num_classes) contribute nothing (callers have validated them; this keeps memory safe).
+// counts[b, l] = 1 when class l is in sample b's label set (a set counts each class once), else 0.
+// Labels outside [0, num_classes) contribute nothing: the CPU kernel rejected them, the CUDA
+// gate table poisoned their rows; this only keeps the scatter memory safe.
 at::Tensor label_counts(const at::Tensor& labels, int64_t num_classes, at::ScalarType dtype) {
   const at::Tensor sets = labels.dim() == 1 ? labels.unsqueeze(1) : labels;
-  const at::Tensor valid = sets.ge(0).logical_and(sets.lt(num_classes));
+  at::Tensor valid = sets.ge(0).logical_and(sets.lt(num_classes));
+  if (sets.size(1) > 1) {  // drop slots that repeat an earlier slot of the same set
+    const at::Tensor same = sets.unsqueeze(2).eq(sets.unsqueeze(1));  // (B, K, K): slot k equals slot j
+    const at::Tensor earlier = at::ones({sets.size(1), sets.size(1)}, same.options()).tril(-1);  // j < k
+    valid = valid.logical_and(same.logical_and(earlier).any(2).logical_not());
+  }
   const at::Tensor column = at::where(valid, sets + 1, at::zeros_like(sets));  // column 0 = ignored
   at::Tensor counts = at::zeros({sets.size(0), num_classes + 1}, sets.options().dtype(dtype));
   counts.scatter_add_(1, column, valid.to(dtype));
   return counts.narrow(1, 1, num_classes);
 }
 
-// d mask / d alpha[l] = mask * (1 - sigmoid(alpha[l])) for every occurrence of l in the set,
-// so grad_alpha = (1 - sigmoid(alpha)) * counts^T @ (grad_mask * mask): a deterministic scatter.
-at::Tensor scatter_to_alpha(
-    const at::Tensor& counts, const at::Tensor& grad_mask, const at::Tensor& mask, const at::Tensor& alpha) {
-  const at::Tensor table_alpha = alpha.to(mask.scalar_type());
-  const at::Tensor grad = counts.t().matmul(grad_mask * mask) * (1 - at::sigmoid(table_alpha));
+// d out / d alpha[l] = (y - bias) * mask_w * post_scale * (1 - sigmoid(alpha[l])) for every class l
+// of the set, so grad_alpha = (1 - sigmoid(alpha)) * counts^T @ weighted: a deterministic scatter.
+at::Tensor scatter_to_alpha(const at::Tensor& counts, const at::Tensor& weighted, const at::Tensor& alpha) {
+  const at::Tensor grad = counts.t().matmul(weighted) * (1 - at::sigmoid(alpha.to(weighted.scalar_type())));
   return grad.to(alpha.scalar_type());
 }
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> alpha_grads_from_sums(
-    const at::Tensor& sum_gy, const at::Tensor& sum_g, const at::Tensor& mask_w,
-    const c10::optional<at::Tensor>& mask_b, const at::Tensor& alpha_w, const c10::optional<at::Tensor>& alpha_b,
-    const c10::optional<at::Tensor>& bias, const at::Tensor& labels) {
-  const at::Tensor counts = label_counts(labels, alpha_w.size(0), mask_w.scalar_type());
-  if (!bias.has_value()) {
-    return {scatter_to_alpha(counts, sum_gy, mask_w, alpha_w), at::empty({0}, alpha_w.options())};
+    const at::Tensor& sum_gx, const at::Tensor& sum_g, const at::Tensor& scale, const c10::optional<at::Tensor>& mask_b,
+    const at::Tensor& alpha_w, const c10::optional<at::Tensor>& alpha_b, const c10::optional<at::Tensor>& bias,
+    const c10::optional<at::Tensor>& post_scale, const c10::optional<at::Tensor>& post_shift, bool saved_is_output,
+    const at::Tensor& labels) {
+  // out = s * ((y - bias) * mask_w + bias * mask_b) + t; scale = s * mask_w; q = s * bias * mask_b.
+  // The weight gates' term sum g * s * (y - bias) * mask_w is
+  //   scale * (sum g*y - bias * sum g)   from y,  or   sum g*out - (t + q) * sum g   from the output;
+  // the bias gates' term sum g * s * bias * mask_b is q * sum g.
+  const at::ScalarType dtype = sum_gx.scalar_type();
+  const at::Tensor counts = label_counts(labels, alpha_w.size(0), dtype);
+  at::Tensor q;
+  if (bias.has_value()) {
+    q = bias->to(dtype).unsqueeze(0) * *mask_b;
+    if (post_scale.has_value()) q = q * post_scale->to(dtype).unsqueeze(0);
   }
-  // out = (y - bias) * mask_w + bias * mask_b, with y including the bias.
-  const at::Tensor table_bias = bias->to(mask_w.scalar_type()).unsqueeze(0);
-  const at::Tensor bias_sum = table_bias * sum_g;
-  return {
-      scatter_to_alpha(counts, sum_gy - bias_sum, mask_w, alpha_w),
-      scatter_to_alpha(counts, bias_sum, *mask_b, *alpha_b)};
+  at::Tensor weighted_w;
+  if (saved_is_output) {
+    at::Tensor offset = post_shift.has_value() ? post_shift->to(dtype).unsqueeze(0) : at::Tensor();
+    if (q.defined()) offset = offset.defined() ? offset + q : q;
+    weighted_w = offset.defined() ? sum_gx - offset * sum_g : sum_gx;
+  } else {
+    weighted_w = scale * (bias.has_value() ? sum_gx - bias->to(dtype).unsqueeze(0) * sum_g : sum_gx);
+  }
+  if (!bias.has_value()) {
+    return {scatter_to_alpha(counts, weighted_w, alpha_w), at::empty({0}, alpha_w.options())};
+  }
+  return {scatter_to_alpha(counts, weighted_w, alpha_w), scatter_to_alpha(counts, q * sum_g, *alpha_b)};
 }
 
 }  // namespace wfkern

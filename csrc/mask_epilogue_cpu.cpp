@@ -14,17 +14,31 @@ namespace wfkern {
 
 namespace {
 
-void check_label_values_cpu(const at::Tensor& labels, int64_t num_classes) {
-  const int64_t* data = labels.contiguous().data_ptr<int64_t>();
-  for (int64_t i = 0; i < labels.numel(); ++i) {
+// Labels as a contiguous (B, K) table; the caller keeps the returned tensor alive while it reads it.
+at::Tensor label_sets(const at::Tensor& labels) {
+  return (labels.dim() == 1 ? labels.unsqueeze(1) : labels).contiguous();
+}
+
+void check_label_values_cpu(const at::Tensor& sets, int64_t num_classes) {
+  const int64_t* data = sets.data_ptr<int64_t>();
+  for (int64_t i = 0; i < sets.numel(); ++i) {
     TORCH_CHECK_VALUE(
         data[i] >= -1 && data[i] < num_classes, "wfkern.mask_epilogue: labels must be in [-1, ", num_classes,
         ") (-1 = forget nothing), got ", data[i]);
   }
 }
 
-// mask[b] = prod_k gates[row(b, k)], 1 where the label is -1. gates holds sigmoid rows: one per
-// class (per_class) or one per (b, k) slot, whichever is fewer to compute.
+// True when slot k of a set repeats an earlier label: a set counts each class once.
+inline bool repeats_earlier(const int64_t* set, int64_t k) {
+  for (int64_t j = 0; j < k; ++j) {
+    if (set[j] == set[k]) return true;
+  }
+  return false;
+}
+
+// mask[b] = prod over the distinct labels l >= 0 of sample b's set of gates[row(b, k)]; 1 for an
+// empty set. gates holds sigmoid rows: one per class (per_class) or one per (b, k) slot, whichever
+// is fewer to compute.
 template <typename acc_t>
 void product_of_gates(const at::Tensor& gates, bool per_class, const at::Tensor& sets, at::Tensor& mask) {
   const int64_t batch = sets.size(0), set_size = sets.size(1), channels = gates.size(1);
@@ -34,10 +48,11 @@ void product_of_gates(const at::Tensor& gates, bool per_class, const at::Tensor&
   at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       acc_t* row = m + b * channels;
+      const int64_t* set = lab + b * set_size;
       std::fill(row, row + channels, acc_t(1));
       for (int64_t k = 0; k < set_size; ++k) {
-        const int64_t l = lab[b * set_size + k];
-        if (l < 0) continue;
+        const int64_t l = set[k];
+        if (l < 0 || repeats_earlier(set, k)) continue;
         const acc_t* src = g + (per_class ? l : b * set_size + k) * channels;
         for (int64_t c = 0; c < channels; ++c) row[c] *= src[c];
       }
@@ -45,9 +60,8 @@ void product_of_gates(const at::Tensor& gates, bool per_class, const at::Tensor&
   });
 }
 
-// mask[b, c] = prod_k sigmoid(alpha[labels[b, k], c]), 1 where the label is -1 (labels already checked).
-at::Tensor gate_table_cpu(const at::Tensor& alpha, const at::Tensor& labels, at::ScalarType dtype) {
-  const at::Tensor sets = (labels.dim() == 1 ? labels.unsqueeze(1) : labels).contiguous();
+// mask[b, c] = prod over distinct labels of sigmoid(alpha[l, c]); sets already checked.
+at::Tensor gate_table_cpu(const at::Tensor& alpha, const at::Tensor& sets, at::ScalarType dtype) {
   const bool per_class = alpha.size(0) <= sets.numel();
   const at::Tensor logits = per_class ? alpha.to(dtype) : alpha.to(dtype).index_select(0, sets.clamp_min(0).flatten());
   const at::Tensor gates = at::sigmoid(logits).contiguous();  // vectorised
@@ -92,7 +106,7 @@ void affine_forward(const Geometry& g, const scalar_t* y, scalar_t* out, const a
 constexpr int64_t kRowsPerTile = 64;
 constexpr int kLanes = 16;  // independent partial sums: the compiler vectorises them without reassociating
 
-// Sums of one contiguous plane: grad_y = g * a (if GRAD_Y), returns {sum g*y, sum g}.
+// Sums of one contiguous plane: grad_y = g * a (if GRAD_Y), returns {sum g*x, sum g} (x: what the forward saved).
 template <bool GRAD_Y, typename scalar_t, typename acc_t>
 std::pair<acc_t, acc_t> plane_sums(const scalar_t* grad, const scalar_t* y, scalar_t* grad_y, acc_t a, int64_t n) {
   if (n < 4 * kLanes) {  // small planes (deep layers): lanes would cost more than they save
@@ -129,7 +143,7 @@ std::pair<acc_t, acc_t> plane_sums(const scalar_t* grad, const scalar_t* y, scal
   return {sum_gy, sum_g};
 }
 
-// One pass over grad_out and y: grad_y = g * scale (if GRAD_Y), sum_gy[b,c] = sum g*y, sum_g[b,c] = sum g.
+// One pass over grad_out and x (what the forward saved): grad_y = g * scale (if GRAD_Y), sum_gy[b,c] = sum g*x, sum_g[b,c] = sum g.
 // Reductions run in a fixed order (per plane, or per row tile then over tiles): deterministic.
 template <bool GRAD_Y, typename scalar_t, typename acc_t>
 void affine_backward(
@@ -188,10 +202,11 @@ Tables prepare(
     const at::Tensor& y, const at::Tensor& alpha_w, const at::Tensor& labels, const c10::optional<at::Tensor>& alpha_b,
     const c10::optional<at::Tensor>& bias, int64_t cd) {
   check_epilogue_args(y, alpha_w, labels, alpha_b, bias, cd);
-  check_label_values_cpu(labels, alpha_w.size(0));
+  const at::Tensor sets = label_sets(labels);  // owns the memory the checks and tables read
+  check_label_values_cpu(sets, alpha_w.size(0));
   Tables t;
-  t.mask_w = gate_table_cpu(alpha_w, labels, table_dtype(y));
-  if (alpha_b.has_value()) t.mask_b = gate_table_cpu(*alpha_b, labels, table_dtype(y));
+  t.mask_w = gate_table_cpu(alpha_w, sets, table_dtype(y));
+  if (alpha_b.has_value()) t.mask_b = gate_table_cpu(*alpha_b, sets, table_dtype(y));
   return t;
 }
 
@@ -220,13 +235,15 @@ void epilogue_into(
 
 at::Tensor mask_epilogue_cpu(
     const at::Tensor& y, const at::Tensor& alpha_w, const at::Tensor& labels, const c10::optional<at::Tensor>& alpha_b,
-    const c10::optional<at::Tensor>& bias, int64_t channel_dim) {
+    const c10::optional<at::Tensor>& bias, int64_t channel_dim, const c10::optional<at::Tensor>& post_scale,
+    const c10::optional<at::Tensor>& post_shift, bool /*save_output: autograd's business*/) {
   const int64_t cd = normalize_channel_dim(y, channel_dim);
+  check_post_affine(y, cd, post_scale, post_shift);
   const Tables t = prepare(y, alpha_w, labels, alpha_b, bias, cd);
   Geometry g;
   const at::Tensor src = walkable(y, cd, &g);
   at::Tensor out = at::empty_like(src);
-  epilogue_into(src, out, g, t, bias);
+  epilogue_into(src, out, g, t, bias, post_scale, post_shift);
   return like_input(out, src, y);
 }
 
@@ -244,30 +261,36 @@ void mask_epilogue_inplace_cpu(
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> mask_epilogue_backward_cpu(
-    const at::Tensor& grad_out, const at::Tensor& y, const at::Tensor& alpha_w, const at::Tensor& labels,
+    const at::Tensor& grad_out, const at::Tensor& saved, const at::Tensor& alpha_w, const at::Tensor& labels,
     const c10::optional<at::Tensor>& alpha_b, const c10::optional<at::Tensor>& bias, int64_t channel_dim,
+    const c10::optional<at::Tensor>& post_scale, const c10::optional<at::Tensor>& post_shift, bool saved_is_output,
     bool compute_grad_y) {
-  const int64_t cd = normalize_channel_dim(y, channel_dim);
-  check_grad_out(grad_out, y);
-  const Tables t = prepare(y, alpha_w, labels, alpha_b, bias, cd);
+  const int64_t cd = normalize_channel_dim(saved, channel_dim);
+  check_grad_out(grad_out, saved);
+  check_post_affine(saved, cd, post_scale, post_shift);
+  const Tables t = prepare(saved, alpha_w, labels, alpha_b, bias, cd);
   Geometry g;
-  const at::Tensor src = walkable(y, cd, &g);
+  const at::Tensor src = walkable(saved, cd, &g);
   const at::Tensor grad = with_strides_of(grad_out, src);
+  // d out / d y = mask_w * post_scale
+  const at::Tensor scale =
+      (post_scale.has_value() ? t.mask_w * post_scale->to(t.mask_w.scalar_type()).unsqueeze(0) : t.mask_w).contiguous();
   at::Tensor grad_y = compute_grad_y ? at::empty_like(src) : at::Tensor();
-  at::Tensor sum_gy = at::empty_like(t.mask_w), sum_g = at::empty_like(t.mask_w);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "wfkern_mask_epilogue_backward_cpu", [&] {
+  at::Tensor sum_gx = at::empty_like(t.mask_w), sum_g = at::empty_like(t.mask_w);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, saved.scalar_type(), "wfkern_mask_epilogue_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* gp = grad.data_ptr<scalar_t>();
-    const scalar_t* yp = src.data_ptr<scalar_t>();
-    const acc_t* a = t.mask_w.data_ptr<acc_t>();
+    const scalar_t* xp = src.data_ptr<scalar_t>();
+    const acc_t* a = scale.data_ptr<acc_t>();
     if (compute_grad_y) {
-      affine_backward<true>(g, gp, yp, grad_y.data_ptr<scalar_t>(), a, sum_gy.data_ptr<acc_t>(), sum_g.data_ptr<acc_t>());
+      affine_backward<true>(g, gp, xp, grad_y.data_ptr<scalar_t>(), a, sum_gx.data_ptr<acc_t>(), sum_g.data_ptr<acc_t>());
     } else {
-      affine_backward<false>(g, gp, yp, static_cast<scalar_t*>(nullptr), a, sum_gy.data_ptr<acc_t>(), sum_g.data_ptr<acc_t>());
+      affine_backward<false>(g, gp, xp, static_cast<scalar_t*>(nullptr), a, sum_gx.data_ptr<acc_t>(), sum_g.data_ptr<acc_t>());
     }
   });
-  auto [grad_aw, grad_ab] = alpha_grads_from_sums(sum_gy, sum_g, t.mask_w, t.mask_b_opt(), alpha_w, alpha_b, bias, labels);
-  grad_y = compute_grad_y ? like_input(grad_y, src, y) : at::empty({0}, y.options());
+  auto [grad_aw, grad_ab] = alpha_grads_from_sums(
+      sum_gx, sum_g, scale, t.mask_b_opt(), alpha_w, alpha_b, bias, post_scale, post_shift, saved_is_output, labels);
+  grad_y = compute_grad_y ? like_input(grad_y, src, saved) : at::empty({0}, saved.options());
   return {grad_y, grad_aw, grad_ab};
 }
 

@@ -1,6 +1,8 @@
 """Shared test helpers: tolerances, input factories and device fixtures."""
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -92,3 +94,21 @@ def any_device(request):
     if request.param == "cuda" and not torch.cuda.is_available():
         pytest.skip("no CUDA GPU visible")
     return request.param
+
+
+@contextlib.contextmanager
+def exact_fp32():
+    """TF32 off for CUDA float32 comparisons (cuDNN / cuBLAS use it by default on some builds); restores it."""
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@pytest.fixture(autouse=True)
+def _no_tf32():
+    """Every test compares float32 results with a reference: TF32 rounding is not what it tests."""
+    with exact_fp32():
+        yield

@@ -56,3 +56,20 @@ def test_force_reference_env_runs_reference_and_says_so():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.splitlines()[0] == "reference"
     assert "forced" in out
+
+
+def test_errors_raised_inside_the_extension_reach_python():
+    """An extension built against another libstdc++ than the one loaded at run time once crashed
+    (SIGSEGV) whenever a C++ error message formatted an integer. Run in a child: a crash is a failure."""
+    if not _expect_compiled():
+        pytest.skip("wfkern._C not built")
+    code = ("import torch, wfkern\n"
+            "try:\n"
+            "    torch.ops.wfkern.mask_epilogue(torch.ones(2, 3), torch.zeros(4, 3), torch.tensor([0, 9]))\n"
+            "except ValueError as err:\n"
+            "    print('raised:', err)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, (
+        f"the child died (exit {proc.returncode}): rebuild wfkern._C with the system compiler "
+        f"(CC=/usr/bin/gcc CXX=/usr/bin/g++); {proc.stderr[-500:]}")
+    assert "raised: wfkern.mask_epilogue: labels must be in [-1, 4)" in proc.stdout and "got 9" in proc.stdout

@@ -1,26 +1,34 @@
 // CUDA implementation of mask_epilogue and its backward.
-// Forward: a tiny gate-table kernel ((B, C) masks), then one vectorised pass over y.
-// Backward: one pass over grad_out and y writing grad_y and the per-(sample, channel) sums
-// sum(g*y), sum(g) (deterministic: fixed reduction order); the scatter to alphas is a matmul.
+// Forward: a tiny gate-table kernel ((B, C) scale and shift), then one vectorised pass over y.
+// Backward: a gate-table kernel, one pass over grad_out and what the forward saved that writes
+// grad_y and reduces the per-(sample, channel) gate terms (fixed order: deterministic), then a
+// label-count kernel, one matmul (the scatter by label) and one kernel for the sigmoid factor.
+// Nothing here synchronises with the host; bad labels are reported through page-locked memory.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGraphsC10Utils.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <cmath>
+#include <cstring>
+#include <mutex>
 #include <type_traits>
+#include <vector>
 
 #include "../checks.h"
 
 namespace wfkern {
 namespace {
 
+using OptTensor = c10::optional<at::Tensor>;
+
 constexpr int kThreads = 256;
-constexpr int kRowsPerTile = 32;
-constexpr int kRowsBlock = 128;
+constexpr int kRowsPerTile = 64;
+constexpr int64_t kMaxGridYZ = 65535;
 
 template <typename acc_t>
 __device__ __forceinline__ acc_t sigmoid_of(acc_t x) {
@@ -36,64 +44,143 @@ struct alignas(sizeof(scalar_t) * VEC) Pack {
   scalar_t v[VEC];
 };
 
-// One thread per (b, c). Writes mask_w and either the forward shift bias*(mask_b - mask_w) or mask_b.
-// Forward tables may fold a per-channel affine: mask_w *= post_scale, shift = shift * post_scale + post_shift.
-// Labels >= num_classes (never passed by the validating wrapper) poison the row with NaN instead
-// of reading out of bounds.
+template <typename T>
+const T* ptr_or_null(const at::Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+
+int64_t blocks_for(int64_t work, int threads) {
+  return std::max<int64_t>(1, std::min<int64_t>((work + threads - 1) / threads, 1 << 30));
+}
+
+// ---- bad labels, reported without a host synchronisation ------------------------------------------
+// A kernel that meets a label outside [-1, num_classes) poisons that sample's row with NaN and writes
+// the label to page-locked host memory; the host reads it with a plain load (take_label_error, which
+// the Python layer calls). Plain stores: any one bad label is a good report.
+struct LabelError {
+  int64_t found;
+  int64_t label;
+  int64_t num_classes;
+};
+
+LabelError* label_error_host = nullptr;
+LabelError* label_error_device = nullptr;
+std::once_flag label_error_once;
+
+LabelError* label_error_buffer() {
+  std::call_once(label_error_once, [] {
+    // May run while a stream is being captured into a CUDA graph: allocate outside the capture rules.
+    const c10::cuda::CUDAStreamCaptureModeGuard relaxed(cudaStreamCaptureModeRelaxed);
+    void* host = nullptr;
+    C10_CUDA_CHECK(cudaHostAlloc(&host, sizeof(LabelError), cudaHostAllocPortable | cudaHostAllocMapped));
+    std::memset(host, 0, sizeof(LabelError));
+    void* device = nullptr;
+    C10_CUDA_CHECK(cudaHostGetDevicePointer(&device, host, 0));
+    label_error_host = static_cast<LabelError*>(host);
+    label_error_device = static_cast<LabelError*>(device);
+  });
+  return label_error_device;
+}
+
+// ---- gate tables ------------------------------------------------------------------------------------
+// One thread per (b, c): mw = prod over the distinct labels of sample b of sigmoid(alpha_w[l, c])
+// (1 for none), mb likewise from alpha_b, s = post_scale[c] (1), t = post_shift[c] (0). Writes
+//   forward:  first = mw * s,  second = bias[c] * (mb - mw) * s + t   (out = y * first + second)
+//   backward: first = mw * s,  second = bias[c] * mb * s              (see alpha_terms below)
+// second is written only where it is allocated. A label outside [-1, num_classes) makes the row NaN.
 template <typename acc_t>
 __global__ void gate_table_kernel(
     const acc_t* __restrict__ alpha_w, const acc_t* __restrict__ alpha_b, const acc_t* __restrict__ bias,
     const acc_t* __restrict__ post_scale, const acc_t* __restrict__ post_shift, const int64_t* __restrict__ labels,
-    int64_t batch, int64_t set_size, int64_t channels, int64_t num_classes, bool write_shift,
-    acc_t* __restrict__ mask_w, acc_t* __restrict__ second) {
-  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i >= batch * channels) return;
-  const int64_t b = i / channels, c = i % channels;
-  acc_t mw = 1, mb = 1;
-  for (int64_t k = 0; k < set_size; ++k) {
-    const int64_t l = labels[b * set_size + k];
-    if (l < 0) continue;
-    if (l >= num_classes) {
-      mw = mb = acc_t(NAN);
-      continue;
+    int64_t batch, int64_t set_size, int64_t channels, int64_t num_classes, bool forward,
+    acc_t* __restrict__ first, acc_t* __restrict__ second, LabelError* error) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < batch * channels; i += stride) {
+    const int64_t b = i / channels, c = i % channels;
+    const int64_t* set = labels + b * set_size;
+    acc_t mw = 1, mb = 1;
+    for (int64_t k = 0; k < set_size; ++k) {
+      const int64_t l = set[k];
+      if (l == -1) continue;
+      if (l < -1 || l >= num_classes) {
+        mw = mb = acc_t(NAN);
+        if (c == 0) {
+          error->label = l;
+          error->num_classes = num_classes;
+          __threadfence_system();
+          error->found = 1;
+        }
+        continue;
+      }
+      bool repeated = false;  // a set counts each class once
+      for (int64_t j = 0; j < k; ++j) repeated |= set[j] == l;
+      if (repeated) continue;
+      mw *= sigmoid_of(alpha_w[l * channels + c]);
+      if (alpha_b != nullptr) mb *= sigmoid_of(alpha_b[l * channels + c]);
     }
-    mw *= sigmoid_of(alpha_w[l * channels + c]);
-    if (alpha_b != nullptr) mb *= sigmoid_of(alpha_b[l * channels + c]);
+    const acc_t s = post_scale != nullptr ? post_scale[c] : acc_t(1);
+    const acc_t t = post_shift != nullptr ? post_shift[c] : acc_t(0);
+    first[i] = mw * s;
+    if (second == nullptr) continue;
+    const acc_t bc = bias != nullptr ? bias[c] : acc_t(0);
+    second[i] = forward ? bc * (mb - mw) * s + t : bc * mb * s;
   }
-  if (!write_shift) {
-    mask_w[i] = mw;
-    if (second != nullptr) second[i] = mb;
-    return;
-  }
-  acc_t shift = alpha_b != nullptr ? bias[c] * (mb - mw) : acc_t(0);
-  if (post_scale != nullptr) {
-    mw *= post_scale[c];
-    shift = shift * post_scale[c] + post_shift[c];
-  }
-  mask_w[i] = mw;
-  if (second != nullptr) second[i] = shift;
 }
 
+struct CudaTables {
+  at::Tensor first, second;  // (B, C) in the table dtype; second undefined where not needed
+};
+
+// The tables of one call. The forward needs second when there is a bias or a post affine, the
+// backward when there is a bias.
+CudaTables gate_tables_cuda(
+    const at::Tensor& y, const at::Tensor& alpha_w, const at::Tensor& labels, const OptTensor& alpha_b,
+    const OptTensor& bias, const OptTensor& post_scale, const OptTensor& post_shift, bool forward) {
+  const at::ScalarType dtype = table_dtype(y);
+  const at::Tensor sets = (labels.dim() == 1 ? labels.unsqueeze(1) : labels).contiguous();
+  const at::Tensor aw = alpha_w.to(dtype).contiguous();
+  const at::Tensor ab = alpha_b.has_value() ? alpha_b->to(dtype).contiguous() : at::Tensor();
+  const at::Tensor bs = bias.has_value() ? bias->to(dtype).contiguous() : at::Tensor();
+  const at::Tensor ps = post_scale.has_value() ? post_scale->to(dtype).contiguous() : at::Tensor();
+  const at::Tensor pt = post_shift.has_value() ? post_shift->to(dtype).contiguous() : at::Tensor();
+  CudaTables t;
+  t.first = at::empty({y.size(0), alpha_w.size(1)}, aw.options());
+  if (bias.has_value() || (forward && post_scale.has_value())) t.second = at::empty_like(t.first);
+  const int64_t n = t.first.numel();
+  if (n == 0) return t;
+  AT_DISPATCH_FLOATING_TYPES(dtype, "wfkern_gate_table_cuda", [&] {
+    gate_table_kernel<scalar_t><<<blocks_for(n, kThreads), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+        aw.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(ab), ptr_or_null<scalar_t>(bs), ptr_or_null<scalar_t>(ps),
+        ptr_or_null<scalar_t>(pt), sets.data_ptr<int64_t>(), sets.size(0), sets.size(1), alpha_w.size(1),
+        alpha_w.size(0), forward, t.first.data_ptr<scalar_t>(),
+        t.second.defined() ? t.second.data_ptr<scalar_t>() : nullptr, label_error_buffer());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return t;
+}
+
+// ---- forward ------------------------------------------------------------------------------------------
 // out = y * scale + shift. Planes: VEC elements share one (b, c) plane (S % VEC == 0).
-// Rows: VEC consecutive channels of one row (C % VEC == 0).
-template <typename scalar_t, typename acc_t, int VEC, bool ROWS, bool SHIFT>
+// Rows: VEC consecutive channels of one row (C % VEC == 0). index_t is 32-bit where the tensor
+// allows it: the divisions that find a pack's table entry are then several times cheaper.
+template <typename scalar_t, typename acc_t, typename index_t, int VEC, bool ROWS, bool SHIFT>
 __global__ void forward_kernel(
-    const scalar_t* y, scalar_t* out, const acc_t* __restrict__ scale,
-    const acc_t* __restrict__ shift, int64_t n_packs, int64_t channels, int64_t spatial) {
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t v = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; v < n_packs; v += stride) {
-    const int64_t i0 = v * VEC;
+    const scalar_t* y, scalar_t* out, const acc_t* __restrict__ scale, const acc_t* __restrict__ shift,
+    index_t n_packs, index_t channels, index_t spatial) {
+  const index_t stride = static_cast<index_t>(gridDim.x) * blockDim.x;
+  for (index_t v = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; v < n_packs; v += stride) {
+    const index_t i0 = v * VEC;
     const Pack<scalar_t, VEC> in = *reinterpret_cast<const Pack<scalar_t, VEC>*>(y + i0);
     Pack<scalar_t, VEC> res;
     if constexpr (ROWS) {
-      const int64_t table0 = (i0 / (spatial * channels)) * channels + i0 % channels;
+      const index_t table0 = (i0 / (spatial * channels)) * channels + i0 % channels;
 #pragma unroll
       for (int j = 0; j < VEC; ++j) {
         const acc_t sh = SHIFT ? shift[table0 + j] : acc_t(0);
         res.v[j] = static_cast<scalar_t>(static_cast<acc_t>(in.v[j]) * scale[table0 + j] + sh);
       }
     } else {
-      const int64_t plane = i0 / spatial;
+      const index_t plane = i0 / spatial;
       const acc_t a = scale[plane];
       const acc_t sh = SHIFT ? shift[plane] : acc_t(0);
 #pragma unroll
@@ -102,71 +189,6 @@ __global__ void forward_kernel(
     *reinterpret_cast<Pack<scalar_t, VEC>*>(out + i0) = res;
   }
 }
-
-template <typename acc_t>
-__device__ __forceinline__ acc_t warp_sum(acc_t x) {
-#pragma unroll
-  for (int offset = 16; offset > 0; offset >>= 1) x += __shfl_down_sync(0xffffffffu, x, offset);
-  return x;
-}
-
-// Planes layout: one warp per (b, c) plane of S contiguous elements.
-template <typename scalar_t, typename acc_t, int VEC, bool GRAD_Y>
-__global__ void backward_planes_kernel(
-    const scalar_t* __restrict__ grad, const scalar_t* __restrict__ y, scalar_t* __restrict__ grad_y,
-    const acc_t* __restrict__ scale, acc_t* __restrict__ sum_gy, acc_t* __restrict__ sum_g, int64_t planes,
-    int64_t spatial) {
-  const int lane = threadIdx.x & 31;
-  const int64_t plane = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) >> 5;
-  if (plane >= planes) return;  // uniform per warp
-  const acc_t a = scale[plane];
-  const int64_t base = plane * spatial;
-  acc_t acc_gy = 0, acc_g = 0;
-  for (int64_t s = static_cast<int64_t>(lane) * VEC; s < spatial; s += 32 * VEC) {
-    const Pack<scalar_t, VEC> gp = *reinterpret_cast<const Pack<scalar_t, VEC>*>(grad + base + s);
-    const Pack<scalar_t, VEC> yp = *reinterpret_cast<const Pack<scalar_t, VEC>*>(y + base + s);
-    Pack<scalar_t, VEC> gyp;
-#pragma unroll
-    for (int j = 0; j < VEC; ++j) {
-      const acc_t gv = static_cast<acc_t>(gp.v[j]);
-      acc_gy += gv * static_cast<acc_t>(yp.v[j]);
-      acc_g += gv;
-      if constexpr (GRAD_Y) gyp.v[j] = static_cast<scalar_t>(gv * a);
-    }
-    if constexpr (GRAD_Y) *reinterpret_cast<Pack<scalar_t, VEC>*>(grad_y + base + s) = gyp;
-  }
-  acc_gy = warp_sum(acc_gy);
-  acc_g = warp_sum(acc_g);
-  if (lane == 0) {
-    sum_gy[plane] = acc_gy;
-    sum_g[plane] = acc_g;
-  }
-}
-
-// Rows layout (B, S, C): a thread per channel walks a tile of rows; partial sums per tile.
-template <typename scalar_t, typename acc_t, bool GRAD_Y>
-__global__ void backward_rows_kernel(
-    const scalar_t* __restrict__ grad, const scalar_t* __restrict__ y, scalar_t* __restrict__ grad_y,
-    const acc_t* __restrict__ scale, acc_t* __restrict__ part_gy, acc_t* __restrict__ part_g, int64_t spatial,
-    int64_t channels, int64_t tiles) {
-  const int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  const int64_t t = blockIdx.y, b = blockIdx.z;
-  if (c >= channels) return;
-  const acc_t a = scale[b * channels + c];
-  acc_t acc_gy = 0, acc_g = 0;
-  const int64_t s_end = min(spatial, (t + 1) * kRowsPerTile);
-  for (int64_t s = t * kRowsPerTile; s < s_end; ++s) {
-    const int64_t i = (b * spatial + s) * channels + c;
-    const acc_t gv = static_cast<acc_t>(grad[i]);
-    acc_gy += gv * static_cast<acc_t>(y[i]);
-    acc_g += gv;
-    if constexpr (GRAD_Y) grad_y[i] = static_cast<scalar_t>(gv * a);
-  }
-  part_gy[(b * tiles + t) * channels + c] = acc_gy;
-  part_g[(b * tiles + t) * channels + c] = acc_g;
-}
-
-int64_t blocks_for(int64_t work, int threads) { return std::max<int64_t>(1, std::min<int64_t>((work + threads - 1) / threads, 1 << 30)); }
 
 template <typename scalar_t>
 int pack_width(const Geometry& g, std::initializer_list<const void*> ptrs) {
@@ -182,64 +204,32 @@ int pack_width(const Geometry& g, std::initializer_list<const void*> ptrs) {
   return vec;
 }
 
-struct CudaTables {
-  at::Tensor mask_w, second;  // second: forward shift, or backward mask_b; undefined without a bias
-};
-
-CudaTables gate_tables_cuda(
-    const at::Tensor& y, const at::Tensor& alpha_w, const at::Tensor& labels, const c10::optional<at::Tensor>& alpha_b,
-    const c10::optional<at::Tensor>& bias, bool write_shift, const c10::optional<at::Tensor>& post_scale = c10::nullopt,
-    const c10::optional<at::Tensor>& post_shift = c10::nullopt) {
-  const at::ScalarType dtype = table_dtype(y);
-  const at::Tensor sets = (labels.dim() == 1 ? labels.unsqueeze(1) : labels).contiguous();
-  const at::Tensor aw = alpha_w.to(dtype).contiguous();
-  at::Tensor ab, bs, ps, pt;
-  CudaTables t;
-  t.mask_w = at::empty({y.size(0), alpha_w.size(1)}, aw.options());
-  if (alpha_b.has_value()) {
-    ab = alpha_b->to(dtype).contiguous();
-    bs = bias->to(dtype).contiguous();
-  }
-  if (post_scale.has_value()) {
-    ps = post_scale->to(dtype).contiguous();
-    pt = post_shift->to(dtype).contiguous();
-  }
-  if (ab.defined() || ps.defined()) t.second = at::empty_like(t.mask_w);
-  const int64_t n = t.mask_w.numel();
-  if (n == 0) return t;
-  AT_DISPATCH_FLOATING_TYPES(dtype, "wfkern_gate_table_cuda", [&] {
-    gate_table_kernel<scalar_t><<<blocks_for(n, kThreads), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-        aw.data_ptr<scalar_t>(), ab.defined() ? ab.data_ptr<scalar_t>() : nullptr,
-        bs.defined() ? bs.data_ptr<scalar_t>() : nullptr, ps.defined() ? ps.data_ptr<scalar_t>() : nullptr,
-        pt.defined() ? pt.data_ptr<scalar_t>() : nullptr, sets.data_ptr<int64_t>(), sets.size(0), sets.size(1),
-        alpha_w.size(1), alpha_w.size(0), write_shift, t.mask_w.data_ptr<scalar_t>(),
-        t.second.defined() ? t.second.data_ptr<scalar_t>() : nullptr);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-  return t;
-}
-
-template <typename scalar_t, typename acc_t, int VEC, bool ROWS>
+template <typename scalar_t, typename acc_t, typename index_t, int VEC, bool ROWS>
 void launch_forward(const Geometry& g, const scalar_t* y, scalar_t* out, const acc_t* scale, const acc_t* shift) {
   const int64_t n_packs = g.batch * g.channels * g.spatial / VEC;
   const auto stream = c10::cuda::getCurrentCUDAStream();
+  const auto blocks = blocks_for(n_packs, kThreads);
+  const auto n = static_cast<index_t>(n_packs), c = static_cast<index_t>(g.channels), s = static_cast<index_t>(g.spatial);
   if (shift != nullptr) {
-    forward_kernel<scalar_t, acc_t, VEC, ROWS, true>
-        <<<blocks_for(n_packs, kThreads), kThreads, 0, stream>>>(y, out, scale, shift, n_packs, g.channels, g.spatial);
+    forward_kernel<scalar_t, acc_t, index_t, VEC, ROWS, true><<<blocks, kThreads, 0, stream>>>(y, out, scale, shift, n, c, s);
   } else {
-    forward_kernel<scalar_t, acc_t, VEC, ROWS, false>
-        <<<blocks_for(n_packs, kThreads), kThreads, 0, stream>>>(y, out, scale, shift, n_packs, g.channels, g.spatial);
+    forward_kernel<scalar_t, acc_t, index_t, VEC, ROWS, false><<<blocks, kThreads, 0, stream>>>(y, out, scale, shift, n, c, s);
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 template <typename scalar_t, typename acc_t, bool ROWS>
 void forward_any_width(const Geometry& g, const scalar_t* y, scalar_t* out, const acc_t* scale, const acc_t* shift) {
-  switch (pack_width<scalar_t>(g, {y, out})) {
-    case 8: return launch_forward<scalar_t, acc_t, 8, ROWS>(g, y, out, scale, shift);
-    case 4: return launch_forward<scalar_t, acc_t, 4, ROWS>(g, y, out, scale, shift);
-    case 2: return launch_forward<scalar_t, acc_t, 2, ROWS>(g, y, out, scale, shift);
-    default: return launch_forward<scalar_t, acc_t, 1, ROWS>(g, y, out, scale, shift);
+  const bool small = g.batch * g.channels * g.spatial < (int64_t(1) << 31);
+  switch (pack_width<scalar_t>(g, {y, out}) * (small ? 1 : -1)) {
+    case 8: return launch_forward<scalar_t, acc_t, uint32_t, 8, ROWS>(g, y, out, scale, shift);
+    case 4: return launch_forward<scalar_t, acc_t, uint32_t, 4, ROWS>(g, y, out, scale, shift);
+    case 2: return launch_forward<scalar_t, acc_t, uint32_t, 2, ROWS>(g, y, out, scale, shift);
+    case 1: return launch_forward<scalar_t, acc_t, uint32_t, 1, ROWS>(g, y, out, scale, shift);
+    case -8: return launch_forward<scalar_t, acc_t, int64_t, 8, ROWS>(g, y, out, scale, shift);
+    case -4: return launch_forward<scalar_t, acc_t, int64_t, 4, ROWS>(g, y, out, scale, shift);
+    case -2: return launch_forward<scalar_t, acc_t, int64_t, 2, ROWS>(g, y, out, scale, shift);
+    default: return launch_forward<scalar_t, acc_t, int64_t, 1, ROWS>(g, y, out, scale, shift);
   }
 }
 
@@ -252,20 +242,22 @@ void epilogue_into(const at::Tensor& src, at::Tensor& out, const Geometry& g, co
     const scalar_t* in = src.data_ptr<scalar_t>();
     scalar_t* res = out.data_ptr<scalar_t>();
     if (g.layout == Layout::Rows) {
-      forward_any_width<scalar_t, acc_t, true>(g, in, res, t.mask_w.data_ptr<acc_t>(), shift);
+      forward_any_width<scalar_t, acc_t, true>(g, in, res, t.first.data_ptr<acc_t>(), shift);
     } else {
-      forward_any_width<scalar_t, acc_t, false>(g, in, res, t.mask_w.data_ptr<acc_t>(), shift);
+      forward_any_width<scalar_t, acc_t, false>(g, in, res, t.first.data_ptr<acc_t>(), shift);
     }
   });
 }
 
 at::Tensor mask_epilogue_cuda(
-    const at::Tensor& y, const at::Tensor& alpha_w, const at::Tensor& labels, const c10::optional<at::Tensor>& alpha_b,
-    const c10::optional<at::Tensor>& bias, int64_t channel_dim) {
+    const at::Tensor& y, const at::Tensor& alpha_w, const at::Tensor& labels, const OptTensor& alpha_b,
+    const OptTensor& bias, int64_t channel_dim, const OptTensor& post_scale, const OptTensor& post_shift,
+    bool /*save_output: autograd's business*/) {
   const int64_t cd = normalize_channel_dim(y, channel_dim);
   check_epilogue_args(y, alpha_w, labels, alpha_b, bias, cd);
+  check_post_affine(y, cd, post_scale, post_shift);
   const c10::cuda::CUDAGuard guard(y.device());
-  const CudaTables t = gate_tables_cuda(y, alpha_w, labels, alpha_b, bias, /*write_shift=*/true);
+  const CudaTables t = gate_tables_cuda(y, alpha_w, labels, alpha_b, bias, post_scale, post_shift, /*forward=*/true);
   Geometry g;
   const at::Tensor src = walkable(y, cd, &g);
   at::Tensor out = at::empty_like(src);
@@ -274,98 +266,374 @@ at::Tensor mask_epilogue_cuda(
 }
 
 void mask_epilogue_inplace_cuda(
-    at::Tensor& y, const at::Tensor& alpha_w, const at::Tensor& labels, const c10::optional<at::Tensor>& alpha_b,
-    const c10::optional<at::Tensor>& bias, int64_t channel_dim, const c10::optional<at::Tensor>& post_scale,
-    const c10::optional<at::Tensor>& post_shift) {
+    at::Tensor& y, const at::Tensor& alpha_w, const at::Tensor& labels, const OptTensor& alpha_b,
+    const OptTensor& bias, int64_t channel_dim, const OptTensor& post_scale, const OptTensor& post_shift) {
   const int64_t cd = normalize_channel_dim(y, channel_dim);
   check_epilogue_args(y, alpha_w, labels, alpha_b, bias, cd);
   check_post_affine(y, cd, post_scale, post_shift);
   const c10::cuda::CUDAGuard guard(y.device());
-  const CudaTables t = gate_tables_cuda(y, alpha_w, labels, alpha_b, bias, /*write_shift=*/true, post_scale, post_shift);
+  const CudaTables t = gate_tables_cuda(y, alpha_w, labels, alpha_b, bias, post_scale, post_shift, /*forward=*/true);
   Geometry g;
   at::Tensor src = walkable(y, cd, &g);
   epilogue_into(src, src, g, t);
   if (!src.is_same(y)) y.copy_(src);
 }
 
-template <typename scalar_t, typename acc_t, int VEC>
-void launch_backward_planes(
-    const Geometry& g, const scalar_t* grad, const scalar_t* y, scalar_t* grad_y, const acc_t* scale, acc_t* sum_gy,
-    acc_t* sum_g) {
-  const int64_t planes = g.batch * g.channels;
-  const auto stream = c10::cuda::getCurrentCUDAStream();
-  const int64_t blocks = blocks_for(planes * 32, kThreads);
-  if (grad_y != nullptr) {
-    backward_planes_kernel<scalar_t, acc_t, VEC, true>
-        <<<blocks, kThreads, 0, stream>>>(grad, y, grad_y, scale, sum_gy, sum_g, planes, g.spatial);
+// ---- backward -----------------------------------------------------------------------------------------
+// out = s * ((y - bias) * mw + bias * mb) + t. Over a (b, c), with G = sum g and X = sum g * x for
+// the saved x, the weight gates' term sum g * s * (y - bias) * mw is
+//   a * (X - bias * G)     when x is y (a = s * mw, the table `first`),
+//   X - (t + q) * G        when x is the output (q = s * bias * mb, the table `second`),
+// and the bias gates' term is q * G. Both go to terms (B, 2C): [b, c] and [b, C + c].
+template <typename acc_t>
+struct TermInputs {
+  const acc_t* scale;       // (B, C) a
+  const acc_t* q;           // (B, C), null without a bias
+  const acc_t* bias;        // (C,), null without a bias
+  const acc_t* post_shift;  // (C,) or null
+  bool saved_is_output;
+  acc_t* terms;             // (B, 2C)
+};
+
+template <typename acc_t>
+__device__ __forceinline__ void write_alpha_terms(acc_t sum_gx, acc_t sum_g, int64_t b, int64_t c, int64_t channels,
+                                                  const TermInputs<acc_t>& in) {
+  const int64_t i = b * channels + c;
+  const acc_t qv = in.q != nullptr ? in.q[i] : acc_t(0);
+  acc_t w;
+  if (in.saved_is_output) {
+    w = sum_gx - ((in.post_shift != nullptr ? in.post_shift[c] : acc_t(0)) + qv) * sum_g;
   } else {
-    backward_planes_kernel<scalar_t, acc_t, VEC, false>
-        <<<blocks, kThreads, 0, stream>>>(grad, y, grad_y, scale, sum_gy, sum_g, planes, g.spatial);
+    w = in.scale[i] * (sum_gx - (in.bias != nullptr ? in.bias[c] : acc_t(0)) * sum_g);
+  }
+  in.terms[b * 2 * channels + c] = w;
+  if (in.q != nullptr) in.terms[b * 2 * channels + channels + c] = qv * sum_g;
+}
+
+template <typename acc_t>
+__device__ __forceinline__ acc_t warp_sum(acc_t x) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) x += __shfl_down_sync(0xffffffffu, x, offset);
+  return x;
+}
+
+// Planes layout: TPP threads per (b, c) plane of S contiguous elements (kThreads / TPP planes per
+// block); each thread keeps two packs of both inputs in flight. Blocks stride over planes.
+template <typename scalar_t, typename acc_t, int VEC, int TPP, bool GRAD_Y>
+__global__ void backward_planes_kernel(
+    const scalar_t* __restrict__ grad, const scalar_t* __restrict__ out, scalar_t* __restrict__ grad_y,
+    const TermInputs<acc_t> in, int64_t planes, int64_t spatial, int64_t channels) {
+  constexpr int kPlanesPerBlock = kThreads / TPP;
+  constexpr int kWarpsPerPlane = TPP / 32;
+  __shared__ acc_t partial[2][kThreads / 32];
+  const int local = threadIdx.x % TPP, slot = threadIdx.x / TPP;
+  for (int64_t first = blockIdx.x * static_cast<int64_t>(kPlanesPerBlock); first < planes;
+       first += static_cast<int64_t>(gridDim.x) * kPlanesPerBlock) {  // uniform per block
+    const int64_t plane = first + slot;
+    acc_t acc_go = 0, acc_g = 0;
+    if (plane < planes) {
+      const acc_t a = in.scale[plane];
+      const int64_t base = plane * spatial;
+      int64_t s = static_cast<int64_t>(local) * VEC;
+      for (; s + TPP * VEC < spatial; s += 2 * TPP * VEC) {  // two packs per thread in flight
+        const Pack<scalar_t, VEC> g0 = *reinterpret_cast<const Pack<scalar_t, VEC>*>(grad + base + s);
+        const Pack<scalar_t, VEC> g1 = *reinterpret_cast<const Pack<scalar_t, VEC>*>(grad + base + s + TPP * VEC);
+        const Pack<scalar_t, VEC> o0 = *reinterpret_cast<const Pack<scalar_t, VEC>*>(out + base + s);
+        const Pack<scalar_t, VEC> o1 = *reinterpret_cast<const Pack<scalar_t, VEC>*>(out + base + s + TPP * VEC);
+        Pack<scalar_t, VEC> r0, r1;
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) {
+          const acc_t gv0 = static_cast<acc_t>(g0.v[j]), gv1 = static_cast<acc_t>(g1.v[j]);
+          acc_go += gv0 * static_cast<acc_t>(o0.v[j]) + gv1 * static_cast<acc_t>(o1.v[j]);
+          acc_g += gv0 + gv1;
+          if constexpr (GRAD_Y) {
+            r0.v[j] = static_cast<scalar_t>(gv0 * a);
+            r1.v[j] = static_cast<scalar_t>(gv1 * a);
+          }
+        }
+        if constexpr (GRAD_Y) {
+          *reinterpret_cast<Pack<scalar_t, VEC>*>(grad_y + base + s) = r0;
+          *reinterpret_cast<Pack<scalar_t, VEC>*>(grad_y + base + s + TPP * VEC) = r1;
+        }
+      }
+      if (s < spatial) {  // at most one pack left for this thread
+        const Pack<scalar_t, VEC> g0 = *reinterpret_cast<const Pack<scalar_t, VEC>*>(grad + base + s);
+        const Pack<scalar_t, VEC> o0 = *reinterpret_cast<const Pack<scalar_t, VEC>*>(out + base + s);
+        Pack<scalar_t, VEC> r0;
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) {
+          const acc_t gv = static_cast<acc_t>(g0.v[j]);
+          acc_go += gv * static_cast<acc_t>(o0.v[j]);
+          acc_g += gv;
+          if constexpr (GRAD_Y) r0.v[j] = static_cast<scalar_t>(gv * a);
+        }
+        if constexpr (GRAD_Y) *reinterpret_cast<Pack<scalar_t, VEC>*>(grad_y + base + s) = r0;
+      }
+    }
+    acc_go = warp_sum(acc_go);
+    acc_g = warp_sum(acc_g);
+    if constexpr (kWarpsPerPlane > 1) {
+      const int warp = threadIdx.x / 32;
+      if ((threadIdx.x & 31) == 0) {
+        partial[0][warp] = acc_go;
+        partial[1][warp] = acc_g;
+      }
+      __syncthreads();
+      if (local == 0) {
+        acc_go = 0;
+        acc_g = 0;
+        for (int w = 0; w < kWarpsPerPlane; ++w) {  // fixed order: deterministic
+          acc_go += partial[0][slot * kWarpsPerPlane + w];
+          acc_g += partial[1][slot * kWarpsPerPlane + w];
+        }
+      }
+      __syncthreads();  // partial is reused by the next plane group
+    }
+    if (local == 0 && plane < planes) {
+      write_alpha_terms(acc_go, acc_g, plane / channels, plane % channels, channels, in);
+    }
+  }
+}
+
+// Rows layout (B, S, C): a thread per VEC consecutive channels walks a tile of rows (16-byte loads
+// across the warp) and writes partial sums per tile. Blocks stride over tiles (grid y) and
+// samples (grid z): any batch and row count fits the grid.
+template <typename scalar_t, typename acc_t, int VEC, bool GRAD_Y>
+__global__ void backward_rows_kernel(
+    const scalar_t* __restrict__ grad, const scalar_t* __restrict__ out, scalar_t* __restrict__ grad_y,
+    const acc_t* __restrict__ scale, acc_t* __restrict__ part_go, acc_t* __restrict__ part_g, int64_t batch,
+    int64_t spatial, int64_t channels, int64_t tiles) {
+  const int64_t c0 = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) * VEC;
+  if (c0 >= channels) return;
+  for (int64_t b = blockIdx.z; b < batch; b += gridDim.z) {
+    acc_t a[VEC];
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) a[j] = scale[b * channels + c0 + j];
+    for (int64_t t = blockIdx.y; t < tiles; t += gridDim.y) {
+      acc_t acc_go[VEC] = {}, acc_g[VEC] = {};
+      const int64_t s_end = min(spatial, (t + 1) * kRowsPerTile);
+#pragma unroll 4
+      for (int64_t s = t * kRowsPerTile; s < s_end; ++s) {
+        const int64_t i = (b * spatial + s) * channels + c0;
+        const Pack<scalar_t, VEC> gp = *reinterpret_cast<const Pack<scalar_t, VEC>*>(grad + i);
+        const Pack<scalar_t, VEC> op = *reinterpret_cast<const Pack<scalar_t, VEC>*>(out + i);
+        Pack<scalar_t, VEC> gyp;
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) {
+          const acc_t gv = static_cast<acc_t>(gp.v[j]);
+          acc_go[j] += gv * static_cast<acc_t>(op.v[j]);
+          acc_g[j] += gv;
+          if constexpr (GRAD_Y) gyp.v[j] = static_cast<scalar_t>(gv * a[j]);
+        }
+        if constexpr (GRAD_Y) *reinterpret_cast<Pack<scalar_t, VEC>*>(grad_y + i) = gyp;
+      }
+      const int64_t o = (b * tiles + t) * channels + c0;
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) {
+        part_go[o + j] = acc_go[j];
+        part_g[o + j] = acc_g[j];
+      }
+    }
+  }
+}
+
+// One thread per (b, c): the sum over tiles (fixed order), then the gate terms.
+template <typename acc_t>
+__global__ void reduce_tiles_kernel(
+    const acc_t* __restrict__ part_go, const acc_t* __restrict__ part_g, const TermInputs<acc_t> in, int64_t batch,
+    int64_t tiles, int64_t channels) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < batch * channels; i += stride) {
+    const int64_t b = i / channels, c = i % channels;
+    acc_t go = 0, g = 0;
+    for (int64_t t = 0; t < tiles; ++t) {
+      go += part_go[(b * tiles + t) * channels + c];
+      g += part_g[(b * tiles + t) * channels + c];
+    }
+    write_alpha_terms(go, g, b, c, channels, in);
+  }
+}
+
+// counts[b, l] = 1 when class l is in sample b's set (each class once), else 0.
+template <typename acc_t>
+__global__ void label_counts_kernel(
+    const int64_t* __restrict__ labels, int64_t batch, int64_t set_size, int64_t num_classes, acc_t* __restrict__ counts) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < batch * num_classes; i += stride) {
+    const int64_t b = i / num_classes, l = i % num_classes;
+    bool in = false;
+    for (int64_t k = 0; k < set_size; ++k) in |= labels[b * set_size + k] == l;
+    counts[i] = in ? acc_t(1) : acc_t(0);
+  }
+}
+
+// grad_alpha[l, c] = scattered[l, c] * (1 - sigmoid(alpha[l, c])), for the weight and the bias gates.
+template <typename acc_t>
+__global__ void sigmoid_factor_kernel(
+    const acc_t* __restrict__ scattered, const acc_t* __restrict__ alpha_w, const acc_t* __restrict__ alpha_b,
+    int64_t num_classes, int64_t channels, acc_t* __restrict__ grad_w, acc_t* __restrict__ grad_b) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < num_classes * channels; i += stride) {
+    const int64_t l = i / channels, c = i % channels;
+    grad_w[i] = scattered[l * 2 * channels + c] * (acc_t(1) - sigmoid_of(alpha_w[i]));
+    if (grad_b != nullptr) grad_b[i] = scattered[l * 2 * channels + channels + c] * (acc_t(1) - sigmoid_of(alpha_b[i]));
+  }
+}
+
+template <typename scalar_t, typename acc_t, int VEC, int TPP>
+void launch_backward_planes(
+    const Geometry& g, const scalar_t* grad, const scalar_t* out, scalar_t* grad_y, const TermInputs<acc_t>& in) {
+  const int64_t planes = g.batch * g.channels;
+  constexpr int kPlanesPerBlock = kThreads / TPP;
+  const int64_t blocks = std::min<int64_t>((planes + kPlanesPerBlock - 1) / kPlanesPerBlock, 1 << 20);
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  if (grad_y != nullptr) {
+    backward_planes_kernel<scalar_t, acc_t, VEC, TPP, true>
+        <<<blocks, kThreads, 0, stream>>>(grad, out, grad_y, in, planes, g.spatial, g.channels);
+  } else {
+    backward_planes_kernel<scalar_t, acc_t, VEC, TPP, false>
+        <<<blocks, kThreads, 0, stream>>>(grad, out, grad_y, in, planes, g.spatial, g.channels);
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
+// Threads per plane: enough for about two packs each, between a warp and a block.
+template <typename scalar_t, typename acc_t, int VEC>
+void backward_planes_any_tpp(
+    const Geometry& g, const scalar_t* grad, const scalar_t* out, scalar_t* grad_y, const TermInputs<acc_t>& in) {
+  const int64_t packs = g.spatial / VEC;
+  if (packs > 256) return launch_backward_planes<scalar_t, acc_t, VEC, 256>(g, grad, out, grad_y, in);
+  if (packs > 128) return launch_backward_planes<scalar_t, acc_t, VEC, 128>(g, grad, out, grad_y, in);
+  if (packs > 64) return launch_backward_planes<scalar_t, acc_t, VEC, 64>(g, grad, out, grad_y, in);
+  return launch_backward_planes<scalar_t, acc_t, VEC, 32>(g, grad, out, grad_y, in);
+}
+
+template <typename scalar_t, typename acc_t, int VEC>
+void launch_backward_rows(
+    const Geometry& g, const scalar_t* grad, const scalar_t* out, scalar_t* grad_y, const acc_t* scale,
+    at::Tensor& part_go, at::Tensor& part_g) {
+  const int64_t tiles = part_go.size(1), packs = g.channels / VEC;
+  const int threads = static_cast<int>(std::min<int64_t>(kThreads, (packs + 31) / 32 * 32));
+  const dim3 grid((packs + threads - 1) / threads, std::min(tiles, kMaxGridYZ), std::min(g.batch, kMaxGridYZ));
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  acc_t *pgo = part_go.data_ptr<acc_t>(), *pg = part_g.data_ptr<acc_t>();
+  if (grad_y != nullptr) {
+    backward_rows_kernel<scalar_t, acc_t, VEC, true>
+        <<<grid, threads, 0, stream>>>(grad, out, grad_y, scale, pgo, pg, g.batch, g.spatial, g.channels, tiles);
+  } else {
+    backward_rows_kernel<scalar_t, acc_t, VEC, false>
+        <<<grid, threads, 0, stream>>>(grad, out, grad_y, scale, pgo, pg, g.batch, g.spatial, g.channels, tiles);
+  }
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// One pass over grad and the saved tensor: grad_y (if wanted) and the gate terms (B, 2C).
 template <typename scalar_t, typename acc_t>
-void backward_sums(
-    const Geometry& g, const scalar_t* grad, const scalar_t* y, scalar_t* grad_y, const at::Tensor& scale,
-    at::Tensor& sum_gy, at::Tensor& sum_g) {
-  const acc_t* a = scale.data_ptr<acc_t>();
+void backward_terms(
+    const Geometry& g, const scalar_t* grad, const scalar_t* saved, scalar_t* grad_y, const TermInputs<acc_t>& in) {
   if (g.layout == Layout::Planes) {
-    acc_t *sgy = sum_gy.data_ptr<acc_t>(), *sg = sum_g.data_ptr<acc_t>();
-    switch (pack_width<scalar_t>(g, {grad, y, grad_y})) {
-      case 8: return launch_backward_planes<scalar_t, acc_t, 8>(g, grad, y, grad_y, a, sgy, sg);
-      case 4: return launch_backward_planes<scalar_t, acc_t, 4>(g, grad, y, grad_y, a, sgy, sg);
-      case 2: return launch_backward_planes<scalar_t, acc_t, 2>(g, grad, y, grad_y, a, sgy, sg);
-      default: return launch_backward_planes<scalar_t, acc_t, 1>(g, grad, y, grad_y, a, sgy, sg);
+    switch (pack_width<scalar_t>(g, {grad, saved, grad_y})) {
+      case 8: return backward_planes_any_tpp<scalar_t, acc_t, 8>(g, grad, saved, grad_y, in);
+      case 4: return backward_planes_any_tpp<scalar_t, acc_t, 4>(g, grad, saved, grad_y, in);
+      case 2: return backward_planes_any_tpp<scalar_t, acc_t, 2>(g, grad, saved, grad_y, in);
+      default: return backward_planes_any_tpp<scalar_t, acc_t, 1>(g, grad, saved, grad_y, in);
     }
   }
   const int64_t tiles = (g.spatial + kRowsPerTile - 1) / kRowsPerTile;
-  TORCH_CHECK(tiles <= 65535 && g.batch <= 65535, "wfkern.mask_epilogue_backward: tensor too large for the rows kernel");
-  at::Tensor part_gy = at::empty({g.batch, tiles, g.channels}, scale.options());
-  at::Tensor part_g = at::empty_like(part_gy);
-  const dim3 grid((g.channels + kRowsBlock - 1) / kRowsBlock, tiles, g.batch);
-  const auto stream = c10::cuda::getCurrentCUDAStream();
-  if (grad_y != nullptr) {
-    backward_rows_kernel<scalar_t, acc_t, true><<<grid, kRowsBlock, 0, stream>>>(
-        grad, y, grad_y, a, part_gy.data_ptr<acc_t>(), part_g.data_ptr<acc_t>(), g.spatial, g.channels, tiles);
-  } else {
-    backward_rows_kernel<scalar_t, acc_t, false><<<grid, kRowsBlock, 0, stream>>>(
-        grad, y, grad_y, a, part_gy.data_ptr<acc_t>(), part_g.data_ptr<acc_t>(), g.spatial, g.channels, tiles);
+  const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<acc_t>::value).device(at::kCUDA);
+  at::Tensor part_go = at::empty({g.batch, tiles, g.channels}, options);
+  at::Tensor part_g = at::empty_like(part_go);
+  switch (pack_width<scalar_t>(g, {grad, saved, grad_y})) {
+    case 8: launch_backward_rows<scalar_t, acc_t, 8>(g, grad, saved, grad_y, in.scale, part_go, part_g); break;
+    case 4: launch_backward_rows<scalar_t, acc_t, 4>(g, grad, saved, grad_y, in.scale, part_go, part_g); break;
+    case 2: launch_backward_rows<scalar_t, acc_t, 2>(g, grad, saved, grad_y, in.scale, part_go, part_g); break;
+    default: launch_backward_rows<scalar_t, acc_t, 1>(g, grad, saved, grad_y, in.scale, part_go, part_g); break;
   }
+  const int64_t n = g.batch * g.channels;
+  reduce_tiles_kernel<acc_t><<<blocks_for(n, kThreads), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+      part_go.data_ptr<acc_t>(), part_g.data_ptr<acc_t>(), in, g.batch, tiles, g.channels);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  at::sum_out(sum_gy, part_gy, {1});
-  at::sum_out(sum_g, part_g, {1});
+}
+
+// grad_alpha = (1 - sigmoid(alpha)) * counts^T @ terms: one small kernel, a matmul and another.
+std::tuple<at::Tensor, at::Tensor> alpha_grads_cuda(
+    const at::Tensor& terms, const at::Tensor& alpha_w, const OptTensor& alpha_b, const at::Tensor& labels) {
+  const at::ScalarType dtype = terms.scalar_type();
+  const at::Tensor sets = (labels.dim() == 1 ? labels.unsqueeze(1) : labels).contiguous();
+  const int64_t batch = sets.size(0), num_classes = alpha_w.size(0), channels = alpha_w.size(1);
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  at::Tensor counts = at::empty({batch, num_classes}, terms.options());
+  const at::Tensor aw = alpha_w.to(dtype).contiguous();
+  const at::Tensor ab = alpha_b.has_value() ? alpha_b->to(dtype).contiguous() : at::Tensor();
+  at::Tensor grad_w = at::empty({num_classes, channels}, terms.options());
+  at::Tensor grad_b = ab.defined() ? at::empty_like(grad_w) : at::Tensor();
+  if (batch == 0 || channels == 0) {
+    grad_w.zero_();
+    if (grad_b.defined()) grad_b.zero_();
+  } else {
+    AT_DISPATCH_FLOATING_TYPES(dtype, "wfkern_alpha_grads_cuda", [&] {
+      label_counts_kernel<scalar_t><<<blocks_for(batch * num_classes, kThreads), kThreads, 0, stream>>>(
+          sets.data_ptr<int64_t>(), batch, sets.size(1), num_classes, counts.data_ptr<scalar_t>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      const at::Tensor scattered = counts.t().matmul(terms);  // (Nc, 2C), deterministic
+      sigmoid_factor_kernel<scalar_t><<<blocks_for(num_classes * channels, kThreads), kThreads, 0, stream>>>(
+          scattered.data_ptr<scalar_t>(), aw.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(ab), num_classes, channels,
+          grad_w.data_ptr<scalar_t>(), grad_b.defined() ? grad_b.data_ptr<scalar_t>() : nullptr);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  }
+  return {grad_w.to(alpha_w.scalar_type()),
+          alpha_b.has_value() ? grad_b.to(alpha_b->scalar_type()) : at::empty({0}, alpha_w.options())};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> mask_epilogue_backward_cuda(
-    const at::Tensor& grad_out, const at::Tensor& y, const at::Tensor& alpha_w, const at::Tensor& labels,
-    const c10::optional<at::Tensor>& alpha_b, const c10::optional<at::Tensor>& bias, int64_t channel_dim,
-    bool compute_grad_y) {
-  const int64_t cd = normalize_channel_dim(y, channel_dim);
-  check_grad_out(grad_out, y);
-  check_epilogue_args(y, alpha_w, labels, alpha_b, bias, cd);
-  const c10::cuda::CUDAGuard guard(y.device());
-  const CudaTables t = gate_tables_cuda(y, alpha_w, labels, alpha_b, bias, /*write_shift=*/false);
+    const at::Tensor& grad_out, const at::Tensor& saved, const at::Tensor& alpha_w, const at::Tensor& labels,
+    const OptTensor& alpha_b, const OptTensor& bias, int64_t channel_dim, const OptTensor& post_scale,
+    const OptTensor& post_shift, bool saved_is_output, bool compute_grad_y) {
+  const int64_t cd = normalize_channel_dim(saved, channel_dim);
+  check_grad_out(grad_out, saved);
+  check_epilogue_args(saved, alpha_w, labels, alpha_b, bias, cd);
+  check_post_affine(saved, cd, post_scale, post_shift);
+  const c10::cuda::CUDAGuard guard(saved.device());
+  const CudaTables t = gate_tables_cuda(saved, alpha_w, labels, alpha_b, bias, post_scale, post_shift, /*forward=*/false);
   Geometry g;
-  const at::Tensor src = walkable(y, cd, &g);
+  const at::Tensor src = walkable(saved, cd, &g);
   const at::Tensor grad = with_strides_of(grad_out, src);
   at::Tensor grad_y = compute_grad_y ? at::empty_like(src) : at::Tensor();
-  at::Tensor sum_gy = at::zeros_like(t.mask_w), sum_g = at::zeros_like(t.mask_w);
+  at::Tensor terms = at::zeros({g.batch, 2 * g.channels}, t.first.options());
+  const at::ScalarType dtype = t.first.scalar_type();
+  const at::Tensor shift = post_shift.has_value() ? post_shift->to(dtype).contiguous() : at::Tensor();
+  const at::Tensor bias_table = bias.has_value() ? bias->to(dtype).contiguous() : at::Tensor();
   if (src.numel() > 0) {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "wfkern_mask_epilogue_backward_cuda", [&] {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, saved.scalar_type(), "wfkern_mask_epilogue_backward_cuda", [&] {
       using acc_t = at::opmath_type<scalar_t>;
-      backward_sums<scalar_t, acc_t>(
+      const TermInputs<acc_t> in{t.first.data_ptr<acc_t>(), t.second.defined() ? t.second.data_ptr<acc_t>() : nullptr,
+                                 ptr_or_null<acc_t>(bias_table), ptr_or_null<acc_t>(shift), saved_is_output,
+                                 terms.data_ptr<acc_t>()};
+      backward_terms<scalar_t, acc_t>(
           g, grad.data_ptr<scalar_t>(), src.data_ptr<scalar_t>(), compute_grad_y ? grad_y.data_ptr<scalar_t>() : nullptr,
-          t.mask_w, sum_gy, sum_g);
+          in);
     });
   }
-  const c10::optional<at::Tensor> mask_b = t.second.defined() ? c10::optional<at::Tensor>(t.second) : c10::nullopt;
-  auto [grad_aw, grad_ab] = alpha_grads_from_sums(sum_gy, sum_g, t.mask_w, mask_b, alpha_w, alpha_b, bias, labels);
-  grad_y = compute_grad_y ? like_input(grad_y, src, y) : at::empty({0}, y.options());
+  auto [grad_aw, grad_ab] = alpha_grads_cuda(terms, alpha_w, alpha_b, labels);
+  grad_y = compute_grad_y ? like_input(grad_y, src, saved) : at::empty({0}, saved.options());
   return {grad_y, grad_aw, grad_ab};
 }
 
 }  // namespace
+
+// (found, label, num_classes) of the first bad label a kernel reported since the last call; clears it.
+std::vector<int64_t> take_label_error() {
+  volatile LabelError* err = label_error_host;
+  if (err == nullptr || err->found == 0) return {0, 0, 0};
+  std::vector<int64_t> result{1, err->label, err->num_classes};
+  err->found = 0;
+  return result;
+}
+
+TORCH_LIBRARY_IMPL(wfkern, CompositeImplicitAutograd, m) {
+  m.impl("take_label_error", &take_label_error);
+}
 
 TORCH_LIBRARY_IMPL(wfkern, CUDA, m) {
   m.impl("mask_epilogue", &mask_epilogue_cuda);

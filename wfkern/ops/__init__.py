@@ -2,7 +2,7 @@
 from wfkern.ops import _load
 from wfkern.ops._load import backend, describe_backend, is_reference_forced, set_force_reference, use_reference
 from wfkern.ops.mask_epilogue import _register as _register_mask_epilogue
-from wfkern.ops.mask_epilogue import mask_epilogue, mask_epilogue_
+from wfkern.ops.mask_epilogue import mask_epilogue, mask_epilogue_, raise_label_errors
 from wfkern.ops.reference import check_label_values, gate_table_ref, mask_epilogue_ref
 
 if _load.loaded():
@@ -17,6 +17,7 @@ __all__ = [
     "mask_epilogue",
     "mask_epilogue_",
     "mask_epilogue_ref",
+    "raise_label_errors",
     "set_force_reference",
     "use_reference",
 ]

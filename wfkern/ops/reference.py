@@ -14,6 +14,12 @@ __all__ = ["check_epilogue_args", "check_label_values", "gate_table_ref", "mask_
 _FLOAT_ACTIVATIONS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
+def _require(ok: bool, message: str, error: type = ValueError) -> None:
+    # A plain branch, not torch._check_value with a closure: dynamo traces it without a graph break.
+    if not ok:
+        raise error(message)
+
+
 def check_epilogue_args(
     y: Tensor,
     alpha_w: Tensor,
@@ -31,60 +37,39 @@ def check_epilogue_args(
     """
     dim = y.dim()
     cd = channel_dim + dim if channel_dim < 0 else channel_dim
-    torch._check_value(
-        dim >= 2 and cd in (1, dim - 1),
-        lambda: "wfkern.mask_epilogue: channel_dim must be 1 or -1 for a tensor with at least 2 dims, "
-        f"got channel_dim={channel_dim} for a {dim}-d tensor",
-    )
-    torch._check_type(
-        y.dtype in _FLOAT_ACTIVATIONS,
-        lambda: f"wfkern.mask_epilogue: y must be float32, float16, bfloat16 or float64, got {y.dtype}",
-    )
-    torch._check_type(
-        alpha_w.dtype in (torch.float32, torch.float64),
-        lambda: f"wfkern.mask_epilogue: alpha_w must be float32 or float64, got {alpha_w.dtype}",
-    )
-    torch._check_type(
-        labels.dtype == torch.int64, lambda: f"wfkern.mask_epilogue: labels must be int64, got {labels.dtype}"
-    )
+    _require(dim >= 2 and cd in (1, dim - 1),
+             "wfkern.mask_epilogue: channel_dim must be 1 or -1 for a tensor with at least 2 dims, "
+             f"got channel_dim={channel_dim} for a {dim}-d tensor")
+    _require(y.dtype in _FLOAT_ACTIVATIONS,
+             f"wfkern.mask_epilogue: y must be float32, float16, bfloat16 or float64, got {y.dtype}", TypeError)
+    _require(alpha_w.dtype in (torch.float32, torch.float64),
+             f"wfkern.mask_epilogue: alpha_w must be float32 or float64, got {alpha_w.dtype}", TypeError)
+    _require(labels.dtype == torch.int64, f"wfkern.mask_epilogue: labels must be int64, got {labels.dtype}", TypeError)
     channels = y.shape[cd]
-    torch._check_value(
-        alpha_w.dim() == 2 and alpha_w.shape[1] == channels,
-        lambda: f"wfkern.mask_epilogue: alpha_w must have shape (num_classes, {channels}), got {tuple(alpha_w.shape)}",
-    )
+    _require(alpha_w.dim() == 2 and alpha_w.shape[1] == channels,
+             f"wfkern.mask_epilogue: alpha_w must have shape (num_classes, {channels}), got {tuple(alpha_w.shape)}")
     batch = y.shape[0]
-    torch._check_value(
-        labels.dim() in (1, 2) and labels.shape[0] == batch,
-        lambda: f"wfkern.mask_epilogue: labels must have shape ({batch},) or ({batch}, K), got {tuple(labels.shape)}",
-    )
-    torch._check_value(
-        (alpha_b is None) == (bias is None),
-        lambda: "wfkern.mask_epilogue: alpha_b and bias must be given together, got alpha_b "
-        f"{'None' if alpha_b is None else 'set'} and bias {'None' if bias is None else 'set'}",
-    )
+    _require(labels.dim() in (1, 2) and labels.shape[0] == batch,
+             f"wfkern.mask_epilogue: labels must have shape ({batch},) or ({batch}, K), got {tuple(labels.shape)}")
+    _require((alpha_b is None) == (bias is None),
+             "wfkern.mask_epilogue: alpha_b and bias must be given together, got alpha_b "
+             f"{'None' if alpha_b is None else 'set'} and bias {'None' if bias is None else 'set'}")
     if alpha_b is not None and bias is not None:
-        torch._check_value(
-            alpha_b.shape == alpha_w.shape and alpha_b.dtype == alpha_w.dtype,
-            lambda: "wfkern.mask_epilogue: alpha_b must match alpha_w in shape and dtype, "
-            f"got {tuple(alpha_b.shape)} {alpha_b.dtype}",
-        )
-        torch._check_value(
-            bias.dim() == 1 and bias.shape[0] == channels,
-            lambda: f"wfkern.mask_epilogue: bias must have shape ({channels},), got {tuple(bias.shape)}",
-        )
+        _require(alpha_b.shape == alpha_w.shape and alpha_b.dtype == alpha_w.dtype,
+                 "wfkern.mask_epilogue: alpha_b must match alpha_w in shape and dtype, "
+                 f"got {tuple(alpha_b.shape)} {alpha_b.dtype}")
+        _require(bias.dim() == 1 and bias.shape[0] == channels,
+                 f"wfkern.mask_epilogue: bias must have shape ({channels},), got {tuple(bias.shape)}")
     for t in (alpha_w, labels, alpha_b, bias):
         if t is not None:
-            torch._check_value(
-                t.device == y.device,
-                lambda: f"wfkern.mask_epilogue: all tensors must be on {y.device}, got {t.device}",
-            )
+            _require(t.device == y.device, f"wfkern.mask_epilogue: all tensors must be on {y.device}, got {t.device}")
     return cd
 
 
 def check_label_values(labels: Tensor, num_classes: int, name: str = "wfkern.mask_epilogue: labels") -> None:
     """Raise a ValueError naming the first label outside [-1, num_classes).
 
-    Reads the values (a device sync for CUDA tensors): call it once per batch, before any launch.
+    Reads the values (a device sync for CUDA tensors): call it on host labels, once per batch.
     """
     if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
         raise TypeError(f"{name} must be an integer tensor, got {labels.dtype}")
@@ -99,19 +84,26 @@ def check_label_values(labels: Tensor, num_classes: int, name: str = "wfkern.mas
 
 
 def gate_table_ref(alpha: Tensor, labels: Tensor, dtype: torch.dtype) -> Tensor:
-    """Per-sample gates: the product of the sigmoid rows a sample selects.
+    """Per-sample gates: the product of the sigmoid rows of the distinct classes a sample selects.
 
     Args:
         alpha: (Nc, C) logits.
-        labels: (B,) or (B, K) int64; -1 selects nothing.
+        labels: (B,) or (B, K) int64; -1 selects nothing; a class repeated in a set counts once.
         dtype: math dtype of the result.
     Returns:
-        (B, C) in ``dtype``: prod_k sigmoid(alpha[labels[b, k]]), exactly 1 where every label is -1.
+        (B, C) in ``dtype``: prod over distinct l >= 0 of sigmoid(alpha[l]), exactly 1 where every
+        label is -1, NaN for a sample with a label outside [-1, Nc) (never an out-of-range read).
     """
     sets = labels if labels.dim() == 2 else labels[:, None]
-    gates = torch.sigmoid(alpha.to(dtype)[sets.clamp_min(0)])  # (B, K, C)
-    gates = torch.where((sets >= 0)[..., None], gates, torch.ones((), dtype=dtype, device=gates.device))
-    return gates.prod(dim=1)
+    num_classes = alpha.shape[0]
+    use = (sets >= 0) & (sets < num_classes)
+    if sets.shape[1] > 1:
+        earlier = torch.ones(sets.shape[1], sets.shape[1], dtype=torch.bool, device=sets.device).tril(-1)
+        use = use & ~((sets[:, :, None] == sets[:, None, :]) & earlier).any(dim=2)
+    gates = torch.sigmoid(alpha.to(dtype)[sets.clamp(0, num_classes - 1)])  # (B, K, C)
+    gates = torch.where(use[..., None], gates, torch.ones((), dtype=dtype, device=gates.device))
+    bad = ((sets < -1) | (sets >= num_classes)).any(dim=1, keepdim=True)
+    return torch.where(bad, torch.full((), float("nan"), dtype=dtype, device=gates.device), gates.prod(dim=1))
 
 
 def mask_epilogue_ref(
@@ -133,7 +125,10 @@ def mask_epilogue_ref(
         y: the wrapped layer's output *including* its bias: (B, C, ...) with channel_dim=1 in any
             memory format, or (B, ..., F) with channel_dim=-1; float32 / float16 / bfloat16 / float64.
         alpha_w: (Nc, C) float32 (float64 for gradcheck) weight-mask logits.
-        labels: (B,) or (B, K) int64 classes to forget; -1 = none (rows left exactly as they are).
+        labels: (B,) or (B, K) int64 classes to forget; -1 = none (rows left exactly as they are); a
+            class repeated in a set counts once. Labels outside [-1, Nc) raise when they are on the
+            CPU (a ValueError naming the label; a RuntimeError under torch.compile); CUDA labels
+            are not read back to the host: that sample's output is NaN.
         alpha_b: (Nc, C) bias-mask logits, given together with ``bias``.
         bias: (C,) the layer's bias.
         channel_dim: 1 (convolutions) or -1 (linear layers).
@@ -143,6 +138,12 @@ def mask_epilogue_ref(
         Like ``y`` (shape, dtype); math in float32 (float64 for float64 input).
     """
     cd = check_epilogue_args(y, alpha_w, labels, alpha_b, bias, channel_dim)
+    if labels.device.type == "cpu":  # host labels are free to read: raise now
+        if torch.compiler.is_compiling():
+            torch._assert_async(((labels >= -1) & (labels < alpha_w.shape[0])).all(),
+                                f"wfkern.mask_epilogue: labels must be in [-1, {alpha_w.shape[0]}) (-1 = forget nothing)")
+        else:
+            check_label_values(labels, alpha_w.shape[0])
     dtype = torch.float64 if y.dtype == torch.float64 else torch.float32
     view = [y.shape[0]] + [1] * (y.dim() - 1)
     view[cd] = y.shape[cd]
