@@ -255,7 +255,14 @@ def test_patch_model_cuda(name, dtype):
             torch.testing.assert_close(wf(x, forget=labels), mixed, **tol)
         torch.testing.assert_close(wfkern.bake(wf, forget=3)(x)[0], mixed[0], **tol)
     with pytest.raises(ValueError, match=r"must be in \[-1, 10\).*got 10"):
-        wf(x, forget=torch.tensor([0, 1, 10, 3], device="cuda"))
+        wf(x, forget=torch.tensor([0, 1, 10, 3]))  # host labels: checked before anything runs
+    with torch.no_grad():  # device labels: checked on the device, no host synchronisation
+        poisoned = wf(x, forget=torch.tensor([0, 1, 10, 3], device="cuda"))
+    torch.cuda.synchronize()
+    assert poisoned[2].isnan().all() and not poisoned[[0, 1, 3]].isnan().any()
+    with pytest.raises(ValueError, match=r"must be in \[-1, 10\).*got 10.*found on the GPU"):
+        wfkern.ops.raise_label_errors()
+    wfkern.ops.raise_label_errors()  # reported once
     out = wf(x, forget=labels)
     out.float().sum().backward()
     grads = [p.grad.clone() for p in wf.alpha_parameters()]

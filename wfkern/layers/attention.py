@@ -90,13 +90,14 @@ class WFMultiheadAttention(WFLayer):
         w, b = self.base.in_proj_weight, self.base.in_proj_bias
         embed = self.base.embed_dim
         if query is key and key is value:
-            return self.masked(F.linear(query, w, b), b, channel_dim=-1).split(embed, dim=-1)
+            return self.masked(F.linear(query, w, b), b, channel_dim=-1, save_output=True).split(embed, dim=-1)
         parts = []
         for i, x in enumerate((query, key, value)):
             cols = slice(i * embed, (i + 1) * embed)
             bias = None if b is None else b[cols]
             alpha_b = None if self.alpha_b is None else self.alpha_b[:, cols].contiguous()
-            parts.append(self.masked(F.linear(x, w[cols], bias), bias, -1, self.alpha_w[:, cols].contiguous(), alpha_b))
+            parts.append(self.masked(F.linear(x, w[cols], bias), bias, -1, self.alpha_w[:, cols].contiguous(), alpha_b,
+                                     save_output=True))
         return tuple(parts)
 
     def _merged_mask(self, key_padding_mask: Optional[Tensor], attn_mask: Optional[Tensor], batch: int,

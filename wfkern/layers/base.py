@@ -1,7 +1,9 @@
 """What every WF layer shares: the per-class alpha logits and the batch's forget labels."""
 from __future__ import annotations
 
-from typing import Optional
+import threading
+import weakref
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -11,15 +13,71 @@ from wfkern.ops import mask_epilogue, mask_epilogue_
 __all__ = ["ForgetContext", "WFLayer", "find_wf_layers"]
 
 
-class ForgetContext:
-    """The forget labels of the batch in flight, shared by every WF layer of one model.
-
-    ``labels`` is None outside a masked forward (the layers then run their base layer untouched),
-    else a validated (B,) or (B, K) int64 tensor on the activations' device.
-    """
+class _CallState(threading.local):
+    """What one thread's forward in flight has set: its labels, its model, folded-BatchNorm hand-overs."""
 
     def __init__(self) -> None:
         self.labels: Optional[Tensor] = None
+        self.root: Optional[nn.Module] = None
+        self.handed_over: Dict[str, Tensor] = {}
+
+
+class ForgetContext:
+    """The forget labels of the forward in flight, shared by every WF layer of one model.
+
+    The state is per thread, so concurrent calls on one model (a model server's threads,
+    ``nn.DataParallel`` replicas, which share this object) never see each other's labels, and
+    :meth:`WFModel.forward` restores the previous state when it returns or raises, so nested calls
+    see their own. ``labels`` is None outside a masked forward (the layers then run their base
+    layer untouched), else a (B,) or (B, K) int64 tensor on the activations' device.
+    """
+
+    def __init__(self) -> None:
+        self._state = _CallState()
+        # {model: {dotted name: module}}: folded BatchNorms looked up in the model being run, so a
+        # DataParallel replica finds its own copy. Weak keys: replicas come and go every call.
+        self._modules_by_root: "weakref.WeakKeyDictionary[nn.Module, Dict[str, nn.Module]]" = weakref.WeakKeyDictionary()
+
+    def __getstate__(self) -> dict:
+        return {}  # a copy (deepcopy, pickle) starts with no forward in flight
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()
+
+    @property
+    def labels(self) -> Optional[Tensor]:
+        return self._state.labels
+
+    def enter(self, labels: Optional[Tensor], root: nn.Module) -> Tuple[Optional[Tensor], Optional[nn.Module], Dict[str, Tensor]]:
+        """Make ``labels`` this thread's labels while ``root`` runs; returns what :meth:`leave` restores."""
+        state = self._state
+        previous = (state.labels, state.root, state.handed_over)
+        state.labels, state.root, state.handed_over = labels, root, {}
+        return previous
+
+    def leave(self, previous: Tuple[Optional[Tensor], Optional[nn.Module], Dict[str, Tensor]]) -> None:
+        state = self._state
+        state.labels, state.root, state.handed_over = previous
+
+    def module(self, name: str) -> Optional[nn.Module]:
+        """The module at dotted ``name`` in the model this thread is running (None outside a forward)."""
+        root = self._state.root
+        if root is None:
+            return None
+        table = self._modules_by_root.get(root)
+        if table is None:
+            table = self._modules_by_root.setdefault(root, {})
+        found = table.get(name)
+        if found is None:
+            found = table[name] = root.get_submodule(name)
+        return found
+
+    def hand_over(self, name: str, y: Tensor) -> None:
+        """Tell the folded BatchNorm at ``name`` that ``y`` already carries its affine."""
+        self._state.handed_over[name] = y
+
+    def take_handed_over(self, name: str) -> Optional[Tensor]:
+        return self._state.handed_over.pop(name, None)
 
 
 class WFLayer(nn.Module):
@@ -36,6 +94,7 @@ class WFLayer(nn.Module):
     def __init__(self, base: nn.Module, num_classes: int, channels: int, has_bias: bool,
                  context: ForgetContext, init: float) -> None:
         super().__init__()
+        self.training = base.training  # a wrapper takes the mode of what it wraps
         self.base = base
         self.context = context
         device = next(base.parameters()).device
@@ -43,6 +102,19 @@ class WFLayer(nn.Module):
         self.alpha_b = (
             nn.Parameter(torch.full((num_classes, channels), float(init), device=device)) if has_bias else None
         )
+
+    def _apply(self, fn, recurse=True):
+        # wf.half() / wf.to(torch.bfloat16) cast the frozen base; the gate logits (and their grads)
+        # stay float32: sigmoid gates near 0 or 1 need the precision, and the kernels take fp32 logits.
+        gate_tensors = {id(t) for p in (self.alpha_w, self.alpha_b) if p is not None for t in (p, p.grad) if t is not None}
+
+        def keep_gates_fp32(t):
+            out = fn(t)
+            if id(t) in gate_tensors and out.dtype in (torch.float16, torch.bfloat16):
+                return t.to(device=out.device)
+            return out
+
+        return super()._apply(keep_gates_fp32, recurse)
 
     @property
     def num_classes(self) -> int:
@@ -59,17 +131,23 @@ class WFLayer(nn.Module):
             return torch.sigmoid(self.alpha_w[cls]), gate_b
 
     def masked(self, y: Tensor, bias: Optional[Tensor], channel_dim: int,
-               alpha_w: Optional[Tensor] = None, alpha_b: Optional[Tensor] = None) -> Tensor:
-        """Apply the batch's gates to ``y`` (the base output including ``bias``), if any are set."""
+               alpha_w: Optional[Tensor] = None, alpha_b: Optional[Tensor] = None, save_output: bool = False) -> Tensor:
+        """Apply the batch's gates to ``y`` (the base output including ``bias``), if any are set.
+
+        ``save_output``: see :func:`wfkern.ops.mask_epilogue` (True where nothing downstream
+        modifies the output in place).
+        """
         labels = self.context.labels
         if labels is None:
             return y
         alpha_w = self.alpha_w if alpha_w is None else alpha_w
         alpha_b = (self.alpha_b if alpha_b is None else alpha_b) if bias is not None else None
-        # y is the base layer's fresh output: overwrite it when autograd will not need it.
+        # y is the base layer's fresh output: overwrite it when autograd will not need it. Under
+        # torch.compile the functional op lets inductor re-inplace (and avoids its mutation paths).
         needs_grad = torch.is_grad_enabled() and (y.requires_grad or alpha_w.requires_grad)
-        epilogue = mask_epilogue if needs_grad else mask_epilogue_
-        return epilogue(y, alpha_w, labels, alpha_b, bias, channel_dim, check_labels=False)
+        if needs_grad or torch.compiler.is_compiling():
+            return mask_epilogue(y, alpha_w, labels, alpha_b, bias, channel_dim, save_output=save_output)
+        return mask_epilogue_(y, alpha_w, labels, alpha_b, bias, channel_dim)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, channels={self.channels}, bias_gates={self.alpha_b is not None}"

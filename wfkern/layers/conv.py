@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from wfkern.layers.base import ForgetContext, WFLayer
 from wfkern.layers.batchnorm import FoldedBatchNorm2d
-from wfkern.ops import mask_epilogue_
+from wfkern.ops import mask_epilogue, mask_epilogue_
 
 __all__ = ["WFConv2d"]
 
@@ -18,8 +18,9 @@ class WFConv2d(WFLayer):
 
     The gate is per output channel, so the frozen convolution runs once for the whole batch and
     the gates scale its output (``wfkern.ops.mask_epilogue``); no per-sample weights exist.
-    When ``wfkern.patch`` proved that a BatchNorm2d reads only this conv's output, masked
-    inference applies that BatchNorm too, in the same pass (see :class:`FoldedBatchNorm2d`).
+    When ``wfkern.patch`` proved that a BatchNorm2d reads only this conv's output, a masked forward
+    applies that BatchNorm's (frozen, running-statistics) affine in the same pass, with or without
+    grad (see :class:`FoldedBatchNorm2d`).
 
     Args:
         base: the convolution to wrap (kept as ``self.base``, not copied).
@@ -32,22 +33,27 @@ class WFConv2d(WFLayer):
 
     def __init__(self, base: nn.Conv2d, num_classes: int, context: ForgetContext, init: float = 3.0) -> None:
         super().__init__(base, num_classes, base.out_channels, base.bias is not None, context, init)
-        self._folded_bn: Optional[FoldedBatchNorm2d] = None
+        self.folded_batchnorm: Optional[str] = None
 
-    def fold_batchnorm(self, bn: FoldedBatchNorm2d) -> None:
-        """Let masked inference apply ``bn`` in this layer's epilogue (not registered as a child)."""
-        object.__setattr__(self, "_folded_bn", bn)
+    def fold_batchnorm(self, name: str) -> None:
+        """Let masked inference apply the :class:`FoldedBatchNorm2d` at dotted ``name`` in this epilogue.
+
+        A name, not the module: a DataParallel replica of this layer must find its replica's BatchNorm.
+        """
+        self.folded_batchnorm = name
 
     def forward(self, x: Tensor) -> Tensor:
         # The base keeps its own forward (padding modes, subclasses); y includes its bias.
         y = self.base(x)
-        labels, bn = self.context.labels, self._folded_bn
-        if labels is not None and bn is not None and not torch.compiler.is_compiling():
-            affine = bn.inference_affine()
-            if affine is not None and not (torch.is_grad_enabled() and (y.requires_grad or self.alpha_w.requires_grad)):
+        labels = self.context.labels
+        if labels is not None and self.folded_batchnorm is not None and not torch.compiler.is_compiling():
+            bn = self.context.module(self.folded_batchnorm)
+            affine = bn.inference_affine() if isinstance(bn, FoldedBatchNorm2d) else None
+            if affine is not None:
                 alpha_b = self.alpha_b if self.base.bias is not None else None
-                mask_epilogue_(y, self.alpha_w, labels, alpha_b, self.base.bias, 1, affine[0], affine[1],
-                               check_labels=False)
-                bn.hand_over(y)
-                return y
+                needs_grad = torch.is_grad_enabled() and (y.requires_grad or self.alpha_w.requires_grad)
+                epilogue = mask_epilogue if needs_grad else mask_epilogue_
+                out = epilogue(y, self.alpha_w, labels, alpha_b, self.base.bias, 1, affine[0], affine[1])
+                self.context.hand_over(self.folded_batchnorm, out)
+                return out
         return self.masked(y, self.base.bias, channel_dim=1)

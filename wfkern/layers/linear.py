@@ -21,4 +21,6 @@ class WFLinear(WFLayer):
         super().__init__(base, num_classes, base.out_features, base.bias is not None, context, init)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.masked(self.base(x), self.base.bias, channel_dim=-1)
+        # Attention reads q, k, v out of place and keeps them for its backward: keeping the masked
+        # output (not the projection's raw output) costs no extra activation memory.
+        return self.masked(self.base(x), self.base.bias, channel_dim=-1, save_output=True)

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from wfkern.layers import ForgetContext, WFLayer, find_wf_layers
-from wfkern.ops import check_label_values
+from wfkern.ops import check_label_values, raise_label_errors
 
 __all__ = ["WFModel"]
 
@@ -31,6 +31,7 @@ class WFModel(nn.Module):
                  skipped: Optional[List[Tuple[str, str]]] = None,
                  folded_batchnorms: Optional[List[Tuple[str, str]]] = None) -> None:
         super().__init__()
+        self.training = model.training
         self.model = model
         self.num_classes = num_classes
         self.skipped = list(skipped or [])
@@ -44,21 +45,41 @@ class WFModel(nn.Module):
             x: (B, ...) input batch.
             forget: None (forget nothing: the original model, bit for bit); an int (every sample
                 forgets that class); or an integer tensor / list of shape (B,) or (B, K) where -1
-                means "nothing" and K labels are combined by the product of their gates.
+                means "nothing" and the K labels of a row, a set (a repeated class counts once), combine
+                by the product of their gates.
         Returns:
             The model's output (e.g. (B, Nc) logits).
         """
         labels = self.prepare_forget(forget, x.shape[0], x.device)
-        if labels is None:
-            return self.model(x, **kwargs)
-        self._context.labels = labels
+        if labels is not None and labels.is_cuda and not torch.compiler.is_compiling():
+            raise_label_errors()  # a bad GPU label of an earlier call: a plain read, no synchronisation
+        # The labels belong to this call: per thread, and restored on return or error (nesting).
+        previous = self._context.enter(labels, self.model)
         try:
             return self.model(x, **kwargs)
         finally:
-            self._context.labels = None
+            self._context.leave(previous)
+
+    def train(self, mode: bool = True) -> "WFModel":
+        """Set train / eval mode; normalisation layers with running statistics stay in eval mode.
+
+        The base is frozen: in train mode a BatchNorm would update its running statistics (and
+        normalise with the batch's), so ``wf(x)`` would drift from the original model. Dropout
+        and other mode-dependent layers follow ``mode`` as usual.
+        """
+        super().train(mode)
+        for module in self.model.modules():
+            if isinstance(module, nn.modules.batchnorm._NormBase) and module.track_running_stats:
+                module.train(False)
+        return self
 
     def prepare_forget(self, forget: Forget, batch: int, device: torch.device) -> Optional[Tensor]:
-        """Validate ``forget`` once per batch; None when nothing is to be forgotten."""
+        """Validate ``forget`` once per batch; None when nothing is to be forgotten.
+
+        Host labels (ints, lists, CPU tensors) are checked here, for free, and copied to ``device``
+        without blocking. Labels already on a GPU are not read back (no host synchronisation):
+        the CUDA kernels check them on the device (see :func:`wfkern.ops.raise_label_errors`).
+        """
         if forget is None:
             return None
         if isinstance(forget, bool) or not isinstance(forget, (int, Tensor, list, tuple)):
@@ -74,11 +95,9 @@ class WFModel(nn.Module):
                 f"wfkern.WFModel: forget must have shape ({batch},) or ({batch}, K) for a batch of {batch}, "
                 f"got {tuple(forget.shape)}"
             )
-        if not torch.compiler.is_compiling():
-            # One read of the labels per batch (free for CPU labels); the layers trust them.
-            host = forget.cpu()
-            check_label_values(host, self.num_classes, name="wfkern.WFModel: forget labels")
-            if bool((host == -1).all()):
+        if forget.device.type == "cpu" and not torch.compiler.is_compiling():
+            check_label_values(forget, self.num_classes, name="wfkern.WFModel: forget labels")
+            if bool((forget == -1).all()):
                 return None
         return forget.to(device=device, dtype=torch.long, non_blocking=True)
 

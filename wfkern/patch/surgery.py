@@ -40,7 +40,8 @@ def _target(name: str, module: nn.Module) -> Tuple[Optional[type], Optional[str]
 def conv_batchnorm_pairs(model: nn.Module) -> Dict[str, str]:
     """{conv name: BatchNorm2d name} where tracing proves the BatchNorm is the conv's only reader.
 
-    Every call of the conv must feed only that BatchNorm. Untraceable models give {}.
+    Every call of the conv must feed only that BatchNorm, and no other conv may feed it.
+    Untraceable models give {}.
     """
     try:
         graph = torch.fx.symbolic_trace(model).graph
@@ -56,7 +57,12 @@ def conv_batchnorm_pairs(model: nn.Module) -> Dict[str, str]:
         foldable = (only is not None and only.op == "call_module" and type(modules.get(only.target)) is nn.BatchNorm2d
                     and only.args == (node,) and not only.kwargs)
         readers.setdefault(node.target, set()).add(only.target if foldable else None)
-    return {conv: next(iter(bns)) for conv, bns in readers.items() if len(bns) == 1 and None not in bns}
+    pairs = {conv: next(iter(bns)) for conv, bns in readers.items() if len(bns) == 1 and None not in bns}
+    convs_per_bn: Dict[str, int] = {}
+    for bn in pairs.values():
+        convs_per_bn[bn] = convs_per_bn.get(bn, 0) + 1
+    # A BatchNorm that reads two convs folds into neither: its hand-over must have one source.
+    return {conv: bn for conv, bn in pairs.items() if convs_per_bn[bn] == 1}
 
 
 def patch(
@@ -128,8 +134,7 @@ def patch(
     folded = []
     for conv_name, bn_name in pairs.items():
         if conv_name in wrapped:
-            folded_bn = FoldedBatchNorm2d(model.get_submodule(bn_name))
-            model = set_submodule(model, bn_name, folded_bn)
-            wrapped[conv_name].fold_batchnorm(folded_bn)
+            model = set_submodule(model, bn_name, FoldedBatchNorm2d(model.get_submodule(bn_name), bn_name, context))
+            wrapped[conv_name].fold_batchnorm(bn_name)
             folded.append((conv_name, bn_name))
     return WFModel(model, num_classes, context, skipped, folded)
