@@ -82,9 +82,10 @@ def _batch_loss(wf, train_data: Dataset, targets: torch.Tensor, idx: torch.Tenso
     x, y = x.to(device), y.to(device)
     nf = f_idx.numel()
     xs = torch.cat([x[:nf], x[nf:].repeat(cfg.chi, *([1] * (x.dim() - 1)))])
-    logits = wf(xs, forget=torch.cat([f_rows, r_rows.reshape(-1)]).to(device))
+    # Host labels: wf checks them for free and copies them without blocking (no sync per step).
+    logits = wf(xs, forget=torch.cat([f_rows, r_rows.reshape(-1)]))
     y_r = y[nf:].repeat(cfg.chi, *([1] * (y.dim() - 1)))
-    loss_f = per_sample_losses(logits[:nf], y[:nf], f_rows.to(device) if y.dim() > 1 else None)
+    loss_f = per_sample_losses(logits[:nf], y[:nf], f_rows.to(device, non_blocking=True) if y.dim() > 1 else None)
     loss_r = per_sample_losses(logits[nf:], y_r).view(cfg.chi, -1)
     return untraining_loss(loss_f, loss_r, wf.alpha_parameters(), cfg.lambda0, lambda1, cfg.lambda2, cfg.eps)
 
