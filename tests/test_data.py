@@ -71,7 +71,8 @@ def test_missing_local_files_name_the_expected_files(tmp_path, name, expect):
 def _write_idx(path, arr: np.ndarray, compress: bool):
     header = struct.pack(">I", 0x0800 | arr.ndim) + b"".join(struct.pack(">I", d) for d in arr.shape)
     data = header + arr.astype(np.uint8).tobytes()
-    (gzip.open if compress else open)(path, "wb").write(data)
+    with (gzip.open if compress else open)(path, "wb") as f:  # close it: a gzip stream is only complete once closed
+        f.write(data)
 
 
 @pytest.mark.parametrize("compress", [False, True])
