@@ -17,12 +17,31 @@ def _say(msg):
     print(f"wfkern setup: {msg}", file=sys.stderr)
 
 
-def _find_cuda_home():
-    """A toolkit whose include/cuda_runtime.h exists (an nvcc wrapper on PATH can mislead torch)."""
-    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"]
-    candidates += sorted(glob.glob("/usr/local/cuda-*"), reverse=True)
+def _find_cuda_home(default_homes=("/usr/local/cuda",), versioned_glob="/usr/local/cuda-*"):
+    """A toolkit whose include/cuda_runtime.h exists (an nvcc wrapper on PATH can mislead torch).
+
+    Order: $CUDA_HOME, $CUDA_PATH, /usr/local/cuda, then every nvcc on PATH (symlinks resolved; the
+    toolkit is the parent of nvcc's bin/, so a wrapper script such as /usr/local/bin/nvcc, whose
+    parent has no include/cuda_runtime.h, is passed over), then /usr/local/cuda-* (newest first).
+    The defaults are parameters so that tests can point them elsewhere.
+    """
+    def is_toolkit(path):
+        return bool(path) and os.path.isfile(os.path.join(path, "include", "cuda_runtime.h"))
+
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), *default_homes]
+    for entry in os.environ.get("PATH", "").split(os.pathsep):
+        nvcc = os.path.join(entry or os.curdir, "nvcc")
+        if os.path.isfile(nvcc) and os.access(nvcc, os.X_OK):
+            for binary in (os.path.realpath(nvcc), os.path.abspath(nvcc)):
+                candidates.append(os.path.dirname(os.path.dirname(binary)))
+
+    def version(path):  # cuda-12.10 after cuda-12.9; unparsable names last
+        tail = os.path.basename(path).split("-", 1)[-1]
+        return tuple(int(p) if p.isdigit() else -1 for p in tail.split("."))
+
+    candidates += sorted(glob.glob(versioned_glob), key=version, reverse=True)
     for path in candidates:
-        if path and os.path.isfile(os.path.join(path, "include", "cuda_runtime.h")):
+        if is_toolkit(path):
             return path
     return None
 

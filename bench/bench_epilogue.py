@@ -72,7 +72,7 @@ def test_epilogue_bwd(benchmark, bench_device, impl):
     fns = {
         "copy": lambda: buf.copy_(y),
         "ref": ref,
-        "kernel": lambda: torch.ops.wfkern.mask_epilogue_backward(grad, y, alpha_w, labels, alpha_b, bias, 1, True),
+        "kernel": lambda: torch.ops.wfkern.mask_epilogue_backward(grad, y, alpha_w, labels, alpha_b, bias, 1, None, None, False, True),
     }
     benchmark.group = "epilogue-bwd"
     # the backward reads grad_out and y and writes grad_y: three tensors of y's size (copy moves two)

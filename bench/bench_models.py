@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.func import functional_call
 
 import wfkern
-from configs import MODEL_SIZES, ROUNDS, make_workload
+from configs import MODEL_SIZES, ROUNDS, make_workload, materialized
 from conftest import synced
 
 ALL_MODELS = ["resnet18", "resnet50", "vit_small"]
@@ -19,30 +18,6 @@ def _setup(name, device):
     if (name, device) not in _CACHE:
         _CACHE[(name, device)] = make_workload(name, device)
     return _CACHE[(name, device)]
-
-
-def materialized(wf, x, labels):
-    """Per-sample weights W * gate[label] built explicitly and vmapped: the naive way, for contrast."""
-    plain = wfkern.bake(wf, forget=-1).eval()
-    params = {k: v.detach() for k, v in plain.named_parameters()}
-    buffers = dict(plain.named_buffers())
-    per_sample = {}
-    def gates(alpha):
-        return torch.where((labels >= 0)[:, None], torch.sigmoid(alpha.detach()[labels.clamp_min(0)]), 1.0)
-
-    for name, layer in wf.wf_layers().items():
-        prefix = f"{name}.in_proj_" if layer.kind == "mha" else f"{name}."
-        for suffix, alpha in (("weight", layer.alpha_w), ("bias", layer.alpha_b)):
-            if alpha is None:
-                continue
-            tensor = params.pop(prefix + suffix)
-            g = gates(alpha).to(tensor.dtype)
-            per_sample[prefix + suffix] = tensor[None] * g.view(*g.shape, *([1] * (tensor.dim() - 1)))
-
-    def one(sample_params, xi):
-        return functional_call(plain, ({**params, **sample_params}, buffers), (xi[None],))[0]
-
-    return lambda: torch.vmap(one)(per_sample, x)
 
 
 IMPLS = ["plain", "wf", "wf_ref", "plain_compiled", "wf_compiled", "wf_ref_compiled", "materialized"]

@@ -1,6 +1,8 @@
 """Benchmark sizes per device: small on the 2-core CPU machine, the issue's sizes on a GPU."""
 from __future__ import annotations
 
+import sys
+
 import torch
 
 # model name -> (batch, resolution) per device; GPU: bf16, batch 256, 224 px (issue #5)
@@ -27,6 +29,16 @@ def build_model(name: str, resolution: int):
     raise ValueError(name)
 
 
+def prepare_device(device: str, threads, prog: str) -> bool:
+    """Apply --threads; False (with a message) when CUDA is asked for and no GPU is visible."""
+    if threads:
+        torch.set_num_threads(threads)
+    if device == "cuda" and not torch.cuda.is_available():
+        print(f"{prog}: no CUDA GPU is visible to torch", file=sys.stderr)
+        return False
+    return True
+
+
 def make_workload(name: str, device: str):
     """(plain model, WF model with random gates, input batch, mixed labels) for a benchmark."""
     import wfkern
@@ -41,3 +53,30 @@ def make_workload(name: str, device: str):
     x = torch.randn(batch, 3, resolution, resolution, device=device, dtype=DTYPE[device])
     labels = torch.randint(-1, NUM_CLASSES, (batch,), device=device)
     return model, wf, x, labels
+
+
+def materialized(wf, x, labels):
+    """Per-sample weights W * gate[label] built explicitly and vmapped: the naive way, for contrast."""
+    import wfkern
+    from torch.func import functional_call
+
+    plain = wfkern.bake(wf, forget=-1).eval()
+    params = {k: v.detach() for k, v in plain.named_parameters()}
+    buffers = dict(plain.named_buffers())
+    per_sample = {}
+    def gates(alpha):
+        return torch.where((labels >= 0)[:, None], torch.sigmoid(alpha.detach()[labels.clamp_min(0)]), 1.0)
+
+    for name, layer in wf.wf_layers().items():
+        prefix = f"{name}.in_proj_" if layer.kind == "mha" else f"{name}."
+        for suffix, alpha in (("weight", layer.alpha_w), ("bias", layer.alpha_b)):
+            if alpha is None:
+                continue
+            tensor = params.pop(prefix + suffix)
+            g = gates(alpha).to(tensor.dtype)
+            per_sample[prefix + suffix] = tensor[None] * g.view(*g.shape, *([1] * (tensor.dim() - 1)))
+
+    def one(sample_params, xi):
+        return functional_call(plain, ({**params, **sample_params}, buffers), (xi[None],))[0]
+
+    return lambda: torch.vmap(one)(per_sample, x)

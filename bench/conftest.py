@@ -1,7 +1,8 @@
 """pytest-benchmark setup: machine facts, device selection and a synchronising timer wrapper.
 
 CPU set:  pytest bench --benchmark-only            (make bench)
-CUDA set: pytest bench --benchmark-only --bench-device cuda   (bench/gpu_check.sh)
+CUDA set: pytest bench --benchmark-only --bench-device cuda   (by hand; bench/gpu_check.sh times the
+          GPU targets with bench/gpu_targets.py instead: interleaved rounds, results written as they come)
 """
 from __future__ import annotations
 

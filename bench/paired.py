@@ -11,22 +11,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 
 import torch
 
 import wfkern
-from configs import DTYPE, MODEL_SIZES, make_workload
-
-
-def _time(fn, device) -> float:
-    if device == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
+from configs import DTYPE, MODEL_SIZES, make_workload, prepare_device
+from gpu_targets import Clock, interleave, median_ratio
 
 
 def paired(name: str, device: str, rounds: int) -> dict:
@@ -38,16 +28,10 @@ def paired(name: str, device: str, rounds: int) -> dict:
             return wf(x, forget=labels)
 
     impls = {"plain": lambda: model(x), "wf": lambda: wf(x, forget=labels), "wf_ref": ref}
-    times = {k: [] for k in impls}
-    with torch.inference_mode():
-        for fn in impls.values():  # warm-up
-            fn(), fn()
-        for _ in range(rounds):
-            for k, fn in impls.items():
-                times[k].append(_time(fn, device))
-    ratios = {k: statistics.median(t / p for t, p in zip(times[k], times["plain"])) for k in impls}
+    with torch.inference_mode():  # two warm-up calls each, then rounds in a rotating order
+        times = interleave(Clock(device), impls, share_s=0, max_rounds=rounds, rounds=rounds)
     return dict(model=name, batch=batch, resolution=resolution, plain_ms=statistics.median(times["plain"]) * 1e3,
-                **{f"{k}_ratio": v for k, v in ratios.items() if k != "plain"})
+                **{f"{k}_ratio": median_ratio(times, k, "plain") for k in impls if k != "plain"})
 
 
 def main(argv=None) -> int:
@@ -57,10 +41,7 @@ def main(argv=None) -> int:
     parser.add_argument("--models", nargs="*", default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("bench/paired.py: no CUDA GPU visible", file=sys.stderr)
+    if not prepare_device(args.device, args.threads, "bench/paired.py"):
         return 2
     models = args.models or list(MODEL_SIZES[args.device])
     print(f"# paired forward timing, {args.device}, {DTYPE[args.device]}, backend {wfkern.backend()}, "
