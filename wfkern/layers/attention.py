@@ -44,6 +44,23 @@ class WFMultiheadAttention(WFLayer):
             raise ValueError(f"wfkern.WFMultiheadAttention: base must use a packed in-projection, got {reason}")
         super().__init__(base, num_classes, 3 * base.embed_dim, base.in_proj_bias is not None, context, init)
 
+    def __getattr__(self, name: str):
+        # A drop-in: callers (nn.TransformerEncoderLayer, nn.TransformerEncoder, ...) read the wrapped
+        # layer's attributes (batch_first, embed_dim, in_proj_weight, out_proj, merge_masks, ...).
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            base = self.__dict__.get("_modules", {}).get("base")
+            if base is None:
+                raise
+            return getattr(base, name)
+
+    @property
+    def _qkv_same_embed_dim(self) -> bool:
+        # torch's fused encoder fast path checks this and, when True, runs its own kernel on
+        # in_proj_weight, which would skip the gates: report False while a masked forward runs.
+        return self.base._qkv_same_embed_dim and self.context.labels is None
+
     def forward(self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask: Optional[Tensor] = None,
                 need_weights: bool = True, attn_mask: Optional[Tensor] = None, average_attn_weights: bool = True,
                 is_causal: bool = False) -> Tuple[Tensor, Optional[Tensor]]:

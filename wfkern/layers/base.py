@@ -80,6 +80,15 @@ class ForgetContext:
         return self._state.handed_over.pop(name, None)
 
 
+def check_batch(labels: Tensor, y: Tensor) -> None:
+    """The labels were made for the batch the model was called with; a layer must see that batch."""
+    if y.dim() < 2 or y.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"wfkern.WFModel: a WF layer's output must have the batch of {labels.shape[0]} the forget labels were "
+            f"given for, got shape {tuple(y.shape)}; an unbatched input? call the model on x[None]"
+        )
+
+
 class WFLayer(nn.Module):
     """Base of the WF layers: holds ``base`` (frozen) and the gates of its ``channels`` outputs.
 
@@ -140,6 +149,7 @@ class WFLayer(nn.Module):
         labels = self.context.labels
         if labels is None:
             return y
+        check_batch(labels, y)
         alpha_w = self.alpha_w if alpha_w is None else alpha_w
         alpha_b = (self.alpha_b if alpha_b is None else alpha_b) if bias is not None else None
         # y is the base layer's fresh output: overwrite it when autograd will not need it. Under

@@ -6,7 +6,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from wfkern.layers.base import ForgetContext, WFLayer
+from wfkern.layers.base import ForgetContext, WFLayer, check_batch
 from wfkern.layers.batchnorm import FoldedBatchNorm2d
 from wfkern.ops import mask_epilogue, mask_epilogue_
 
@@ -47,6 +47,7 @@ class WFConv2d(WFLayer):
         y = self.base(x)
         labels = self.context.labels
         if labels is not None and self.folded_batchnorm is not None and not torch.compiler.is_compiling():
+            check_batch(labels, y)
             bn = self.context.module(self.folded_batchnorm)
             affine = bn.inference_affine() if isinstance(bn, FoldedBatchNorm2d) else None
             if affine is not None:
