@@ -56,7 +56,7 @@ def test_filters_round_trip(tmp_path):
     layers = json.loads(metadata["layers"])
     assert [layer["name"] for layer in layers] == ["conv1", "conv2"]
     assert [layer["bias_gates"] for layer in layers] == [True, False]
-    assert not any(name.startswith(".tmp") for name in os.listdir(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == ["f.safetensors"]  # no temporary file or folder left
 
 
 @pytest.mark.parametrize(
@@ -127,3 +127,157 @@ def test_load_filters_state_dict_is_all_or_nothing():
 def test_save_filters_into_missing_directory_fails_cleanly(tmp_path):
     with pytest.raises(FileNotFoundError, match="directory .* must exist"):
         _wf().save_filters(str(tmp_path / "nope" / "f.safetensors"))
+
+
+def _bits(wf):
+    """The gates' raw bits (bit-identical means the same bytes, -0.0 and NaN payloads included)."""
+    return {k: v.view(torch.int32).clone() for k, v in wf.filters_state_dict().items()}
+
+
+def _assert_bits(before, wf):
+    after = _bits(wf)
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def _rewrite(src, dst, metadata=None, tensors=None):
+    """A copy of filters file ``src`` with some metadata / tensors replaced (None values delete a key)."""
+    tens, meta = read_filters(str(src))
+    for key, value in (metadata or {}).items():
+        if value is None:
+            meta.pop(key, None)
+        else:
+            meta[key] = value
+    tens.update(tensors or {})
+    save_file(tens, str(dst), metadata=meta)
+    return str(dst)
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("extra", "{not json", r"metadata 'extra' must be a JSON object, got '\{not json'"),
+    ("extra", "[1, 2]", r"metadata 'extra' must be a JSON object"),
+    ("layers", "5", r"metadata 'layers' must be a JSON list of .* layer records, got '5'"),
+    ("layers", "[not json", r"metadata 'layers' must be a JSON list"),
+    ("layers", '[{"name": 1, "kind": "conv", "channels": 8, "bias_gates": true}]', r"metadata 'layers' must be"),
+    ("layers", '[{"name": "conv1", "kind": "conv", "channels": true, "bias_gates": true}]', "metadata 'layers'"),
+    ("layers", None, r"metadata 'layers' must be a JSON list .*, got None"),
+    ("num_classes", "four", r"metadata 'num_classes' must be a positive integer, got 'four'"),
+    ("num_classes", "0", r"metadata 'num_classes' must be a positive integer"),
+    ("format_version", "2", r"metadata 'format_version' must be '1' .*, got '2'"),
+    ("base_fingerprint", "abc", r"metadata 'base_fingerprint' must be a sha256 hex digest"),
+])
+def test_malformed_metadata_is_a_one_line_error_and_changes_nothing(tmp_path, key, value, match):
+    good = tmp_path / "good.safetensors"
+    _wf(seed=0).save_filters(str(good), extra_metadata={"note": "x"})
+    bad = _rewrite(good, tmp_path / "bad.safetensors", {key: value})
+    wf = _wf(seed=0)
+    with torch.no_grad():
+        for p in wf.alpha_parameters():
+            p.add_(1.0)  # differs from the file: a copy before the failure would show
+    before = _bits(wf)
+    for check in (True, False):
+        with pytest.raises(ValueError, match=match) as err:
+            wfkern.load_filters(wf, bad, check_fingerprint=check)
+        message = str(err.value)
+        assert "\n" not in message and message.startswith("wfkern.load_filters: ") and bad in message
+        _assert_bits(before, wf)
+
+
+def test_missing_extra_loads_as_empty(tmp_path):
+    good = tmp_path / "good.safetensors"
+    src = _wf(seed=0)
+    src.save_filters(str(good))
+    path = _rewrite(good, tmp_path / "old.safetensors", {"extra": None})
+    dst = _wf(seed=0)
+    assert wfkern.load_filters(dst, path) == {}
+    assert all(torch.equal(a, b) for a, b in zip(_alphas(src).values(), _alphas(dst).values()))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_gates_in_a_file_are_refused(tmp_path, value):
+    good = tmp_path / "good.safetensors"
+    src = _wf(seed=0)
+    src.save_filters(str(good))
+    gate = src.filters_state_dict()["conv2.alpha_w"]
+    gate[1, 3] = value
+    bad = _rewrite(good, tmp_path / "bad.safetensors", tensors={"conv2.alpha_w": gate})
+    wf = _wf(seed=0)
+    before = _bits(wf)
+    with pytest.raises(ValueError, match=r"gates must be finite, got 1 NaN/inf values in 'conv2.alpha_w'"):
+        wfkern.load_filters(wf, bad)
+    _assert_bits(before, wf)
+
+
+def test_float64_gates_beyond_float32_range_are_refused(tmp_path):
+    good = tmp_path / "good.safetensors"
+    _wf(seed=0).save_filters(str(good))
+    tens, _ = read_filters(str(good))
+    gate = tens["conv1.alpha_w"].double()
+    gate[0, 0] = 1e300  # finite in the file, inf once copied into the float32 gates
+    bad = _rewrite(good, tmp_path / "bad.safetensors", tensors={"conv1.alpha_w": gate})
+    wf = _wf(seed=0)
+    before = _bits(wf)
+    with pytest.raises(ValueError, match="gates must be finite"):
+        wfkern.load_filters(wf, bad)
+    _assert_bits(before, wf)
+
+
+def test_tensor_checks_name_the_file_and_change_nothing(tmp_path):
+    good = tmp_path / "good.safetensors"
+    _wf(seed=0).save_filters(str(good))
+    tens, meta = read_filters(str(good))
+    wf = _wf(seed=0)
+    before = _bits(wf)
+    cases = {
+        "int": ({**tens, "conv1.alpha_w": tens["conv1.alpha_w"].long()}, "must be floating point, got torch.int64"),
+        "shape": ({**tens, "conv1.alpha_w": tens["conv1.alpha_w"][:, :4].contiguous()}, "must have shape"),
+        "missing": ({k: v for k, v in tens.items() if k != "conv1.alpha_b"}, "1 missing"),
+        "extra": ({**tens, "conv9.alpha_w": tens["conv1.alpha_w"].clone()}, "1 unexpected"),
+    }
+    for name, (tensors, match) in cases.items():
+        path = str(tmp_path / f"{name}.safetensors")
+        save_file(tensors, path, metadata=meta)
+        with pytest.raises(ValueError, match=match) as err:
+            wfkern.load_filters(wf, path)
+        assert path in str(err.value)
+        _assert_bits(before, wf)
+
+
+def test_save_filters_refuses_non_finite_gates_and_bad_extra(tmp_path):
+    wf = _wf(seed=0)
+    path = tmp_path / "f.safetensors"
+    with pytest.raises(TypeError, match="extra_metadata must be JSON-serialisable"):
+        wf.save_filters(str(path), extra_metadata={"t": torch.zeros(1)})
+    with pytest.raises(TypeError, match="extra_metadata must be a dict or None, got list"):
+        wf.save_filters(str(path), extra_metadata=[1, 2])
+    with torch.no_grad():
+        wf.alpha_parameters()[0][0, 0] = float("-inf")
+    with pytest.raises(ValueError, match=r"gates must be finite, got 1 NaN/inf values in 'conv1.alpha_w'; .*1e4"):
+        wf.save_filters(str(path))
+    assert os.listdir(tmp_path) == []  # nothing written, no temporary left
+    with torch.no_grad():
+        wf.alpha_parameters()[0][0, 0] = -1e4  # the finite way to close a gate exactly
+    wf.save_filters(str(path))
+    dst = _wf(seed=0)
+    wfkern.load_filters(dst, str(path))
+    assert dst.filters_state_dict()["conv1.alpha_w"][0, 0] == -1e4
+
+
+@pytest.mark.parametrize("init, error, match", [
+    (float("nan"), ValueError, "init must be a finite gate logit, got nan"),
+    (float("inf"), ValueError, "init must be a finite gate logit, got inf"),
+    (-float("inf"), ValueError, "init must be a finite gate logit, got -inf"),
+    ("3", TypeError, "init must be a real number .*, got str"),
+    (True, TypeError, "init must be a real number .*, got bool"),
+    (None, TypeError, "init must be a real number .*, got NoneType"),
+])
+def test_patch_refuses_a_non_finite_or_non_numeric_init(init, error, match):
+    with pytest.raises(error, match=match):
+        wfkern.patch(SmallNet(), 4, init=init)
+
+
+def test_patch_accepts_numeric_inits():
+    import numpy as np
+
+    for init in (0, -2.5, np.float32(1.5), torch.tensor(2.0)):
+        wf = wfkern.patch(SmallNet(), 4, init=init)
+        assert all(bool((p == float(init)).all()) for p in wf.alpha_parameters())

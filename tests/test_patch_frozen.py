@@ -140,3 +140,12 @@ def test_folded_batchnorm_gives_the_unfolded_gradients(reference):
         grads.append(torch.autograd.grad(loss, wf.alpha_parameters()))
     for g, w in zip(*grads):
         torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), "3", None, True])
+def test_reset_alphas_refuses_non_finite_values(value):
+    wf = wfkern.patch(torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1)), 3)
+    before = wf.filters_state_dict()
+    with pytest.raises(ValueError, match="reset_alphas: value must be a finite number"):
+        wf.reset_alphas(value)
+    assert all(torch.equal(before[k], v) for k, v in wf.filters_state_dict().items())

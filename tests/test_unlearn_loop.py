@@ -140,7 +140,8 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_good_filters(tmp_path, di
     train, val = digits_small
     wf = tiny_wf()
     with pytest.raises(UnlearnDiverged, match=r"loss must stay finite, got nan .* step 6 .*last good filters are in"):
-        unlearn(wf, _PoisonAfter(train, after=5), val, out_dir=str(tmp_path), **FAST)
+        # batch fetch 1 is the input check before untraining; fetches 2-6 are steps 1-5
+        unlearn(wf, _PoisonAfter(train, after=6), val, out_dir=str(tmp_path), **FAST)
     current, best, _, prog = state_mod.load_state(str(tmp_path / state_mod.STATE_FILE))
     assert prog.step == 4 and prog.evals == 2  # the checkpoint of the last validation before the bad step
     assert all(torch.isfinite(t).all() for t in [*current.values(), *best.values()])

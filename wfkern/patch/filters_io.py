@@ -43,21 +43,46 @@ def _layer_table(wf: WFModel) -> list:
     ]
 
 
+def _non_finite(tensors: Dict[str, torch.Tensor]) -> Optional[Tuple[str, int]]:
+    """(key, count) of the first tensor holding NaN/inf values as float32 gates, or None."""
+    for key, value in tensors.items():
+        if value.is_floating_point():
+            bad = int((~torch.isfinite(value.float())).sum())
+            if bad:
+                return key, bad
+    return None
+
+
 def save_filters(wf: WFModel, path: str, extra_metadata: Optional[dict] = None) -> None:
     """Write ``wf``'s gate logits to ``path`` (safetensors, atomic rename).
 
     Metadata: format, class count, the layer table (names, kinds, channels), a fingerprint of the
-    base weights, and ``extra_metadata`` (JSON-serialisable) for the caller's own use.
+    base weights, and ``extra_metadata`` (a JSON-serialisable dict) for the caller's own use.
+
+    Raises:
+        TypeError: ``extra_metadata`` is not a JSON-serialisable dict.
+        ValueError: a gate is NaN or infinite (such a file would not load).
     """
+    if extra_metadata is not None and not isinstance(extra_metadata, dict):
+        raise TypeError("wfkern.save_filters: extra_metadata must be a dict or None, got "
+                        f"{type(extra_metadata).__name__}")
+    try:
+        extra = json.dumps(extra_metadata or {})
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"wfkern.save_filters: extra_metadata must be JSON-serialisable, got {err}") from None
+    tensors = {k: v.contiguous() for k, v in wf.filters_state_dict().items()}
+    bad = _non_finite(tensors)
+    if bad:
+        raise ValueError(f"wfkern.save_filters: gates must be finite, got {bad[1]} NaN/inf values in {bad[0]!r}; "
+                         f"a logit of +-1e4 opens / closes a gate exactly (sigmoid is 1.0 / 0.0 in float32)")
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "num_classes": str(wf.num_classes),
         "layers": json.dumps(_layer_table(wf)),
         "base_fingerprint": base_fingerprint(wf),
-        "extra": json.dumps(extra_metadata or {}),
+        "extra": extra,
     }
-    tensors = {k: v.contiguous() for k, v in wf.filters_state_dict().items()}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
@@ -77,6 +102,48 @@ def read_filters(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
     return tensors, metadata
 
 
+_LAYER_KEYS = {"name": str, "kind": str, "channels": int, "bias_gates": bool}
+
+
+def _bad_metadata(path: str, key: str, expectation: str, value) -> ValueError:
+    shown = value if not isinstance(value, str) or len(value) <= 80 else value[:77] + "..."
+    return ValueError(f"wfkern.load_filters: {path!r} metadata {key!r} must be {expectation}, got {shown!r}")
+
+
+def _parse_json(path: str, metadata: Dict[str, str], key: str, expectation: str):
+    raw = metadata.get(key)
+    if not isinstance(raw, str):
+        raise _bad_metadata(path, key, expectation, raw)
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):  # JSONDecodeError, an over-long integer, absurd nesting
+        raise _bad_metadata(path, key, expectation, raw) from None
+
+
+def _check_metadata(path: str, metadata: Dict[str, str]) -> Tuple[int, list, str, dict]:
+    """(num_classes, layer table, base fingerprint, extra) of a filters file, each checked for form."""
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise _bad_metadata(path, "format_version", f"{FORMAT_VERSION!r} (the version this wfkern reads)",
+                            metadata.get("format_version"))
+    num_classes = metadata.get("num_classes")
+    if not (isinstance(num_classes, str) and num_classes.isascii() and num_classes.isdigit() and int(num_classes) >= 1):
+        raise _bad_metadata(path, "num_classes", "a positive integer", num_classes)
+    expectation = "a JSON list of {name, kind, channels, bias_gates} layer records"
+    layers = _parse_json(path, metadata, "layers", expectation)
+    if not isinstance(layers, list) or not all(
+            isinstance(r, dict) and set(r) == set(_LAYER_KEYS)
+            and all(isinstance(r[k], t) and (t is bool or not isinstance(r[k], bool)) for k, t in _LAYER_KEYS.items())
+            for r in layers):
+        raise _bad_metadata(path, "layers", expectation, metadata["layers"])
+    fingerprint = metadata.get("base_fingerprint")
+    if not (isinstance(fingerprint, str) and len(fingerprint) == 64 and set(fingerprint) <= set("0123456789abcdef")):
+        raise _bad_metadata(path, "base_fingerprint", "a sha256 hex digest (64 hex digits)", fingerprint)
+    extra = {} if "extra" not in metadata else _parse_json(path, metadata, "extra", "a JSON object")
+    if not isinstance(extra, dict):
+        raise _bad_metadata(path, "extra", "a JSON object", metadata["extra"])
+    return int(num_classes), layers, fingerprint, extra
+
+
 def load_filters(wf: WFModel, path: str, *, check_fingerprint: bool = True) -> dict:
     """Load gate logits saved by :func:`save_filters` into ``wf``; all checks run before any copy.
 
@@ -87,20 +154,39 @@ def load_filters(wf: WFModel, path: str, *, check_fingerprint: bool = True) -> d
     Returns:
         The file's ``extra`` metadata (dict).
     Raises:
-        FileNotFoundError / ValueError: missing, corrupt or mismatched file; ``wf`` is unchanged.
+        FileNotFoundError / ValueError: missing, corrupt, malformed (metadata, NaN/inf gates) or
+        mismatched file; ``wf`` is unchanged.
     """
+    path = os.fspath(path)
     tensors, metadata = read_filters(path)
-    if metadata.get("num_classes") != str(wf.num_classes):
-        raise ValueError(f"wfkern.load_filters: filters must be for {wf.num_classes} classes, got {metadata.get('num_classes')}")
-    theirs = json.loads(metadata.get("layers", "[]"))
+    num_classes, theirs, fingerprint, extra = _check_metadata(path, metadata)
+    if num_classes != wf.num_classes:
+        raise ValueError(f"wfkern.load_filters: filters must be for {wf.num_classes} classes, got {num_classes}")
     ours = _layer_table(wf)
     if theirs != ours:
         diff = [(a, b) for a, b in zip(ours, theirs) if a != b][:2] or f"{len(ours)} vs {len(theirs)} layers"
         raise ValueError(f"wfkern.load_filters: filters must match the model's WF layers, got a different layer table ({diff})")
-    if check_fingerprint and metadata.get("base_fingerprint") != base_fingerprint(wf):
+    expected = {k: tuple(v.shape) for k, v in wf.filters_state_dict().items()}
+    if set(tensors) != set(expected):
+        missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+        raise ValueError(f"wfkern.load_filters: {path!r} must hold exactly the gates of its layer table, got "
+                         f"{len(missing)} missing (e.g. {missing[:2]}) and {len(unexpected)} unexpected "
+                         f"(e.g. {unexpected[:2]})")
+    for key, shape in expected.items():
+        value = tensors[key]
+        if not value.is_floating_point():
+            raise ValueError(f"wfkern.load_filters: {path!r} gate {key!r} must be floating point, got {value.dtype}")
+        if tuple(value.shape) != shape:
+            raise ValueError(f"wfkern.load_filters: {path!r} gate {key!r} must have shape {shape}, "
+                             f"got {tuple(value.shape)}")
+    bad = _non_finite(tensors)
+    if bad:
+        raise ValueError(f"wfkern.load_filters: {path!r} gates must be finite, got {bad[1]} NaN/inf values "
+                         f"in {bad[0]!r}")
+    if check_fingerprint and fingerprint != base_fingerprint(wf):
         raise ValueError(
             "wfkern.load_filters: filters must be learnt on this model's base weights, got a different fingerprint; "
             "pass check_fingerprint=False to load them anyway"
         )
     wf.load_filters_state_dict(tensors)
-    return json.loads(metadata.get("extra", "{}"))
+    return extra

@@ -1,6 +1,8 @@
 """WFModel: a patched classifier whose forward takes per-sample forget labels."""
 from __future__ import annotations
 
+import math
+
 from typing import Dict, List, Optional, Tuple, Union
 
 import torch
@@ -144,6 +146,8 @@ class WFModel(nn.Module):
 
     def reset_alphas(self, value: float = 3.0) -> None:
         """Set every gate logit to ``value`` (3.0: the untraining start, sigmoid(3) ~ 0.95)."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"wfkern.WFModel.reset_alphas: value must be a finite number, got {value!r}")
         with torch.no_grad():
             for param in self.alpha_parameters():
                 param.fill_(value)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch.fx
@@ -92,12 +93,21 @@ def patch(
     Returns:
         A :class:`WFModel`; ``.skipped`` lists (name, reason) of targets left unwrapped.
     Raises:
-        TypeError / ValueError: bad ``num_classes``, an already patched model, nothing to wrap.
+        TypeError / ValueError: bad ``num_classes`` or ``init`` (NaN/inf), an already patched model, nothing to wrap.
     """
     if isinstance(num_classes, bool) or not isinstance(num_classes, int):
         raise TypeError(f"wfkern.patch: num_classes must be an int, got {type(num_classes).__name__}")
     if num_classes < 1:
         raise ValueError(f"wfkern.patch: num_classes must be >= 1, got {num_classes}")
+    try:
+        if isinstance(init, (bool, str, bytes)):
+            raise TypeError
+        init_value = float(init)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"wfkern.patch: init must be a real number (a gate logit), got {type(init).__name__}") from None
+    if not math.isfinite(init_value):
+        raise ValueError(f"wfkern.patch: init must be a finite gate logit, got {init_value}; "
+                         "use e.g. 3.0 (sigmoid(3) ~ 0.95, the untraining start)")
     if not isinstance(model, nn.Module):
         raise TypeError(f"wfkern.patch: model must be an nn.Module, got {type(model).__name__}")
     if isinstance(model, WFModel) or any(isinstance(m, WFLayer) for m in model.modules()):

@@ -106,6 +106,83 @@ def _check_inputs(wf, train_data: Dataset, val_data: Dataset, out_dir: str | Non
         raise FileNotFoundError(f"wfkern.unlearn: out_dir must be an existing directory, got {out_dir!r}")
 
 
+def _check_targets(name: str, targets: torch.Tensor, num_classes: int) -> None:
+    """Labels the objective can use: (N,) class indices in [0, Nc), or (N, Nc) multi-hot in [0, 1]."""
+    where = f"wfkern.unlearn: {name} labels"
+    shape_rule = f"must be class indices (N,) or multi-hot targets (N, {num_classes})"
+    if targets.is_complex() or targets.dim() not in (1, 2) or (targets.dim() == 2 and targets.shape[1] != num_classes):
+        raise ValueError(f"{where} {shape_rule}, got {targets.dtype} of shape {tuple(targets.shape)}")
+    if targets.dim() == 1:
+        if targets.is_floating_point():
+            fraction = ((targets != targets.round()) | targets.isinf()).nonzero().flatten()  # NaN included
+            if fraction.numel():
+                i = int(fraction[0])
+                raise ValueError(f"{where} must be integer class indices, got {targets[i].item()} (sample {i})")
+        labels = targets.long()
+        bad = ((labels < 0) | (labels >= num_classes)).nonzero().flatten()
+        if bad.numel():
+            i = int(bad[0])
+            raise ValueError(f"{where} must be in [0, {num_classes}) (the model's classes), got {int(labels[i])} "
+                             f"(sample {i}; {bad.numel()} such samples)")
+        return
+    for start in range(0, targets.shape[0], 65536):  # bounded temporaries for large (N, Nc) targets
+        rows = targets[start:start + 65536]
+        outside = (rows < 0) | (rows > 1)
+        if rows.is_floating_point():
+            outside |= rows.isnan()
+        bad = outside.nonzero()
+        if bad.numel():
+            i, j = (int(v) for v in bad[0])
+            raise ValueError(f"{where} must be multi-hot targets in [0, 1], got {rows[i, j].item()} "
+                             f"(sample {start + i}, class {j})")
+        full = (rows > 0).all(1).nonzero().flatten()
+        if full.numel():
+            raise ValueError(f"{where} must leave at least one class negative in every sample (each is retained "
+                             f"under another class's mask), got sample {start + int(full[0])} with all {num_classes} "
+                             "classes positive")
+
+
+def _check_data(wf, train_data: Dataset, val_data: Dataset) -> torch.Tensor:
+    """Labels in range and one small batch of each split through the model, before any gate changes.
+
+    Returns the training targets (read once: some datasets decode every sample to list them).
+
+    The probe runs without grad in eval mode on the model's current device; every module's train /
+    eval flag is restored afterwards, and the gates are never written.
+    """
+    train_targets = dataset_targets(train_data)
+    _check_targets("train_data", train_targets, wf.num_classes)
+    _check_targets("val_data", dataset_targets(val_data), wf.num_classes)
+    device = wf.alpha_parameters()[0].device
+    first = next(iter(wf.wf_layers().values())).base
+    modes = {m: m.training for m in wf.modules()}
+    try:
+        wf.eval()
+        for name, data in (("train_data", train_data), ("val_data", val_data)):
+            idx = torch.arange(min(2, len(data)))
+            x, _ = next(iter_batches(data, [idx]))
+            try:
+                with torch.no_grad():
+                    out = wf(x.to(device), forget=torch.zeros(idx.numel(), dtype=torch.long))
+            except torch.cuda.OutOfMemoryError:
+                raise
+            except (RuntimeError, ValueError, TypeError, IndexError) as e:
+                why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                hint = ""
+                if isinstance(first, torch.nn.Conv2d) and x.dim() == 4 and x.shape[1] != first.in_channels:
+                    hint = f" (its first conv takes {first.in_channels}-channel images)"
+                raise ValueError(f"wfkern.unlearn: {name} must yield images the model can run{hint}, got a batch of "
+                                 f"shape {tuple(x.shape)} that fails in the model: {why}") from e
+            if not isinstance(out, torch.Tensor) or tuple(out.shape) != (idx.numel(), wf.num_classes):
+                got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+                raise ValueError(f"wfkern.unlearn: wf must return ({idx.numel()}, {wf.num_classes}) logits for a batch "
+                                 f"of {idx.numel()} {name} images, got {got}")
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+    return train_targets
+
+
 def _lambda1_at(cfg: UnlearnConfig, step: int, total: int) -> float:
     """λ1, ramped linearly from 0 over the first ``lambda1_warmup`` fraction of the run."""
     ramp = cfg.lambda1_warmup * total
@@ -151,11 +228,12 @@ def unlearn(wf, train_data: Dataset, val_data: Dataset, *, lambda0: float = 1.0,
         ValueError / TypeError: bad arguments.  UnlearnDiverged: NaN/inf loss or gradient.
     """
     _check_inputs(wf, train_data, val_data, out_dir, resume)
-    cfg = UnlearnConfig(lambda0, LAMBDA1_DEFAULTS[model_family_of(wf)] if lambda1 is None else float(lambda1),
-                        lambda2, eps, int(chi), int(batch_size), optimizer, float(lr), float(momentum),
-                        None if clip_norm is None else float(clip_norm), float(lambda1_warmup), float(alpha_init),
-                        int(max_epochs), int(evals_per_epoch), int(patience), int(seed))
+    # The values as given: UnlearnConfig refuses a fractional batch size rather than truncating it.
+    cfg = UnlearnConfig(lambda0, LAMBDA1_DEFAULTS[model_family_of(wf)] if lambda1 is None else lambda1,
+                        lambda2, eps, chi, batch_size, optimizer, lr, momentum, clip_norm, lambda1_warmup,
+                        alpha_init, max_epochs, evals_per_epoch, patience, seed)
     cfg.validate()
+    targets = _check_data(wf, train_data, val_data)  # before anything touches the gates (reset_alphas, resume)
     ctx = dist_context()
     params = wf.alpha_parameters()
     device = torch.device(device) if device is not None else params[0].device
@@ -165,7 +243,6 @@ def unlearn(wf, train_data: Dataset, val_data: Dataset, *, lambda0: float = 1.0,
     prog, best_filters = _start(wf, opt, cfg, state_path, resume, device)
     history = HistoryLog(os.path.join(out_dir, HISTORY_FILE) if out_dir and ctx.rank == 0 else None,
                          keep_until_step=prog.step if resume else None)
-    targets = dataset_targets(train_data)
     n = targets.shape[0]
     gbs = min(cfg.batch_size, n)
     steps = max(1, n // gbs)

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor
 
-from wfkern._atomic import atomic_write
+from wfkern._atomic import atomic_write, atomic_write_text
 
 __all__ = ["Progress", "save_state", "load_state", "HistoryLog", "STATE_FILE", "HISTORY_FILE", "FILTERS_FILE",
            "STATE_FORMAT"]
@@ -117,25 +117,56 @@ def load_state(path: str) -> tuple[dict[str, Tensor], dict[str, Tensor], dict, P
 class HistoryLog:
     """Append-only JSON-lines history; on resume, lines past the checkpoint's step are dropped.
 
+    Every rewrite of the file (a fresh run's empty file, the trimmed file on resume) is atomic; each
+    record is appended with one write and fsynced. A run killed during an append leaves at most a torn
+    last line, which belongs to a validation after the last checkpoint: resume drops it with the rest of
+    the lost tail.
+
     Args:
         path: the .jsonl file, or None to keep the records in memory only.
         keep_until_step: when resuming, the checkpoint's step (later lines are from a lost tail).
+    Raises:
+        ValueError: on resume, a line other than a torn last one is not a JSON record.
     """
 
     def __init__(self, path: str | None, keep_until_step: int | None = None) -> None:
         self.path = path
         self.records: list[dict] = []
         if path and keep_until_step is not None and os.path.isfile(path):
-            with open(path, encoding="utf-8") as f:
-                self.records = [r for r in map(json.loads, filter(str.strip, f)) if r.get("step", 0) <= keep_until_step]
-            text = "".join(json.dumps(r) + "\n" for r in self.records)
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(text)
+            self.records = [r for r in _read_history(path) if r.get("step", 0) <= keep_until_step]
+            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in self.records))
         elif path:
-            open(path, "w", encoding="utf-8").close()
+            atomic_write_text(path, "")
 
     def append(self, record: dict) -> None:
         self.records.append(record)
         if self.path:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+            data = (json.dumps(record) + "\n").encode("utf-8")
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                while data:  # one write for a line in practice; loop on a short write
+                    data = data[os.write(fd, data):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def _read_history(path: str) -> list[dict]:
+    """The records of a history file; a torn last line (a run killed mid-append) is left out."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    lines = raw.split(b"\n")
+    lines.pop()  # the text after the last newline: b"" unless the last append was cut short (dropped)
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            record = None
+        if not isinstance(record, dict):
+            raise ValueError(f"wfkern.unlearn: {path!r} line {number} must be a JSON record, got "
+                             f"{line[:60].decode('utf-8', 'replace')!r}; delete the file to resume without it")
+        records.append(record)
+    return records
