@@ -79,3 +79,41 @@ def test_write_report_is_self_contained(tmp_path, results):
     assert "![Per-class accuracy with each class forgotten](per_class_accuracy.png)" in md
     with pytest.raises(ValueError, match="wfkern.write_report: results must hold at least one method"):
         write_report({}, tmp_path)
+
+
+def test_load_results_names_the_file_and_the_key(tmp_path, results):
+    import json
+
+    from wfkern.reports import load_results
+
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(results["wfnet"]))
+    assert load_results(good)["summary"]["n_classes"] == 3  # a real evaluate result passes the checks
+    cases = {"syntax.json": ('{"summary": [', "must be JSON, got a syntax error at line 1"),
+             "list.json": ("[]", "must hold a `wfkern evaluate` result (a JSON object), got a JSON list"),
+             "foreign.json": ('{"method": "x"}', "key 'summary' of"),
+             "curves.json": (None, "key 'per_class.0.insdel.deletion_curve' of")}
+    bad_curves = json.loads(json.dumps(results["wfnet"]))
+    bad_curves["per_class"]["0"]["insdel"]["deletion_curve"] = [0.5]
+    for name, (text, match) in cases.items():
+        path = tmp_path / name
+        path.write_text(text if text is not None else json.dumps(bad_curves))
+        with pytest.raises(ValueError) as e:
+            load_results(path)
+        msg = str(e.value)
+        assert msg.startswith("wfkern.load_results: ") and str(path) in msg and match in msg, msg
+    (tmp_path / "bytes.json").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ValueError, match="must be UTF-8 JSON text"):
+        load_results(tmp_path / "bytes.json")
+
+
+def test_write_report_checks_its_files_first_and_writes_figures_atomically(tmp_path, results):
+    out = tmp_path / "r"
+    (out / "report.html").mkdir(parents=True)
+    with pytest.raises(ValueError, match="report.html must be a file path, got a directory"):
+        write_report(results, out)
+    assert sorted(p.name for p in out.iterdir()) == ["report.html"]  # no figure drawn before the check
+    (out / "report.html").rmdir()
+    paths = write_report(results, out)
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".tmp")]  # atomic writes leave no temp files
+    assert len(paths["figures"]) == 3

@@ -78,5 +78,14 @@ def test_checkpoint_errors(tmp_path):
 
 def test_train_model_rejects_bad_settings():
     tr = get_dataset("digits", split="train")
-    with pytest.raises(ValueError, match="epochs and batch_size must be >= 1"):
+    with pytest.raises(ValueError, match="epochs must be an integer >= 1, got 0"):
         train_model(create_model("small_cnn"), tr, epochs=0)
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1, got 0"):
+        train_model(create_model("small_cnn"), tr, batch_size=0)
+    for kw, match in ((dict(lr=float("nan")), "lr must be a positive finite number, got nan"),
+                      (dict(lr=-1.0), "lr must be a positive finite number"),
+                      (dict(weight_decay=float("inf")), "weight_decay must be a finite number >= 0"),
+                      (dict(max_shift=1.5), "max_shift must be an integer >= 0"),
+                      (dict(label_smoothing=1.0), r"label_smoothing must be in \[0, 1\)")):
+        with pytest.raises(ValueError, match="wfkern.train_model: " + match):
+            train_model(create_model("small_cnn"), tr, **kw)

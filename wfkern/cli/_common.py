@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 
 import torch
 from torch.utils.data import Dataset
@@ -14,22 +15,28 @@ from wfkern.data import DEFAULT_DATASET, iter_batches, get_dataset, list_dataset
 from wfkern.metrics import accuracy_split
 
 __all__ = ["add_data_args", "add_device_arg", "load_splits", "parse_model_args", "resolve_device",
-           "per_class_accuracy", "format_table", "ensure_dir", "ensure_parent"]
+           "per_class_accuracy", "format_table", "ensure_dir", "ensure_parent", "check_output_file",
+           "check_output_dir", "apply_threads", "check_model_choice"]
 
 
 def add_data_args(p: argparse.ArgumentParser, dataset_default: str | None = DEFAULT_DATASET) -> None:
     """--dataset, --data-root, --download, --image-size, --split-seed."""
     p.add_argument("--dataset", default=dataset_default,
                    help=f"one of {', '.join(list_datasets())} (default: {dataset_default or 'from the checkpoint'})")
-    p.add_argument("--data-root", default=None, help="dataset folder (not needed for the embedded digits)")
+    p.add_argument("--data-root", default=None,
+                   help="dataset folder (default: none, which only the embedded digits need)")
     p.add_argument("--download", action="store_true", help="let torchvision download missing files (needs network)")
-    p.add_argument("--image-size", type=int, default=None, help="resize images to this side (default: native)")
-    p.add_argument("--split-seed", type=int, default=None, help="seed of the train/val/test split (default 0)")
+    # Commands that start from --checkpoint (no dataset default) take the checkpoint's size and split.
+    image_default, seed_default = ("the checkpoint's", "the checkpoint's") if dataset_default is None else ("native", "0")
+    p.add_argument("--image-size", type=int, default=None,
+                   help=f"resize images to this side (default: {image_default})")
+    p.add_argument("--split-seed", type=int, default=None,
+                   help=f"seed of the train/val/test split (default: {seed_default})")
 
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch, >= 1 (default: torch's choice)")
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -81,6 +88,21 @@ def parse_model_args(items: list[str] | None) -> dict:
     return out
 
 
+def check_model_choice(name: str, kwargs: dict) -> None:
+    """``--model`` / ``--model-arg`` by the model registry's declarations; a one-line error before any work."""
+    from wfkern.models.registry import ModelArgError, check_model_args, model_params
+
+    try:
+        check_model_args(name, kwargs=kwargs)
+    except ModelArgError as e:
+        if e.key == "name":
+            raise UserError(f"--model name must {e.expectation}, got {e.got!r}") from None
+        if e.unknown:
+            options = ", ".join(sorted(model_params(name))) or "none"
+            raise UserError(f"--model-arg must be options of {name!r} ({options}), got {e.key!r}") from None
+        raise UserError(f"--model-arg {e.key} must {e.expectation}, got {json.dumps(e.got, default=str)}") from None
+
+
 @torch.no_grad()
 def per_class_accuracy(model, data: Dataset, num_classes: int, device: torch.device,
                        wf_forget: bool = True, batch_size: int = 512) -> list[tuple[float, float]]:
@@ -112,18 +134,116 @@ def format_table(header: list[str], rows: list[list], floatfmt: str = "{:.2f}") 
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in cells])
 
 
-def ensure_dir(path: str, what: str) -> str:
-    """Create ``path`` (and parents) or raise a one-line error."""
+def apply_threads(args: argparse.Namespace) -> None:
+    """``--threads``: a positive count, set for torch (before any work)."""
+    threads = getattr(args, "threads", None)
+    if threads is None:
+        return
+    if threads < 1:
+        raise UserError(f"--threads must be >= 1, got {threads}; leave it out for torch's choice")
+    torch.set_num_threads(threads)
+
+
+def _blocking_ancestor(path: str) -> str | None:
+    """The nearest existing ancestor of ``path`` when it is not a directory (a file in the way), else None."""
+    parent = os.path.dirname(path)
+    while parent and not os.path.exists(parent):
+        if os.path.dirname(parent) == parent:
+            return None
+        parent = os.path.dirname(parent)
+    return parent if parent and not os.path.isdir(parent) else None
+
+
+def _probe_writable(directory: str) -> str | None:
+    """None when a file can be created in ``directory`` (the way atomic writes create theirs), else why not."""
     try:
-        os.makedirs(path, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".wfkern-probe-", dir=directory)
+    except OSError as e:
+        return e.strerror or type(e).__name__
+    os.close(fd)
+    try:
+        os.remove(probe)
+    except OSError:
+        pass
+    return None
+
+
+def _check_target_file(path: str, what: str, shown: str) -> None:
+    """``path`` may be (re)placed by a file: nothing, or a regular file; not a directory or a device."""
+    if os.path.isdir(path):
+        raise UserError(f"{what} must be a file path, got a directory {shown!r}; remove it or choose another name")
+    if os.path.lexists(path) and not (os.path.isfile(path) or os.path.islink(path)):
+        raise UserError(f"{what} must be a regular file path, got {shown!r}, which is not a regular file")
+
+
+def check_output_file(path: str, what: str) -> str:
+    """Fail now, with one line, if the command could not write the file ``path`` when its work is done.
+
+    Checks: not an existing directory or special file, a parent folder that exists (a file in its place
+    is named) and in which a file can be created. Used by every command that writes a file.
+    """
+    if not path:
+        raise UserError(f"{what} must be a file path, got an empty string")
+    full = os.path.abspath(path)
+    _check_target_file(full, what, path)
+    parent = os.path.dirname(full)
+    if not os.path.isdir(parent):
+        blocker = _blocking_ancestor(full)
+        if blocker is not None:
+            raise UserError(f"{what} must be in a directory, got {path!r}, but {blocker} is a file")
+        raise UserError(f"{what} must be in an existing directory, got {path!r} (no {parent})")
+    why = _probe_writable(parent)
+    if why is not None:
+        raise UserError(f"{what} must be in a writable directory, got {path!r} (creating a file in {parent} fails: {why})")
+    return path
+
+
+def check_output_dir(path: str, what: str, files: tuple[str, ...] = (), dirs: tuple[str, ...] = ()) -> str:
+    """Create the output folder ``path`` and fail now, with one line, if the command could not write in it.
+
+    Args:
+        path: the folder (created with its parents).
+        what: the option's name for messages ("--out-dir").
+        files: names of the files the command will write inside it (each may not be a directory).
+        dirs: names of the sub-folders it will write into (each may not be a file).
+    Returns:
+        ``path``.
+    """
+    if not path:
+        raise UserError(f"{what} must be a directory path, got an empty string")
+    full = os.path.abspath(path)
+    if os.path.exists(full) and not os.path.isdir(full):
+        raise UserError(f"{what} must be a directory, got {path!r}, which is a file")
+    blocker = _blocking_ancestor(full)
+    if blocker is not None:
+        raise UserError(f"{what} must be a writable directory, got {path!r}, but {blocker} is a file")
+    try:
+        os.makedirs(full, exist_ok=True)
     except OSError as e:
         raise UserError(f"{what} must be a writable directory, got {path!r} ({e.strerror})") from e
+    why = _probe_writable(full)
+    if why is not None:
+        raise UserError(f"{what} must be a writable directory, got {path!r} (creating a file in it fails: {why})")
+    for name in files:
+        _check_target_file(os.path.join(full, name), what, os.path.join(path, name))
+    for name in dirs:
+        sub = os.path.join(full, name)
+        if os.path.lexists(sub) and not os.path.isdir(sub):
+            raise UserError(f"{what} must be a writable directory, got {path!r}, but {os.path.join(path, name)} "
+                            "is a file where a folder goes")
+        if os.path.isdir(sub):
+            why = _probe_writable(sub)
+            if why is not None:
+                raise UserError(f"{what} must be a writable directory, got {path!r} (creating a file in "
+                                f"{os.path.join(path, name)} fails: {why})")
     return path
+
+
+def ensure_dir(path: str, what: str) -> str:
+    """Create ``path`` (and parents) or raise a one-line error (``check_output_dir`` without file names)."""
+    return check_output_dir(path, what)
 
 
 def ensure_parent(path: str, what: str) -> str:
-    """Check that the folder of an output file exists."""
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise UserError(f"{what} must be in an existing directory, got {path!r} (no {parent})")
-    return path
+    """Check that the output file ``path`` can be written (``check_output_file``)."""
+    return check_output_file(path, what)

@@ -6,10 +6,9 @@ import argparse
 import os
 import sys
 
-import torch
-
-from wfkern.baselines import BASELINES, run_baseline
-from wfkern.cli._common import add_data_args, add_device_arg, checkpoint_and_splits, ensure_dir, resolve_device
+from wfkern.baselines import BASELINES, COST_FILE, run_baseline
+from wfkern.cli._common import (add_data_args, add_device_arg, apply_threads, check_output_dir, checkpoint_and_splits,
+                                resolve_device)
 from wfkern.cli.cmd_evaluate import parse_classes
 from wfkern.cli.main import UserError
 from wfkern.metrics import select_classes
@@ -24,18 +23,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "checkpoint per class and cost.json (wall time, bytes). Rerunning resumes.")
     p.add_argument("--method", required=True, choices=BASELINES)
     p.add_argument("--checkpoint", required=True, help="the original model (from `wfkern train`)")
-    p.add_argument("--out-dir", required=True)
+    p.add_argument("--out-dir", required=True, help="folder for cost.json and one checkpoint per class")
     p.add_argument("--classes", default=None, help="N (a seeded random subset) or a list like 0,3,5 (one class: 3,); default all")
-    p.add_argument("--classes-seed", type=int, default=0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--classes-seed", type=int, default=0, help="seed of the random subset of --classes N")
+    p.add_argument("--seed", type=int, default=0, help="seed of each run")
+    own = " (default: the method's own, docs/evaluation.md)"
     g = p.add_argument_group("method options (default: each method's own, docs/evaluation.md)")
-    g.add_argument("--epochs", type=int, default=None, help="random-labels: epochs; retrain: training epochs")
-    g.add_argument("--max-epochs", type=int, default=None, help="neg-grad: cap on epochs")
-    g.add_argument("--lr", type=float, default=None)
-    g.add_argument("--batch-size", type=int, default=None)
-    g.add_argument("--retain-ratio", type=float, default=None, help="random-labels: retain samples per forget sample")
-    p.add_argument("--no-resume", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
+    g.add_argument("--epochs", type=int, default=None,
+                   help="random-labels: epochs; retrain: training epochs (default: the method's own; retrain: "
+                        "the checkpoint's)")
+    g.add_argument("--max-epochs", type=int, default=None, help="neg-grad: cap on epochs" + own)
+    g.add_argument("--lr", type=float, default=None, help="learning rate" + own)
+    g.add_argument("--batch-size", type=int, default=None, help="batch size" + own)
+    g.add_argument("--retain-ratio", type=float, default=None, help="random-labels: retain samples per forget sample" + own)
+    p.add_argument("--no-resume", action="store_true", help="start over even if --out-dir holds finished classes")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     add_data_args(p, dataset_default=None)
     add_device_arg(p)
     p.set_defaults(run=run)
@@ -59,10 +61,9 @@ def _method_kwargs(args, config) -> dict:
 def run(args: argparse.Namespace) -> int:
     if not os.path.isfile(args.checkpoint):
         raise UserError(f"--checkpoint must be an existing file, got {args.checkpoint!r}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     device = resolve_device(args.device)
-    ensure_dir(args.out_dir, "--out-dir")
+    check_output_dir(args.out_dir, "--out-dir", files=(COST_FILE,), dirs=("models", "cost"))
     model, config, (train, val) = checkpoint_and_splits(args, device, ("train", "val"))
     classes = select_classes(config.num_classes, parse_classes(args.classes), args.classes_seed)
 

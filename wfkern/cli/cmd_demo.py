@@ -10,9 +10,11 @@ import time
 import torch
 
 import wfkern
-from wfkern.cli._common import add_device_arg, ensure_dir, format_table, load_splits, per_class_accuracy, resolve_device
-from wfkern.cli.cmd_train import DEMO_TRAIN
-from wfkern.cli.cmd_unlearn import add_unlearn_args, unlearn_kwargs
+from wfkern._atomic import atomic_write_text
+from wfkern.cli._common import (add_device_arg, apply_threads, check_output_dir, format_table, load_splits,
+                                per_class_accuracy, resolve_device)
+from wfkern.cli.cmd_train import DEMO_TRAIN, check_train_flags
+from wfkern.cli.cmd_unlearn import UNLEARN_FILES, add_unlearn_args, unlearn_kwargs
 from wfkern.data import iter_batches
 from wfkern.models import DEFAULT_MODEL, create_model
 from wfkern.train import ModelConfig, save_checkpoint, train_model
@@ -22,6 +24,9 @@ __all__ = ["add_parser", "run", "run_demo", "mixed_batch"]
 
 TABLE_FILE = "demo_table.txt"
 RESULTS_FILE = "demo_results.json"
+MODEL_FILE = "model.safetensors"
+# Everything the demo writes into OUT_DIR (checked before training starts).
+DEMO_FILES = (MODEL_FILE, TABLE_FILE, RESULTS_FILE, *UNLEARN_FILES)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -31,7 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "Acc_r / Acc_f of the original and the unlearned model, then one mixed batch in "
                                    "which each sample forgets a different class. Writes the table to OUT_DIR.")
     p.add_argument("--out-dir", default="wfkern-demo", help="where to write the model, filters and table")
-    p.add_argument("--train-epochs", type=int, default=DEMO_TRAIN["epochs"])
+    p.add_argument("--train-epochs", type=int, default=DEMO_TRAIN["epochs"], help="epochs of the original model")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     add_unlearn_args(p)
     add_device_arg(p)
@@ -71,7 +76,7 @@ def run_demo(out_dir: str, train_epochs: int, unlearn_kw: dict, device: torch.de
     tr = train_model(model, train, val, epochs=train_epochs, batch_size=DEMO_TRAIN["batch_size"], lr=DEMO_TRAIN["lr"],
                      weight_decay=DEMO_TRAIN["weight_decay"], max_shift=DEMO_TRAIN["max_shift"], seed=seed,
                      device=device, progress=progress)
-    save_checkpoint(os.path.join(out_dir, "model.safetensors"), model,
+    save_checkpoint(os.path.join(out_dir, MODEL_FILE), model,
                     ModelConfig(DEFAULT_MODEL, info.num_classes, info.in_chans, info.image_size, {}, "digits", 0))
     original = per_class_accuracy(model, test, info.num_classes, device, wf_forget=False)
     print(f"original {DEFAULT_MODEL}: trained in {tr.seconds:.1f}s, test accuracy {100 * _overall(original, test):.2f}%")
@@ -114,16 +119,15 @@ def render(r: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
+    check_train_flags({"--train-epochs": args.train_epochs})
+    kwargs = unlearn_kwargs(args)
     device = resolve_device(args.device)
-    out_dir = ensure_dir(args.out_dir, "--out-dir")
-    r = run_demo(out_dir, args.train_epochs, unlearn_kwargs(args), device, progress=not args.no_progress)
+    out_dir = check_output_dir(args.out_dir, "--out-dir", files=DEMO_FILES)
+    r = run_demo(out_dir, args.train_epochs, kwargs, device, progress=not args.no_progress)
     text = render(r)
     print(text)
-    with open(os.path.join(out_dir, TABLE_FILE), "w", encoding="utf-8") as f:
-        f.write(text + "\n")
-    with open(os.path.join(out_dir, RESULTS_FILE), "w", encoding="utf-8") as f:
-        json.dump(r, f, indent=1)
+    atomic_write_text(os.path.join(out_dir, TABLE_FILE), text + "\n")
+    atomic_write_text(os.path.join(out_dir, RESULTS_FILE), json.dumps(r, indent=1))
     print(f"table -> {os.path.join(out_dir, TABLE_FILE)}")
     return 0

@@ -7,14 +7,13 @@ import json
 import os
 import sys
 
-import torch
-
 import wfkern
 from wfkern.baselines import per_class_loader, read_cost, wf_cost
-from wfkern.cli._common import (add_data_args, add_device_arg, checkpoint_and_splits, ensure_dir, format_table,
-                                resolve_device)
+from wfkern.cli._common import (add_data_args, add_device_arg, apply_threads, check_output_dir, checkpoint_and_splits,
+                                format_table, resolve_device)
 from wfkern.cli.main import UserError
 from wfkern.metrics import ALL_METRICS, EvalSettings, PerClassModels, evaluate, filter_class_relations
+from wfkern.metrics.evaluate import RESULTS_FILE
 from wfkern.metrics.store import atomic_write_json
 from wfkern.models import create_model
 
@@ -59,25 +58,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     what.add_argument("--original", action="store_true", help="evaluate the original model itself")
     p.add_argument("--out", required=True, help="results folder (results.json, classes/)")
     p.add_argument("--method-name", default=None, help="name in the report (default: wfnet / the baseline's method / original)")
-    p.add_argument("--classes", default=None, help="N (a seeded random subset of N classes) or a list like 0,3,5 (one class: 3,)")
-    p.add_argument("--classes-seed", type=int, default=0)
+    p.add_argument("--classes", default=None,
+                   help="N (a seeded random subset of N classes) or a list like 0,3,5 (one class: 3,); default all")
+    p.add_argument("--classes-seed", type=int, default=0, help="seed of the random subset of --classes N")
     p.add_argument("--metrics", default=None, help=f"comma list from {','.join(ALL_METRICS)} (default: all that apply)")
     d = EvalSettings()
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the evaluation (per-class seeds derive from it)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="inference batch size")
     p.add_argument("--zrf-seed", type=int, default=d.zrf_seed, help="seed of the random-init reference model")
-    p.add_argument("--mia-max-samples", type=int, default=d.mia_max_samples)
+    p.add_argument("--mia-max-samples", type=int, default=d.mia_max_samples, help="samples per side of the attack")
     p.add_argument("--rt-samples", type=int, default=d.rt_samples, help="fresh training samples per relearn epoch")
-    p.add_argument("--rt-lr", type=float, default=d.rt_lr)
-    p.add_argument("--rt-batch-size", type=int, default=d.rt_batch_size)
+    p.add_argument("--rt-lr", type=float, default=d.rt_lr, help="relearn learning rate (Adam)")
+    p.add_argument("--rt-batch-size", type=int, default=d.rt_batch_size, help="relearn batch size")
     p.add_argument("--rt-max-epochs", type=int, default=d.rt_max_epochs, help="relearn cap")
     p.add_argument("--rt-target", type=float, default=d.rt_target, help="fraction of the original's class accuracy")
-    p.add_argument("--insdel-steps", type=int, default=d.insdel_steps)
-    p.add_argument("--test-per-class", type=int, default=None, help="keep N test images per class (ImageNet: 5)")
+    p.add_argument("--insdel-steps", type=int, default=d.insdel_steps, help="points of the insertion/deletion curves")
+    p.add_argument("--test-per-class", type=int, default=None,
+                   help="keep N test images per class, e.g. 5 for ImageNet (default: all)")
     p.add_argument("--relations-layer", default=None, help="WF layer of the filter-class figure (default: the deepest)")
-    p.add_argument("--relations-top-k", type=int, default=10)
+    p.add_argument("--relations-top-k", type=int, default=10, help="top filters per class in the filter-class figure")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a partial run")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     add_data_args(p, dataset_default=None)
     add_device_arg(p)
     p.set_defaults(run=run)
@@ -123,10 +124,11 @@ def _model_under_test(args, model, config, device):
 def run(args: argparse.Namespace) -> int:
     if not os.path.isfile(args.checkpoint):
         raise UserError(f"--checkpoint must be an existing file, got {args.checkpoint!r}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.filters is not None and not os.path.isfile(args.filters):
+        raise UserError(f"--filters must be an existing file, got {args.filters!r}")
+    apply_threads(args)
     device = resolve_device(args.device)
-    ensure_dir(args.out, "--out")
+    check_output_dir(args.out, "--out", files=(RESULTS_FILE, "eval_config.json"), dirs=("classes",))
     model, config, (train, test) = checkpoint_and_splits(args, device, ("train", "test"))
     what, method, cost, wf = _model_under_test(args, model, config, device)
     names = list(getattr(test, "info", None).class_names) if getattr(test, "info", None) else None
@@ -140,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     if wf is not None:
         res["relations"] = filter_class_relations(wf, args.relations_layer, top_k=args.relations_top_k,
                                                   classes=res["classes"])
-    atomic_write_json(os.path.join(args.out, "results.json"), res)
+    atomic_write_json(os.path.join(args.out, RESULTS_FILE), res)
     s = res["summary"]
     pct = lambda v: "-" if v is None else 100 * v  # noqa: E731
     rows = [[method, pct(s["acc_r"]), pct(s["acc_f"]), pct(s["zrf"]),

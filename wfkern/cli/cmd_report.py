@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 
-from wfkern.cli._common import ensure_dir
+from wfkern.cli._common import check_output_dir
 from wfkern.cli.main import UserError
 from wfkern.reports import load_results, table1, to_markdown, write_report
+from wfkern.reports.report import report_files
 
 __all__ = ["add_parser", "run"]
 
@@ -19,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "figures; the HTML embeds the figures.")
     p.add_argument("results", nargs="+", help="results.json files or folders holding one (one per method)")
     p.add_argument("--out", required=True, help="report folder (report.md, report.html, *.png)")
-    p.add_argument("--title", default="wfkern unlearning report")
+    p.add_argument("--title", default="wfkern unlearning report", help="heading of the report")
     p.set_defaults(run=run)
 
 
@@ -28,11 +29,12 @@ def run(args: argparse.Namespace) -> int:
     for path in args.results:
         if not os.path.exists(path):
             raise UserError(f"results must be results.json files or folders, got a missing {path!r}")
-        res = load_results(path)
-        if res.get("method") in results:
-            raise UserError(f"results must hold one run per method, got {res.get('method')!r} twice ({path!r})")
-        results[res.get("method", path)] = res
-    ensure_dir(args.out, "--out")
+        res = load_results(path)  # a malformed or foreign file is a one-line error naming it
+        method = res.get("method") or path
+        if method in results:
+            raise UserError(f"results must hold one run per method, got {method!r} twice ({path!r})")
+        results[method] = res
+    check_output_dir(args.out, "--out", files=tuple(report_files(results)))  # before any figure is drawn
     paths = write_report(results, args.out, title=args.title)
     print(to_markdown(table1(results)))
     print(f"report -> {paths['markdown']} and {paths['html']} ({len(paths['figures'])} figures)")

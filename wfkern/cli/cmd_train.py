@@ -7,12 +7,14 @@ import sys
 
 import torch
 
-from wfkern.cli._common import (add_data_args, add_device_arg, ensure_parent, load_splits, parse_model_args,
-                                resolve_device)
+from wfkern.cli._common import (add_data_args, add_device_arg, apply_threads, check_model_choice, check_output_file,
+                                load_splits, parse_model_args, resolve_device)
+from wfkern.cli.main import UserError
 from wfkern.models import DEFAULT_MODEL, create_model, list_models
 from wfkern.train import ModelConfig, evaluate_accuracy, init_distributed, save_checkpoint, train_model
+from wfkern.train.trainer import train_setting_problem
 
-__all__ = ["add_parser", "run", "DEMO_TRAIN"]
+__all__ = ["add_parser", "run", "DEMO_TRAIN", "check_train_flags"]
 
 # Defaults used by `wfkern train` and `wfkern demo` for the small CNN on the digits.
 DEMO_TRAIN = {"epochs": 20, "batch_size": 128, "lr": 3e-3, "weight_decay": 5e-4, "max_shift": 1}
@@ -26,11 +28,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help=f"one of {', '.join(list_models())}, or timm:<name> / torchvision:<name>")
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE",
-                   help="architecture option (JSON value), e.g. widths=[32,64,64]; repeatable")
-    p.add_argument("--epochs", type=int, default=DEMO_TRAIN["epochs"])
-    p.add_argument("--batch-size", type=int, default=DEMO_TRAIN["batch_size"])
-    p.add_argument("--lr", type=float, default=DEMO_TRAIN["lr"])
-    p.add_argument("--weight-decay", type=float, default=DEMO_TRAIN["weight_decay"])
+                   help="architecture option (JSON value), e.g. widths=[32,64,64]; repeatable "
+                        "(default: the architecture's own)")
+    p.add_argument("--epochs", type=int, default=DEMO_TRAIN["epochs"], help="passes over the training split")
+    p.add_argument("--batch-size", type=int, default=DEMO_TRAIN["batch_size"], help="global batch size")
+    p.add_argument("--lr", type=float, default=DEMO_TRAIN["lr"], help="peak AdamW learning rate")
+    p.add_argument("--weight-decay", type=float, default=DEMO_TRAIN["weight_decay"], help="AdamW weight decay")
     p.add_argument("--max-shift", type=int, default=DEMO_TRAIN["max_shift"], help="random-shift augmentation (px)")
     p.add_argument("--seed", type=int, default=0, help="initialisation and shuffling seed")
     p.add_argument("--out", required=True, help="checkpoint file to write (.safetensors)")
@@ -39,22 +42,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
+def check_train_flags(values: dict[str, object]) -> None:
+    """``{"--epochs": 20, ...}``: each value by ``train_model``'s own rules; a one-line error before any work."""
+    for flag, value in values.items():
+        name = flag.lstrip("-").replace("-", "_")
+        expectation = train_setting_problem("epochs" if name == "train_epochs" else name, value)
+        if expectation is not None:
+            raise UserError(f"{flag} must {expectation}, got {value}")
+
+
 def run(args: argparse.Namespace) -> int:
-    ensure_parent(args.out, "--out")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    check_output_file(args.out, "--out")
+    apply_threads(args)
+    check_train_flags({"--epochs": args.epochs, "--batch-size": args.batch_size, "--lr": args.lr,
+                       "--weight-decay": args.weight_decay, "--max-shift": args.max_shift})
+    kwargs = parse_model_args(args.model_arg)
+    check_model_choice(args.model, kwargs)
     if args.device is not None:
         resolve_device(args.device)
     ctx, device = init_distributed(args.device)
     split_seed = 0 if args.split_seed is None else args.split_seed
     train, val, test = load_splits(args.dataset, args.data_root, args.download, args.image_size, split_seed)
     info = train.info
-    kwargs = parse_model_args(args.model_arg)
     torch.manual_seed(args.seed)
-    try:
-        model = create_model(args.model, info.num_classes, info.in_chans, info.image_size, **kwargs)
-    except TypeError as e:
-        raise ValueError(f"wfkern.create_model: --model-arg must be options of {args.model!r}, got {kwargs} ({e})") from e
+    model = create_model(args.model, info.num_classes, info.in_chans, info.image_size, **kwargs)
     result = train_model(model, train, val, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          weight_decay=args.weight_decay, max_shift=args.max_shift, seed=args.seed, device=device,
                          progress=not args.no_progress, ctx=ctx)

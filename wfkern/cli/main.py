@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 import logging
 import pkgutil
@@ -10,7 +11,7 @@ import sys
 from types import ModuleType
 from typing import Sequence
 
-__all__ = ["main", "build_parser", "discover_commands", "UserError", "USER_ERRORS"]
+__all__ = ["main", "build_parser", "discover_commands", "UserError", "USER_ERRORS", "DefaultsHelpFormatter"]
 
 
 class UserError(Exception):
@@ -19,6 +20,40 @@ class UserError(Exception):
 
 # Exceptions that mean "the user asked for something impossible", never a bug: one line, no traceback.
 USER_ERRORS = (UserError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows every option's default: "(default: X)" is appended unless the help already says it.
+
+    Options whose default is None say in their own words what happens without them ("default: from
+    the checkpoint"); flags (store_true) and required options have none to show.
+    """
+
+    @staticmethod
+    def _adds_default(action: argparse.Action) -> bool:
+        return not ("default" in (action.help or "").lower() or action.default is None
+                    or action.default is argparse.SUPPRESS or action.required or action.nargs == 0
+                    or not action.option_strings)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if not self._adds_default(action):
+            return text
+        return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if not action.help and self._adds_default(action):  # argparse prints no help line for help=None
+            action = copy.copy(action)
+            action.help = "(default: %(default)s)"
+        return super()._format_action(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """The parser of ``wfkern`` and of every subcommand (sub-parsers take the class of their parent)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
 
 
 def discover_commands() -> list[tuple[str, ModuleType]]:
@@ -40,7 +75,7 @@ def discover_commands() -> list[tuple[str, ModuleType]]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one sub-parser per discovered command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="wfkern", description="Class-level machine unlearning by weight filtering (WF-Net).")
     parser.add_argument("--traceback", action="store_true", help="show full tracebacks for errors")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")

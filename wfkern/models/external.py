@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+import re
+
 import torch.nn as nn
 from torch import Tensor
 
-__all__ = ["create_timm", "create_torchvision", "ChannelAdapter"]
+__all__ = ["create_timm", "create_torchvision", "ChannelAdapter", "FORBIDDEN_OPTIONS"]
+
+# Options that make timm / torchvision read a file or fetch weights: never forwarded, whoever asks.
+FORBIDDEN_OPTIONS = frozenset({"pretrained", "weights", "checkpoint_path", "pretrained_cfg", "pretrained_cfg_overlay",
+                               "cache_dir", "pretrained_strict", "progress"})
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
+
+
+def _check(kind: str, name: str, kwargs: dict) -> None:
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(f"wfkern.create_model: name must be {kind}:<architecture name> (no path or scheme), "
+                         f"got {kind}:{name!r}")
+    bad = sorted(FORBIDDEN_OPTIONS & set(kwargs))
+    if bad:
+        raise ValueError(f"wfkern.create_model: options must not load weights or files, got {bad} for '{kind}:{name}'")
 
 
 class ChannelAdapter(nn.Module):
@@ -41,8 +57,9 @@ def create_timm(name: str, num_classes: int, in_chans: int, image_size: int, **k
     Returns:
         The randomly initialised model.
     Raises:
-        ValueError: unknown name.
+        ValueError: unknown name, a name that is a path or scheme, an option that loads weights or files.
     """
+    _check("timm", name, kwargs)
     import timm
 
     if not timm.is_model(name):
@@ -65,8 +82,9 @@ def create_torchvision(name: str, num_classes: int, in_chans: int, image_size: i
     Returns:
         The randomly initialised model.
     Raises:
-        ValueError: unknown name.
+        ValueError: unknown name, a name that is a path or scheme, an option that loads weights or files.
     """
+    _check("torchvision", name, kwargs)
     import torchvision.models as tvm
 
     if name not in tvm.list_models():

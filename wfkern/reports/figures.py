@@ -11,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from wfkern._atomic import atomic_write  # noqa: E402
+
 from .tables import METHOD_LABELS, ordered  # noqa: E402
 
 __all__ = ["plot_per_class_accuracy", "plot_insertion_deletion", "plot_relations"]
@@ -31,9 +33,12 @@ def _label(method: str) -> str:
 
 
 def _save(fig, path: Path) -> Path:
+    """Write the PNG atomically (a reader never sees half a figure) and free the figure."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        atomic_write(str(path), lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
     return path
 
 

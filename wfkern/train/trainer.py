@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import time
 from dataclasses import dataclass, field
 
@@ -16,7 +17,7 @@ from torch.utils.data import Dataset
 from wfkern.data import iter_batches
 from wfkern.train.distributed import DistContext, all_reduce_grads, dist_context
 
-__all__ = ["TrainResult", "train_model", "evaluate_accuracy", "random_shift"]
+__all__ = ["TrainResult", "train_model", "evaluate_accuracy", "random_shift", "train_setting_problem", "TRAIN_SETTINGS"]
 
 log = logging.getLogger("wfkern.train")
 
@@ -80,6 +81,30 @@ def evaluate_accuracy(model: nn.Module, data: Dataset, batch_size: int = 512, de
     return correct / max(n, 1)
 
 
+# Settings of ``train_model``: (integer?, test, expectation). Numbers must also be finite.
+TRAIN_SETTINGS = {
+    "epochs": (True, lambda v: v >= 1, "be an integer >= 1"),
+    "batch_size": (True, lambda v: v >= 1, "be an integer >= 1"),
+    "max_shift": (True, lambda v: v >= 0, "be an integer >= 0"),
+    "lr": (False, lambda v: v > 0, "be a positive finite number"),
+    "weight_decay": (False, lambda v: v >= 0, "be a finite number >= 0"),
+    "label_smoothing": (False, lambda v: 0 <= v < 1, "be in [0, 1)"),
+}
+
+
+def train_setting_problem(name: str, value) -> str | None:
+    """None when ``value`` is a valid ``train_model`` setting ``name``, else the expectation ("be ...").
+
+    One rule set for the library and the command line (``wfkern train`` / ``demo`` check before loading data).
+    """
+    integer, test, expectation = TRAIN_SETTINGS[name]
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral if integer else numbers.Real):
+        return expectation
+    if not math.isfinite(value) or not test(value):
+        return expectation
+    return None
+
+
 def _loss(logits: Tensor, y: Tensor, label_smoothing: float) -> Tensor:
     if y.dim() > 1:
         return F.binary_cross_entropy_with_logits(logits, y.float())
@@ -109,10 +134,16 @@ def train_model(model: nn.Module, train_data: Dataset, val_data: Dataset | None 
         ctx: distributed context (default: detected from the environment).
     Returns:
         TrainResult with the final validation accuracy and per-epoch history.
+    Raises:
+        ValueError: a setting outside ``TRAIN_SETTINGS`` (non-integer counts, NaN / inf / negative rates).
     """
     ctx = ctx or dist_context()
-    if epochs < 1 or batch_size < 1:
-        raise ValueError(f"wfkern.train_model: epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
+    settings = {"epochs": epochs, "batch_size": batch_size, "max_shift": max_shift, "lr": lr,
+                "weight_decay": weight_decay, "label_smoothing": label_smoothing}
+    for name, value in settings.items():
+        expectation = train_setting_problem(name, value)
+        if expectation is not None:
+            raise ValueError(f"wfkern.train_model: {name} must {expectation}, got {value!r}")
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
