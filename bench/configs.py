@@ -5,7 +5,7 @@ import sys
 
 import torch
 
-# model name -> (batch, resolution) per device; GPU: bf16, batch 256, 224 px (issue #5)
+# model name -> (batch, resolution) per device; GPU: bf16, batch 256, 224 px (the GPU targets, docs/performance.md)
 MODEL_SIZES = {
     "cpu": {"resnet18": (32, 64), "vit_small": (32, 64)},
     "cuda": {"resnet18": (256, 224), "resnet50": (256, 224), "vit_small": (256, 224)},

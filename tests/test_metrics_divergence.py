@@ -1,4 +1,4 @@
-"""JS divergence and ZRF against hand-computed values (natural log, SPEC.md §3)."""
+"""JS divergence and ZRF against hand-computed values (natural log, docs/method.md §3)."""
 
 import math
 

@@ -11,7 +11,7 @@ __all__ = ["WFLinear"]
 class WFLinear(WFLayer):
     """``linear(x, W * gate_w[y_b], bias * gate_b[y_b])`` for each sample b, x: (B, ..., F_in).
 
-    Per-output-feature gates are the analogue of per-filter gates (SPEC.md §1: per-element gates
+    Per-output-feature gates are the analogue of per-filter gates (docs/method.md §1: per-element gates
     would need Nc * F_in * F_out values a layer).
     """
 

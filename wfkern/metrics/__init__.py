@@ -1,4 +1,4 @@
-"""Unlearning metrics (SPEC.md §3): Acc_f/Acc_r, ZRF, relearn time, membership inference, insertion/deletion,
+"""Unlearning metrics (docs/method.md §3): Acc_f/Acc_r, ZRF, relearn time, membership inference, insertion/deletion,
 filter-class relations, and the resumable ``evaluate`` that runs them per class."""
 
 from .accuracy import accuracy, accuracy_split

@@ -38,7 +38,7 @@ def js_divergence(p: Tensor, q: Tensor) -> Tensor:
 
 
 def zrf_score(p: Tensor, q: Tensor) -> float:
-    """ZRF = 1 - mean_i JS(p_i, q_i) (SPEC.md §3); multiply by 100 to report it as the paper does.
+    """ZRF = 1 - mean_i JS(p_i, q_i) (docs/method.md §3); multiply by 100 to report it as the paper does.
 
     Args:
         p: (N, Nc) softmax of the unlearned model on the forget-class samples.

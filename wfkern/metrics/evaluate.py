@@ -70,9 +70,10 @@ def _check_resume(out_dir: Path, header: dict, resume: bool) -> None:
 
 def evaluate(model, test_data: Dataset, *, train_data: Optional[Dataset] = None, num_classes: Optional[int] = None,
              classes: Union[None, int, Sequence[int]] = None, classes_seed: int = 0,
-             class_names: Optional[Sequence[str]] = None, out_dir: Optional[str] = None, resume: bool = True,
-             progress: bool = True, settings: Optional[EvalSettings] = None, **overrides) -> dict:
-    """Evaluate class unlearning: Acc_f, Acc_r, ZRF, MIA, relearn time, insertion/deletion (SPEC.md §3).
+             sample_classes: Optional[int] = None, class_names: Optional[Sequence[str]] = None,
+             out_dir: Optional[str] = None, resume: bool = True, progress: bool = True,
+             settings: Optional[EvalSettings] = None, **overrides) -> dict:
+    """Evaluate class unlearning: Acc_f, Acc_r, ZRF, MIA, relearn time, insertion/deletion (docs/method.md §3).
 
     Args:
         model: a WF model (``wfkern.patch``; class ``c`` forgotten with ``forget=c``), a
@@ -81,8 +82,9 @@ def evaluate(model, test_data: Dataset, *, train_data: Optional[Dataset] = None,
         test_data: test set yielding ``(x, y)``: accuracies, ZRF, RT's accuracy, insertion/deletion, MIA non-members.
         train_data: training set: MIA members/targets and the relearn samples; without it MIA and RT are skipped.
         num_classes: Nc, for a plain module.
-        classes: None (all), an int n (a random subset of n classes, seeded by ``classes_seed``), or a list.
-        classes_seed: seed of the random class subset.
+        classes: None (all), one class index (``3`` = class 3), or a list of class indices.
+        classes_seed: seed of the random subset drawn with ``sample_classes``.
+        sample_classes: None, or a count n: a random subset of n of ``classes`` (default all), seeded.
         class_names: names for the report (default the indices).
         out_dir: where per-class results are written atomically (``classes/class_<c>.json``) and the final
             ``results.json``; with ``resume`` a rerun skips the classes already there.
@@ -100,7 +102,7 @@ def evaluate(model, test_data: Dataset, *, train_data: Optional[Dataset] = None,
     if s.test_per_class is not None:
         test_data = per_class_subset(test_data, s.test_per_class, s.seed)
     metrics = _resolve_metrics(s.metrics, um, train_data is not None)
-    chosen = select_classes(um.num_classes, classes, classes_seed)
+    chosen = select_classes(um.num_classes, classes, classes_seed, sample=sample_classes)
     names = [str(n) for n in class_names] if class_names is not None else [str(c) for c in range(um.num_classes)]
     um.set_eval()
     ctx = _context(um, test_data, train_data, s, "zrf" in metrics)

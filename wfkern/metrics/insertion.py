@@ -1,4 +1,4 @@
-"""Insertion and deletion scores over the alpha masks (Table 2 of the paper, SPEC.md §3).
+"""Insertion and deletion scores over the alpha masks (Table 2 of the paper, docs/method.md §3).
 
 Relevance of a mask element for class ``c`` is ``1 - sigmoid(alpha[c])``: the most closed gate is the most
 relevant. Each mask tensor (``alpha_w`` and, where the layer has one, ``alpha_b``) is ranked on its own, so the
@@ -66,7 +66,7 @@ def _confidence(wf: nn.Module, x: Tensor, c: int, batch_size: int, forget: Optio
 @torch.no_grad()
 def insertion_deletion(wf: nn.Module, x: Tensor, c: int, *, steps: int = 20, order: str = "relevance",
                        seed: int = 0, batch_size: int = 256, original_conf: Optional[float] = None) -> dict:
-    """Insertion and deletion curves and AUCs of class ``c`` (SPEC.md §3).
+    """Insertion and deletion curves and AUCs of class ``c`` (docs/method.md §3).
 
     Args:
         wf: a WF model (``wf(x, forget=c)``, ``wf.wf_layers()`` with ``alpha_w``/``alpha_b`` of shape (Nc, C)).

@@ -1,4 +1,4 @@
-"""All metrics of one forgotten class ``c`` (SPEC.md §3), given what the whole run shares."""
+"""All metrics of one forgotten class ``c`` (docs/method.md §3), given what the whole run shares."""
 
 from __future__ import annotations
 

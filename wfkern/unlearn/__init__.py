@@ -1,4 +1,4 @@
-"""Untraining: one round that teaches a WF model's gates to forget every class (SPEC §2)."""
+"""Untraining: one round that teaches a WF model's gates to forget every class (docs/method.md §2)."""
 
 from wfkern.unlearn.config import LAMBDA1_DEFAULTS, PAPER_RECIPE, UnlearnConfig
 from wfkern.unlearn.loop import UnlearnDiverged, UnlearnResult, unlearn

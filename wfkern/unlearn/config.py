@@ -10,10 +10,10 @@ import torch.nn as nn
 
 __all__ = ["UnlearnConfig", "setting_problem", "PAPER_RECIPE", "LAMBDA1_DEFAULTS", "model_family_of", "RESUME_KEYS"]
 
-# λ1 per model family (SPEC §2.3): CNNs 10, ViTs 100.
+# λ1 per model family (docs/method.md §2): CNNs 10, ViTs 100.
 LAMBDA1_DEFAULTS = {"cnn": 10.0, "vit": 100.0}
 
-# The paper's setting taken literally (SPEC §2.4): plain SGD at lr 100, nothing clipped, no warm-up.
+# The paper's setting taken literally (docs/method.md §2.4): plain SGD at lr 100, nothing clipped, no warm-up.
 # It collapses on the digits (docs/untraining.md); pass ``**PAPER_RECIPE`` to ``unlearn`` to run it.
 PAPER_RECIPE = {"optimizer": "sgd", "lr": 100.0, "momentum": 0.0, "clip_norm": None, "lambda1_warmup": 0.0}
 

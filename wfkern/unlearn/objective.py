@@ -1,4 +1,4 @@
-"""The untraining objective (SPEC §2, Eq. 3): label expansion, forget/retain losses, alpha regulariser."""
+"""The untraining objective (docs/method.md §2, Eq. 3): label expansion, forget/retain losses, alpha regulariser."""
 
 from __future__ import annotations
 
