@@ -281,3 +281,24 @@ def test_patch_accepts_numeric_inits():
     for init in (0, -2.5, np.float32(1.5), torch.tensor(2.0)):
         wf = wfkern.patch(SmallNet(), 4, init=init)
         assert all(bool((p == float(init)).all()) for p in wf.alpha_parameters())
+
+
+@pytest.mark.parametrize("build", ["resnet18", "vit", "root_conv"])
+def test_base_fingerprint_is_the_unpatched_models(build):
+    """The fingerprint hashes the original state dict (un-patched names), without copying the model."""
+    import hashlib
+
+    import torchvision
+    from wfkern.patch import base_fingerprint
+
+    torch.manual_seed(0)
+    model = {"resnet18": lambda: torchvision.models.resnet18(num_classes=4),
+             "vit": lambda: torchvision.models.VisionTransformer(image_size=32, patch_size=16, num_layers=1,
+                                                                 num_heads=2, hidden_dim=8, mlp_dim=8, num_classes=4),
+             "root_conv": lambda: torch.nn.Conv2d(3, 4, 3)}[build]().eval()
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}|".encode())
+        digest.update(tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    wf = wfkern.patch(model, 4)
+    assert base_fingerprint(wf) == digest.hexdigest()

@@ -1,4 +1,4 @@
-"""Layers import downward only (DESIGN.md): checked on the source with ast."""
+"""Layers import downward only, and no module imports itself in a circle: checked on the source with ast."""
 from __future__ import annotations
 
 import ast
@@ -53,3 +53,46 @@ def test_imports_point_downward(group):
 
 def test_reference_imports_nothing_from_wfkern():
     assert list(_wfkern_imports(PACKAGE / "ops" / "reference.py")) == []
+
+
+def _runtime_imports(path: pathlib.Path, modules: set) -> set:
+    """Modules of wfkern that ``path`` imports at run time (anywhere but ``if TYPE_CHECKING:``)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    typing_only = {id(n) for node in ast.walk(tree)
+                   if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING"
+                   for n in ast.walk(node)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module in modules:
+            for alias in node.names:  # "from wfkern.patch import bake": the submodule when there is one
+                sub = f"{node.module}.{alias.name}"
+                found.add(sub if sub in modules else node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name in modules)
+    return found
+
+
+def _module_name(path: pathlib.Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_no_import_circles():
+    paths = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {name: _runtime_imports(path, set(paths)) - {name} for name, path in paths.items()}
+    state = {}  # name -> "open" while on the DFS stack, "done" after
+
+    def visit(name, trail):
+        state[name] = "open"
+        for dep in sorted(graph[name]):
+            if state.get(dep) == "open":
+                raise AssertionError("import circle: " + " -> ".join(trail[trail.index(dep):] + [dep]))
+            if dep not in state:
+                visit(dep, trail + [dep])
+        state[name] = "done"
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])

@@ -7,15 +7,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, Optional, Tuple
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from wfkern._atomic import atomic_write
-from wfkern.patch.bake import bake
-from wfkern.patch.model import WFModel
+from wfkern.layers import FoldedBatchNorm2d, WFLayer
+
+if TYPE_CHECKING:  # the type only: model.py imports this module
+    from wfkern.patch.model import WFModel
 
 __all__ = ["base_fingerprint", "load_filters", "read_filters", "save_filters"]
 
@@ -23,20 +25,49 @@ FORMAT = "wfkern-filters"
 FORMAT_VERSION = "1"
 
 
-def base_fingerprint(wf: WFModel) -> str:
+def base_fingerprint(wf: "WFModel") -> str:
     """sha256 over the original model's state (names, shapes, dtypes, bytes), as un-patched.
 
     Independent of how the model was patched (wrapper names, folded BatchNorms).
     """
     digest = hashlib.sha256()
-    for name, tensor in sorted(bake(wf, forget=-1).state_dict().items()):
+    for name, tensor in sorted(original_state(wf).items()):
         data = tensor.detach().cpu().contiguous().reshape(-1)
         digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}|".encode())
         digest.update(data.view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
-def _layer_table(wf: WFModel) -> list:
+def _dotted(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def original_state(wf: "WFModel") -> Dict[str, torch.Tensor]:
+    """The base model's state dict under its un-patched names (no copy of the model).
+
+    A WF layer's ``<name>.base.<key>`` is the original ``<name>.<key>`` and its gates are dropped;
+    a folded BatchNorm's ``<name>.bn.<key>`` is ``<name>.<key>``.
+    """
+    renames, gates = [], set()
+    for name, module in wf.model.named_modules():
+        if isinstance(module, WFLayer):
+            renames.append((_dotted(name, "base."), _dotted(name, "")))
+            gates.update(_dotted(name, key) for key in ("alpha_w", "alpha_b"))
+        elif isinstance(module, FoldedBatchNorm2d):
+            renames.append((_dotted(name, "bn."), _dotted(name, "")))
+    state = {}
+    for key, tensor in wf.model.state_dict().items():
+        if key in gates:
+            continue
+        for patched, original in renames:
+            if key.startswith(patched):
+                key = original + key[len(patched):]
+                break
+        state[key] = tensor
+    return state
+
+
+def _layer_table(wf: "WFModel") -> list:
     return [
         {"name": name, "kind": layer.kind, "channels": layer.channels, "bias_gates": layer.alpha_b is not None}
         for name, layer in wf.wf_layers().items()
@@ -53,7 +84,7 @@ def _non_finite(tensors: Dict[str, torch.Tensor]) -> Optional[Tuple[str, int]]:
     return None
 
 
-def save_filters(wf: WFModel, path: str, extra_metadata: Optional[dict] = None) -> None:
+def save_filters(wf: "WFModel", path: str, extra_metadata: Optional[dict] = None) -> None:
     """Write ``wf``'s gate logits to ``path`` (safetensors, atomic rename).
 
     Metadata: format, class count, the layer table (names, kinds, channels), a fingerprint of the
@@ -144,7 +175,7 @@ def _check_metadata(path: str, metadata: Dict[str, str]) -> Tuple[int, list, str
     return int(num_classes), layers, fingerprint, extra
 
 
-def load_filters(wf: WFModel, path: str, *, check_fingerprint: bool = True) -> dict:
+def load_filters(wf: "WFModel", path: str, *, check_fingerprint: bool = True) -> dict:
     """Load gate logits saved by :func:`save_filters` into ``wf``; all checks run before any copy.
 
     Args:

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from wfkern.layers import ForgetContext, WFLayer, find_wf_layers
 from wfkern.ops import check_label_values, raise_label_errors
+from wfkern.patch.filters_io import save_filters
 
 __all__ = ["WFModel"]
 
@@ -154,8 +155,6 @@ class WFModel(nn.Module):
 
     def save_filters(self, path: str, extra_metadata: Optional[dict] = None) -> None:
         """Write the gates to a safetensors file (atomic). See :func:`wfkern.load_filters`."""
-        from wfkern.patch.filters_io import save_filters
-
         save_filters(self, path, extra_metadata)
 
     def _alpha_tensors(self) -> Dict[str, nn.Parameter]:
