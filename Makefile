@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 SOURCES := setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*.cu csrc/cuda/*.cuh)
 export MAX_JOBS ?= 2
 
-.PHONY: test test-all demo bench info build deps clean
+.PHONY: test test-all sanitize demo bench info build deps clean
 
 $(VENV)/.deps: requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,12 +29,28 @@ build: $(VENV)/.built
 info: build
 	$(PY) -c "import wfkern; print(wfkern.describe_backend())"
 
-# The test suite (what CI runs). Slow integration runs: make test-all.
+# The test suite (what CI runs), then the sanitizer stage (SANITIZE=0 skips it). Slow integration
+# runs: make test-all.
+SANITIZE ?= 1
+RUN_SANITIZE = @if [ "$(SANITIZE)" != 0 ] && [ "$${WFKERN_CPP:-1}" != 0 ]; then $(MAKE) --no-print-directory sanitize; \
+	else echo "sanitizer stage skipped (SANITIZE=$(SANITIZE), WFKERN_CPP=$${WFKERN_CPP:-1})"; fi
+
 test: info
 	$(PY) -m pytest -q -m "not slow"
+	$(RUN_SANITIZE)
 
 test-all: info
 	$(PY) -m pytest -q
+	$(RUN_SANITIZE)
+
+# The C++ CPU ops built with AddressSanitizer + UndefinedBehaviorSanitizer into build/asan/ (a
+# separate CPU-only build; the in-place wfkern/_C*.so is never touched), then the op, property,
+# concurrency and patch tests run against it with libasan preloaded; any sanitizer report fails.
+# SANITIZE_ARGS replaces the default pytest arguments, e.g. SANITIZE_ARGS="-x tests/test_ops_property.py";
+# one step alone: $(PY) tools/sanitize.py build | test [PYTEST ARGS].
+SANITIZE_ARGS ?=
+sanitize: deps
+	$(PY) tools/sanitize.py all $(SANITIZE_ARGS)
 
 # The main job: train a small classifier on the embedded digits, untrain every class in one
 # round, and show per-sample forgetting.

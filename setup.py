@@ -1,7 +1,9 @@
 """Builds wfkern._C: C++ CPU ops always, CUDA ops where a toolkit and a CUDA build of torch exist.
 
 Switches: WFKERN_CPP=0 (pure-Python install), WFKERN_CUDA=0 (skip the CUDA ops),
-WFKERN_DEBUG=1 (-O0 -g), TORCH_CUDA_ARCH_LIST (default "8.0;9.0" when no GPU is visible).
+WFKERN_DEBUG=1 (-O0 -g), TORCH_CUDA_ARCH_LIST (default "8.0;9.0" when no GPU is visible),
+WFKERN_SANITIZE=1 (C++ with AddressSanitizer + UndefinedBehaviorSanitizer, -O1 -g; for a separate
+CPU-only build: `make sanitize` builds one into build/asan/ and runs the op tests against it).
 No GPU is needed to compile the CUDA ops.
 """
 import glob
@@ -64,6 +66,7 @@ def get_extensions():
     import torch
 
     debug = os.environ.get("WFKERN_DEBUG", "0") == "1"
+    sanitize = os.environ.get("WFKERN_SANITIZE", "0") == "1"
     cuda_home = None
     if os.environ.get("WFKERN_CUDA", "1") == "0":
         _say("WFKERN_CUDA=0: skipping the CUDA ops")
@@ -79,6 +82,13 @@ def get_extensions():
 
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
     cxx = ["-O0", "-g"] if debug else ["-O3"]
+    link = []
+    if sanitize:  # the library then needs libasan first in the process: LD_PRELOAD it (tools/sanitize.py)
+        flags = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined"]
+        # -fno-wrapv: Python's CFLAGS carry -fwrapv, which would hide signed overflow from UBSan
+        cxx = (cxx if debug else ["-O1", "-g"]) + flags + ["-fno-wrapv"]
+        link = flags
+        _say("WFKERN_SANITIZE=1: C++ built with " + " ".join(cxx))
     extra = {"cxx": cxx}
     if cuda_home is not None:
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
@@ -86,9 +96,10 @@ def get_extensions():
         _say(f"building CUDA ops with {cuda_home} for archs {os.environ.get('TORCH_CUDA_ARCH_LIST', 'of the visible GPU')}")
         sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
         extra["nvcc"] = (["-O0", "-g", "-G"] if debug else ["-O3"])
-        ext = CUDAExtension("wfkern._C", sources, extra_compile_args=extra, include_dirs=_extra_cuda_includes())
+        ext = CUDAExtension("wfkern._C", sources, extra_compile_args=extra, extra_link_args=link,
+                            include_dirs=_extra_cuda_includes())
     else:
-        ext = CppExtension("wfkern._C", sources, extra_compile_args=extra)
+        ext = CppExtension("wfkern._C", sources, extra_compile_args=extra, extra_link_args=link)
     return [ext], {"build_ext": BuildExtension}
 
 
