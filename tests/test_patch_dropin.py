@@ -85,3 +85,26 @@ def test_unbatched_input_with_an_int_label_is_a_clear_error():
     wf = wfkern.patch(model, 10)
     with pytest.raises(ValueError, match=r"unbatched input\? call the model on x\[None\]"):
         wf(torch.randn(3, 32, 32), forget=3)
+
+
+def test_a_wf_layer_called_on_its_own_takes_labels():
+    """The labels' path is explicit: a layer alone takes forget=; inside a WFModel the model's apply."""
+    from wfkern.ops import mask_epilogue_ref
+
+    torch.manual_seed(0)
+    wf = wfkern.patch(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Linear(4, 4), nn.MultiheadAttention(4, 2, batch_first=True)), 5,
+                      include=lambda name, m: True)
+    _scramble(wf)
+    conv = wf.model[0]
+    x = torch.randn(2, 3, 6, 6)
+    labels = torch.tensor([3, -1])
+    y = conv.base(x)
+    torch.testing.assert_close(conv(x, forget=labels),
+                               mask_epilogue_ref(y, conv.alpha_w, labels, conv.alpha_b, conv.base.bias, 1))
+    assert torch.equal(conv(x), y)
+    mha = wf.model[2]
+    q = torch.randn(2, 3, 4)
+    masked, _ = mha(q, q, q, forget=labels)
+    with torch.no_grad():
+        baked = wfkern.bake(wf, forget=3)[2]
+        torch.testing.assert_close(masked[0], baked(q, q, q)[0][0], atol=1e-5, rtol=1e-5)

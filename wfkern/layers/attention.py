@@ -63,9 +63,10 @@ class WFMultiheadAttention(WFLayer):
 
     def forward(self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask: Optional[Tensor] = None,
                 need_weights: bool = True, attn_mask: Optional[Tensor] = None, average_attn_weights: bool = True,
-                is_causal: bool = False) -> Tuple[Tensor, Optional[Tensor]]:
+                is_causal: bool = False, *, forget: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor]]:
         mha = self.base
-        if self.context.labels is None:
+        labels = self.labels_for(forget)
+        if labels is None:
             return mha(query, key, value, key_padding_mask=key_padding_mask, need_weights=need_weights,
                        attn_mask=attn_mask, average_attn_weights=average_attn_weights, is_causal=is_causal)
         unbatched = query.dim() == 2
@@ -74,7 +75,7 @@ class WFMultiheadAttention(WFLayer):
             key_padding_mask = None if key_padding_mask is None else key_padding_mask.unsqueeze(0)
         if not mha.batch_first or unbatched:  # (L, B, E) -> (B, L, E): labels index dim 0
             query, key, value = (t.transpose(0, 1) for t in (query, key, value))
-        q, k, v = self._project(query, key, value)
+        q, k, v = self._project(query, key, value, labels)
         batch, tgt_len, embed = q.shape
         heads = mha.num_heads
         q, k, v = (t.reshape(batch, t.shape[1], heads, embed // heads).transpose(1, 2) for t in (q, k, v))
@@ -102,18 +103,18 @@ class WFMultiheadAttention(WFLayer):
             weights = None if weights is None else weights.squeeze(0)
         return out, weights
 
-    def _project(self, query: Tensor, key: Tensor, value: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    def _project(self, query: Tensor, key: Tensor, value: Tensor, labels: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """Gated in-projection; one GEMM for self-attention, three slices otherwise."""
         w, b = self.base.in_proj_weight, self.base.in_proj_bias
         embed = self.base.embed_dim
         if query is key and key is value:
-            return self.masked(F.linear(query, w, b), b, channel_dim=-1, save_output=True).split(embed, dim=-1)
+            return self.masked(F.linear(query, w, b), labels, b, channel_dim=-1, save_output=True).split(embed, dim=-1)
         parts = []
         for i, x in enumerate((query, key, value)):
             cols = slice(i * embed, (i + 1) * embed)
             bias = None if b is None else b[cols]
             alpha_b = None if self.alpha_b is None else self.alpha_b[:, cols].contiguous()
-            parts.append(self.masked(F.linear(x, w[cols], bias), bias, -1, self.alpha_w[:, cols].contiguous(), alpha_b,
+            parts.append(self.masked(F.linear(x, w[cols], bias), labels, bias, -1, self.alpha_w[:, cols].contiguous(), alpha_b,
                                      save_output=True))
         return tuple(parts)
 

@@ -139,14 +139,18 @@ class WFLayer(nn.Module):
             gate_b = torch.sigmoid(self.alpha_b[cls]) if self.alpha_b is not None else None
             return torch.sigmoid(self.alpha_w[cls]), gate_b
 
-    def masked(self, y: Tensor, bias: Optional[Tensor], channel_dim: int,
+    def labels_for(self, forget: Optional[Tensor]) -> Optional[Tensor]:
+        """The labels this call masks with: ``forget`` when given (a layer called on its own),
+        else those of the :class:`WFModel` forward in flight on this thread (None: no masking)."""
+        return self.context.labels if forget is None else forget
+
+    def masked(self, y: Tensor, labels: Optional[Tensor], bias: Optional[Tensor], channel_dim: int,
                alpha_w: Optional[Tensor] = None, alpha_b: Optional[Tensor] = None, save_output: bool = False) -> Tensor:
-        """Apply the batch's gates to ``y`` (the base output including ``bias``), if any are set.
+        """Apply the gates of ``labels`` to ``y`` (the base output including ``bias``); None: ``y`` as is.
 
         ``save_output``: see :func:`wfkern.ops.mask_epilogue` (True where nothing downstream
         modifies the output in place).
         """
-        labels = self.context.labels
         if labels is None:
             return y
         check_batch(labels, y)

@@ -42,10 +42,12 @@ class WFConv2d(WFLayer):
         """
         self.folded_batchnorm = name
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, forget: Optional[Tensor] = None) -> Tensor:
+        """``x``: (B, C_in, H, W). ``forget``: (B,) or (B, K) int64 labels for a call of this layer on
+        its own; inside a :class:`WFModel` the model's labels apply."""
         # The base keeps its own forward (padding modes, subclasses); y includes its bias.
         y = self.base(x)
-        labels = self.context.labels
+        labels = self.labels_for(forget)
         if labels is not None and self.folded_batchnorm is not None and not torch.compiler.is_compiling():
             check_batch(labels, y)
             bn = self.context.module(self.folded_batchnorm)
@@ -57,4 +59,4 @@ class WFConv2d(WFLayer):
                 out = epilogue(y, self.alpha_w, labels, alpha_b, self.base.bias, 1, affine[0], affine[1])
                 self.context.hand_over(self.folded_batchnorm, out)
                 return out
-        return self.masked(y, self.base.bias, channel_dim=1)
+        return self.masked(y, labels, self.base.bias, channel_dim=1)
