@@ -149,3 +149,15 @@ def test_reset_alphas_refuses_non_finite_values(value):
     with pytest.raises(ValueError, match="reset_alphas: value must be a finite number"):
         wf.reset_alphas(value)
     assert all(torch.equal(before[k], v) for k, v in wf.filters_state_dict().items())
+
+
+def test_patch_refuses_a_class_count_its_head_contradicts():
+    model = torchvision.models.resnet18(num_classes=10)
+    with pytest.raises(ValueError, match=r"num_classes must match the model's classifier head \(fc: 10 outputs\), got 20"):
+        wfkern.patch(model, 20)
+    vgg = torchvision.models.vgg11(num_classes=7)
+    with pytest.raises(ValueError, match=r"classifier\.6: 7 outputs"):
+        wfkern.patch(vgg, 10)
+    headless = torchvision.models.resnet18(num_classes=10)
+    headless.fc = nn.Identity()
+    assert wfkern.patch(headless, 20).num_classes == 20  # no visible head: nothing to check

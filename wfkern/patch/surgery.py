@@ -38,6 +38,26 @@ def _target(name: str, module: nn.Module) -> Tuple[Optional[type], Optional[str]
     return None, None
 
 
+_HEAD_NAMES = ("fc", "classifier", "head", "heads")  # torchvision and timm classifiers
+
+
+def classifier_head(model: nn.Module) -> Optional[Tuple[str, int]]:
+    """(dotted name, outputs) of the classifier's final nn.Linear where the model shows one, else None.
+
+    Looks at the usual attributes (``fc``, ``classifier``, ``head``, ``heads``: torchvision and timm)
+    and takes the last Linear inside; a head replaced by ``nn.Identity`` shows none.
+    """
+    for attr in _HEAD_NAMES:
+        head = getattr(model, attr, None)
+        if not isinstance(head, nn.Module):
+            continue
+        linears = [(name, m) for name, m in head.named_modules() if isinstance(m, nn.Linear)]
+        if linears:
+            name, layer = linears[-1]
+            return (f"{attr}.{name}" if name else attr), layer.out_features
+    return None
+
+
 def conv_batchnorm_pairs(model: nn.Module) -> Dict[str, str]:
     """{conv name: BatchNorm2d name} where tracing proves the BatchNorm is the conv's only reader.
 
@@ -113,6 +133,10 @@ def patch(
     if isinstance(model, WFModel) or any(isinstance(m, WFLayer) for m in model.modules()):
         raise ValueError("wfkern.patch: model must not be patched already, got a model with WF layers; "
                          "patch the original model, or use the WFModel you have")
+    head = classifier_head(model)
+    if head is not None and head[1] != num_classes:
+        raise ValueError(f"wfkern.patch: num_classes must match the model's classifier head ({head[0]}: {head[1]} "
+                         f"outputs), got {num_classes}; one gate row per class the model predicts")
     if not inplace:
         model = copy.deepcopy(model)
     plan: List[Tuple[str, type]] = []
