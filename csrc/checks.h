@@ -1,23 +1,10 @@
-// Argument checks and layout handling shared by the CPU and CUDA implementations.
+// Argument checks shared by the CPU and CUDA implementations.
 // Error texts match wfkern/ops/reference.py (check_epilogue_args) word for word.
 #pragma once
 #include <ATen/ATen.h>
 #include <c10/util/Optional.h>
 
 namespace wfkern {
-
-// Where the channel sits in memory once the non-batch, non-channel dims are collapsed to S.
-enum class Layout {
-  Planes,  // (B, C, S), S innermost: contiguous NCHW
-  Rows,    // (B, S, C), C innermost: channels_last, or (B, N, F)
-};
-
-struct Geometry {
-  int64_t batch = 0;
-  int64_t channels = 0;
-  int64_t spatial = 0;
-  Layout layout = Layout::Planes;
-};
 
 inline int64_t normalize_channel_dim(const at::Tensor& y, int64_t channel_dim) {
   const int64_t dim = y.dim();
@@ -29,8 +16,8 @@ inline int64_t normalize_channel_dim(const at::Tensor& y, int64_t channel_dim) {
   return cd;
 }
 
-// Cheap checks only: dtypes, shapes, devices. Label *values* are checked by the CPU kernel
-// and, for CUDA, by the Python wrapper before the launch (no device-side asserts).
+// Cheap checks only: dtypes, shapes, devices. Label *values* are checked by the CPU kernel (on
+// the host) and by the CUDA gate-table kernel (on the device, reported without a host sync).
 inline void check_epilogue_args(
     const at::Tensor& y, const at::Tensor& alpha_w, const at::Tensor& labels,
     const c10::optional<at::Tensor>& alpha_b, const c10::optional<at::Tensor>& bias, int64_t cd) {
@@ -98,70 +85,5 @@ inline void check_post_affine(
     }
   }
 }
-
-// Returns true and sets *layout when t can be walked as Planes or Rows without a copy.
-inline bool classify_layout(const at::Tensor& t, int64_t cd, Layout* layout) {
-  const int64_t dim = t.dim();
-  if (cd == dim - 1 && t.is_contiguous()) {
-    *layout = Layout::Rows;
-    return true;
-  }
-  if (cd == 1 && t.is_contiguous()) {
-    *layout = Layout::Planes;
-    return true;
-  }
-  if (cd == 1 && ((dim == 4 && t.is_contiguous(at::MemoryFormat::ChannelsLast)) ||
-                  (dim == 5 && t.is_contiguous(at::MemoryFormat::ChannelsLast3d)))) {
-    *layout = Layout::Rows;
-    return true;
-  }
-  return false;
-}
-
-// t itself when its layout is walkable, else a contiguous copy; fills geometry.
-inline at::Tensor walkable(const at::Tensor& t, int64_t cd, Geometry* g) {
-  at::Tensor out = t;
-  if (!classify_layout(t, cd, &g->layout)) {
-    out = t.contiguous();
-    TORCH_INTERNAL_ASSERT(classify_layout(out, cd, &g->layout));
-  }
-  g->batch = t.size(0);
-  g->channels = t.size(cd);
-  g->spatial = g->batch * g->channels == 0 ? 0 : t.numel() / (g->batch * g->channels);
-  return out;
-}
-
-// `like` itself when it has the same strides as `ref`, else a copy with ref's strides.
-inline at::Tensor with_strides_of(const at::Tensor& like, const at::Tensor& ref) {
-  if (like.strides() == ref.strides()) {
-    return like;
-  }
-  at::Tensor out = at::empty_like(ref, like.options());
-  out.copy_(like);
-  return out;
-}
-
-// Results are computed in src's layout; give them y's strides (what empty_like(y) has) when
-// src is a copy of y. Keeps the fake implementation a plain empty_like(y).
-inline at::Tensor like_input(const at::Tensor& result, const at::Tensor& src, const at::Tensor& y) {
-  if (src.is_same(y)) {
-    return result;
-  }
-  return at::empty_like(y).copy_(result);
-}
-
-// Math type of the mask tables: float64 for float64 inputs (gradcheck), else float32.
-inline at::ScalarType table_dtype(const at::Tensor& y) {
-  return y.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-}
-
-// Alpha gradients from the per-(sample, channel) reductions sum(g * x) and sum(g), where x is what
-// the forward saved: y, or its output (saved_is_output). scale = d out / d y per (b, c). ATen ops
-// only, deterministic: the scatter by label is a matmul. mask_b is given with bias.
-std::tuple<at::Tensor, at::Tensor> alpha_grads_from_sums(
-    const at::Tensor& sum_gx, const at::Tensor& sum_g, const at::Tensor& scale, const c10::optional<at::Tensor>& mask_b,
-    const at::Tensor& alpha_w, const c10::optional<at::Tensor>& alpha_b, const c10::optional<at::Tensor>& bias,
-    const c10::optional<at::Tensor>& post_scale, const c10::optional<at::Tensor>& post_shift, bool saved_is_output,
-    const at::Tensor& labels);
 
 }  // namespace wfkern

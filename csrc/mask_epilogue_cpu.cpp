@@ -9,6 +9,8 @@
 #include <utility>
 
 #include "checks.h"
+#include "gate_grads.h"
+#include "layout.h"
 
 namespace wfkern {
 
@@ -212,7 +214,7 @@ Tables prepare(
 
 // out = y * scale + shift per (sample, channel), where scale = mask_w * post_scale and
 // shift = (bias * (mask_b - mask_w)) * post_scale + post_shift (terms present only when given).
-void epilogue_into(
+void write_epilogue(
     const at::Tensor& y, at::Tensor& out, const Geometry& g, const Tables& t, const c10::optional<at::Tensor>& bias,
     const c10::optional<at::Tensor>& post_scale = c10::nullopt, const c10::optional<at::Tensor>& post_shift = c10::nullopt) {
   const at::ScalarType dtype = t.mask_w.scalar_type();
@@ -243,7 +245,7 @@ at::Tensor mask_epilogue_cpu(
   Geometry g;
   const at::Tensor src = walkable(y, cd, &g);
   at::Tensor out = at::empty_like(src);
-  epilogue_into(src, out, g, t, bias, post_scale, post_shift);
+  write_epilogue(src, out, g, t, bias, post_scale, post_shift);
   return like_input(out, src, y);
 }
 
@@ -256,7 +258,7 @@ void mask_epilogue_inplace_cpu(
   const Tables t = prepare(y, alpha_w, labels, alpha_b, bias, cd);
   Geometry g;
   at::Tensor src = walkable(y, cd, &g);
-  epilogue_into(src, src, g, t, bias, post_scale, post_shift);
+  write_epilogue(src, src, g, t, bias, post_scale, post_shift);
   if (!src.is_same(y)) y.copy_(src);
 }
 

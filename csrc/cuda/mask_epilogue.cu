@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "../checks.h"
+#include "../layout.h"
 
 namespace wfkern {
 namespace {
@@ -85,15 +86,15 @@ LabelError* label_error_buffer() {
 // ---- gate tables ------------------------------------------------------------------------------------
 // One thread per (b, c): mw = prod over the distinct labels of sample b of sigmoid(alpha_w[l, c])
 // (1 for none), mb likewise from alpha_b, s = post_scale[c] (1), t = post_shift[c] (0). Writes
-//   forward:  first = mw * s,  second = bias[c] * (mb - mw) * s + t   (out = y * first + second)
-//   backward: first = mw * s,  second = bias[c] * mb * s              (see alpha_terms below)
-// second is written only where it is allocated. A label outside [-1, num_classes) makes the row NaN.
+//   forward:  scale = mw * s,  bias_term = bias[c] * (mb - mw) * s + t   (out = y * scale + bias_term)
+//   backward: scale = mw * s,  bias_term = bias[c] * mb * s              (see TermInputs below)
+// bias_term is written where allocated. A label outside [-1, num_classes) makes the row NaN.
 template <typename acc_t>
 __global__ void gate_table_kernel(
     const acc_t* __restrict__ alpha_w, const acc_t* __restrict__ alpha_b, const acc_t* __restrict__ bias,
     const acc_t* __restrict__ post_scale, const acc_t* __restrict__ post_shift, const int64_t* __restrict__ labels,
     int64_t batch, int64_t set_size, int64_t channels, int64_t num_classes, bool forward,
-    acc_t* __restrict__ first, acc_t* __restrict__ second, LabelError* error) {
+    acc_t* __restrict__ scale, acc_t* __restrict__ bias_term, LabelError* error) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < batch * channels; i += stride) {
     const int64_t b = i / channels, c = i % channels;
@@ -120,18 +121,22 @@ __global__ void gate_table_kernel(
     }
     const acc_t s = post_scale != nullptr ? post_scale[c] : acc_t(1);
     const acc_t t = post_shift != nullptr ? post_shift[c] : acc_t(0);
-    first[i] = mw * s;
-    if (second == nullptr) continue;
+    scale[i] = mw * s;
+    if (bias_term == nullptr) continue;
     const acc_t bc = bias != nullptr ? bias[c] : acc_t(0);
-    second[i] = forward ? bc * (mb - mw) * s + t : bc * mb * s;
+    bias_term[i] = forward ? bc * (mb - mw) * s + t : bc * mb * s;
   }
 }
 
+// Per-(sample, channel) tables of one call, in the table dtype.
+//   forward:  out = y * scale + bias_term        (bias_term: the gated bias and a post affine's shift)
+//   backward: grad_y = g * scale; bias_term = q   (the bias gates' coefficient, see TermInputs)
+// bias_term is undefined where it would be all zeros.
 struct CudaTables {
-  at::Tensor first, second;  // (B, C) in the table dtype; second undefined where not needed
+  at::Tensor scale, bias_term;
 };
 
-// The tables of one call. The forward needs second when there is a bias or a post affine, the
+// The tables of one call. The forward needs bias_term when there is a bias or a post affine, the
 // backward when there is a bias.
 CudaTables gate_tables_cuda(
     const at::Tensor& y, const at::Tensor& alpha_w, const at::Tensor& labels, const OptTensor& alpha_b,
@@ -144,16 +149,16 @@ CudaTables gate_tables_cuda(
   const at::Tensor ps = post_scale.has_value() ? post_scale->to(dtype).contiguous() : at::Tensor();
   const at::Tensor pt = post_shift.has_value() ? post_shift->to(dtype).contiguous() : at::Tensor();
   CudaTables t;
-  t.first = at::empty({y.size(0), alpha_w.size(1)}, aw.options());
-  if (bias.has_value() || (forward && post_scale.has_value())) t.second = at::empty_like(t.first);
-  const int64_t n = t.first.numel();
+  t.scale = at::empty({y.size(0), alpha_w.size(1)}, aw.options());
+  if (bias.has_value() || (forward && post_scale.has_value())) t.bias_term = at::empty_like(t.scale);
+  const int64_t n = t.scale.numel();
   if (n == 0) return t;
   AT_DISPATCH_FLOATING_TYPES(dtype, "wfkern_gate_table_cuda", [&] {
     gate_table_kernel<scalar_t><<<blocks_for(n, kThreads), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
         aw.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(ab), ptr_or_null<scalar_t>(bs), ptr_or_null<scalar_t>(ps),
         ptr_or_null<scalar_t>(pt), sets.data_ptr<int64_t>(), sets.size(0), sets.size(1), alpha_w.size(1),
-        alpha_w.size(0), forward, t.first.data_ptr<scalar_t>(),
-        t.second.defined() ? t.second.data_ptr<scalar_t>() : nullptr, label_error_buffer());
+        alpha_w.size(0), forward, t.scale.data_ptr<scalar_t>(),
+        t.bias_term.defined() ? t.bias_term.data_ptr<scalar_t>() : nullptr, label_error_buffer());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return t;
@@ -234,17 +239,17 @@ void forward_any_width(const Geometry& g, const scalar_t* y, scalar_t* out, cons
 }
 
 // Writes the epilogue of src into out (out may be src itself); both walkable with equal strides.
-void epilogue_into(const at::Tensor& src, at::Tensor& out, const Geometry& g, const CudaTables& t) {
+void launch_epilogue(const at::Tensor& src, at::Tensor& out, const Geometry& g, const CudaTables& t) {
   if (src.numel() == 0) return;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, src.scalar_type(), "wfkern_mask_epilogue_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const acc_t* shift = t.second.defined() ? t.second.data_ptr<acc_t>() : nullptr;
+    const acc_t* shift = t.bias_term.defined() ? t.bias_term.data_ptr<acc_t>() : nullptr;
     const scalar_t* in = src.data_ptr<scalar_t>();
     scalar_t* res = out.data_ptr<scalar_t>();
     if (g.layout == Layout::Rows) {
-      forward_any_width<scalar_t, acc_t, true>(g, in, res, t.first.data_ptr<acc_t>(), shift);
+      forward_any_width<scalar_t, acc_t, true>(g, in, res, t.scale.data_ptr<acc_t>(), shift);
     } else {
-      forward_any_width<scalar_t, acc_t, false>(g, in, res, t.first.data_ptr<acc_t>(), shift);
+      forward_any_width<scalar_t, acc_t, false>(g, in, res, t.scale.data_ptr<acc_t>(), shift);
     }
   });
 }
@@ -261,7 +266,7 @@ at::Tensor mask_epilogue_cuda(
   Geometry g;
   const at::Tensor src = walkable(y, cd, &g);
   at::Tensor out = at::empty_like(src);
-  epilogue_into(src, out, g, t);
+  launch_epilogue(src, out, g, t);
   return like_input(out, src, y);
 }
 
@@ -275,20 +280,20 @@ void mask_epilogue_inplace_cuda(
   const CudaTables t = gate_tables_cuda(y, alpha_w, labels, alpha_b, bias, post_scale, post_shift, /*forward=*/true);
   Geometry g;
   at::Tensor src = walkable(y, cd, &g);
-  epilogue_into(src, src, g, t);
+  launch_epilogue(src, src, g, t);
   if (!src.is_same(y)) y.copy_(src);
 }
 
 // ---- backward -----------------------------------------------------------------------------------------
 // out = s * ((y - bias) * mw + bias * mb) + t. Over a (b, c), with G = sum g and X = sum g * x for
 // the saved x, the weight gates' term sum g * s * (y - bias) * mw is
-//   a * (X - bias * G)     when x is y (a = s * mw, the table `first`),
-//   X - (t + q) * G        when x is the output (q = s * bias * mb, the table `second`),
+//   a * (X - bias * G)     when x is y (a = s * mw, the table `scale`),
+//   X - (t + q) * G        when x is the output (q = s * bias * mb, the table `bias_term`),
 // and the bias gates' term is q * G. Both go to terms (B, 2C): [b, c] and [b, C + c].
 template <typename acc_t>
 struct TermInputs {
-  const acc_t* scale;       // (B, C) a
-  const acc_t* q;           // (B, C), null without a bias
+  const acc_t* scale;       // (B, C) a = s * mw: CudaTables::scale
+  const acc_t* q;           // (B, C) CudaTables::bias_term, null without a bias
   const acc_t* bias;        // (C,), null without a bias
   const acc_t* post_shift;  // (C,) or null
   bool saved_is_output;
@@ -600,14 +605,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mask_epilogue_backward_cuda(
   const at::Tensor src = walkable(saved, cd, &g);
   const at::Tensor grad = with_strides_of(grad_out, src);
   at::Tensor grad_y = compute_grad_y ? at::empty_like(src) : at::Tensor();
-  at::Tensor terms = at::zeros({g.batch, 2 * g.channels}, t.first.options());
-  const at::ScalarType dtype = t.first.scalar_type();
+  at::Tensor terms = at::zeros({g.batch, 2 * g.channels}, t.scale.options());
+  const at::ScalarType dtype = t.scale.scalar_type();
   const at::Tensor shift = post_shift.has_value() ? post_shift->to(dtype).contiguous() : at::Tensor();
   const at::Tensor bias_table = bias.has_value() ? bias->to(dtype).contiguous() : at::Tensor();
   if (src.numel() > 0) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, saved.scalar_type(), "wfkern_mask_epilogue_backward_cuda", [&] {
       using acc_t = at::opmath_type<scalar_t>;
-      const TermInputs<acc_t> in{t.first.data_ptr<acc_t>(), t.second.defined() ? t.second.data_ptr<acc_t>() : nullptr,
+      const TermInputs<acc_t> in{t.scale.data_ptr<acc_t>(), t.bias_term.defined() ? t.bias_term.data_ptr<acc_t>() : nullptr,
                                  ptr_or_null<acc_t>(bias_table), ptr_or_null<acc_t>(shift), saved_is_output,
                                  terms.data_ptr<acc_t>()};
       backward_terms<scalar_t, acc_t>(

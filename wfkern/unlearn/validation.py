@@ -60,7 +60,7 @@ def validation_objective(wf, val_data: Dataset, plan: ValidationPlan, lambdas: t
         dict with objective, retain (mean L_r), recip (mean 1/(L_f+ε)), forget (mean L_f), reg,
         acc_f (forget rows still classified as their class) and acc_r (retain rows classified right).
     """
-    sums = torch.zeros(6, dtype=torch.float64)  # recip, L_f, forget-correct, L_r, retain-correct, (unused)
+    sums = torch.zeros(5, dtype=torch.float64)  # recip, L_f, forget-correct, L_r, retain-correct
     f_idx, f_rows = plan.forget_idx[ctx.rank::ctx.world_size], plan.forget_rows[ctx.rank::ctx.world_size]
     for chunk in torch.arange(f_idx.numel()).split(batch_size):
         x, y = next(iter_batches(val_data, [f_idx[chunk]]))

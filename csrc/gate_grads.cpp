@@ -1,5 +1,5 @@
-// Device-agnostic pieces of the backward pass, written with ATen ops (small [B, C] tensors only).
-#include "checks.h"
+// The gate gradients of the CPU backward, written with ATen ops (small (B, C) tensors only).
+#include "gate_grads.h"
 
 namespace wfkern {
 
