@@ -7,7 +7,7 @@ import torch
 import wfkern
 from wfkern.ops import mask_epilogue_ref
 from configs import DTYPE, ROUNDS
-from conftest import synced
+from common import synced
 
 SHAPES = {"cpu": (32, 64, 32, 32), "cuda": (256, 64, 112, 112)}  # (B, C, H, W): a ResNet stem output
 

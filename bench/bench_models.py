@@ -6,7 +6,7 @@ import torch
 
 import wfkern
 from configs import MODEL_SIZES, ROUNDS, make_workload, materialized
-from conftest import synced
+from common import synced
 
 ALL_MODELS = ["resnet18", "resnet50", "vit_small"]
 _CACHE = {}

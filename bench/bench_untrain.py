@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import wfkern
 from bench_models import ALL_MODELS, _setup
 from configs import ROUNDS
-from conftest import synced
+from common import synced
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)

@@ -34,16 +34,3 @@ def bench_device(request):
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("no CUDA GPU visible")
     return device
-
-
-def synced(fn, device):
-    """fn wrapped so that the timed region ends when the device has finished."""
-    if device != "cuda":
-        return fn
-
-    def run(*args, **kwargs):
-        out = fn(*args, **kwargs)
-        torch.cuda.synchronize()
-        return out
-
-    return run

@@ -7,7 +7,7 @@ import torchvision
 
 import wfkern
 from wfkern.ops import _load, mask_epilogue, mask_epilogue_ref, raise_label_errors
-from conftest import GRAD_TOL, TOL
+from helpers import GRAD_TOL, TOL
 
 pytestmark = [
     pytest.mark.cuda,

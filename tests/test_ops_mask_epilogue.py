@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from wfkern.ops import check_label_values, gate_table_ref, mask_epilogue, mask_epilogue_ref, raise_label_errors
-from conftest import GRAD_TOL, LABEL_KINDS, LAYOUTS, TOL, make_inputs
+from helpers import GRAD_TOL, LABEL_KINDS, LAYOUTS, TOL, make_inputs
 from wfkern.ops import _load
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]

@@ -23,7 +23,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import GRAD_TOL, TOL, _has_kernel
+from helpers import GRAD_TOL, TOL, has_kernel
 from wfkern.ops import mask_epilogue_ref
 
 pytestmark = pytest.mark.property
@@ -56,7 +56,7 @@ LABEL_VIEWS = ["contiguous", "sliced", "transposed", "expanded"]
 
 
 def _device(name: str) -> str:
-    if not _has_kernel(name):
+    if not has_kernel(name):
         pytest.skip(f"wfkern._C has no {name.upper()} kernel")
     if name == "cuda" and not torch.cuda.is_available():
         pytest.skip("no CUDA GPU visible")
@@ -358,7 +358,7 @@ def test_bad_labels_raise_on_cpu(case):
         mask_epilogue_ref(*args)
     named = _named_label(ref_error, case.num_classes)
     assert named == case.bad_label  # the only bad value in the labels
-    if not _has_kernel("cpu"):
+    if not has_kernel("cpu"):
         return
     with pytest.raises(ValueError) as kernel_error:
         torch.ops.wfkern.mask_epilogue(*args)

@@ -1,6 +1,8 @@
 """wfkern.patch on real architectures (random init): exactness, per-sample forgetting, freezing, compile."""
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 import torchvision
@@ -59,42 +61,75 @@ def _scramble_alphas(wf, seed=0):
             p.copy_(torch.randn(p.shape, generator=gen) * 3)
 
 
-@pytest.mark.parametrize("name", list(MODELS))
-def test_patch_model(name):
+@functools.lru_cache(maxsize=None)
+def _patched(name):
+    """(original model, input batch, WF model with scrambled gates), built once per architecture."""
     model, x = _build(name)
     wf = wfkern.patch(model, NUM_CLASSES)
     _scramble_alphas(wf)
-    # what got wrapped: every Conv2d, or every attention projection
+    return model, x, wf
+
+
+MIXED = torch.tensor([3, -1, 0, 9])
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_patch_wraps_every_conv_or_attention_projection(name):
+    model, _, wf = _patched(name)
     expected = sum(isinstance(m, nn.Conv2d) for m in model.modules()) + sum(
         isinstance(m, (nn.MultiheadAttention,)) or n.endswith(".qkv") for n, m in model.named_modules()
     )
     layers = wf.wf_layers()
     assert len(layers) == expected > 0
     assert any(isinstance(layer, EXPECTED_KIND[name]) for layer in layers.values())
-    # only the gates train
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_patch_trains_only_the_gates(name):
+    _, _, wf = _patched(name)
     trainable = [p for p in wf.parameters() if p.requires_grad]
     assert {id(p) for p in trainable} == {id(p) for p in wf.alpha_parameters()}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_patch_forgetting_nothing_is_the_original_bit_for_bit(name):
+    model, x, wf = _patched(name)
     with torch.no_grad():
         plain = model(x)
-        # forget nothing: the original model, bit for bit
         assert torch.equal(wf(x), plain)
         assert torch.equal(wf(x, forget=-1), plain)
         assert torch.equal(wf(x, forget=torch.full((4,), -1)), plain)
-        # a mixed batch equals each sample run alone
-        labels = torch.tensor([3, -1, 0, 9])
-        mixed = wf(x, forget=labels)
-        alone = torch.cat([wf(x[i:i + 1], forget=labels[i:i + 1]) for i in range(4)])
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_patch_mixed_batch_equals_each_sample_alone(name):
+    model, x, wf = _patched(name)
+    with torch.no_grad():
+        mixed = wf(x, forget=MIXED)
+        alone = torch.cat([wf(x[i:i + 1], forget=MIXED[i:i + 1]) for i in range(4)])
         torch.testing.assert_close(mixed, alone, atol=1e-4, rtol=1e-4)
+        plain = model(x)
         torch.testing.assert_close(mixed[1], plain[1], atol=1e-4, rtol=1e-4)
         assert not torch.allclose(mixed[0], plain[0], atol=1e-3)
-        # the baked single-class model equals the masked forward
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_patch_baked_model_equals_the_masked_forward(name):
+    _, x, wf = _patched(name)
+    with torch.no_grad():
         for cls in (3, 9):
             baked = wfkern.bake(wf, forget=cls).eval()
             assert not any(isinstance(m, wfkern.layers.WFLayer) for m in baked.modules())
             torch.testing.assert_close(baked(x), wf(x, forget=cls), atol=1e-4, rtol=1e-4)
-        # kernels and the pure-PyTorch reference agree at model level
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_patch_kernels_match_the_reference_at_model_level(name):
+    _, x, wf = _patched(name)
+    with torch.no_grad():
+        mixed = wf(x, forget=MIXED)
         with wfkern.use_reference():
-            torch.testing.assert_close(wf(x, forget=labels), mixed, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(wf(x, forget=MIXED), mixed, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["resnet18", "vit_tiny", "vit_b_16"])
