@@ -115,6 +115,30 @@ def patch(
     Raises:
         TypeError / ValueError: bad ``num_classes`` or ``init`` (NaN/inf), an already patched model, nothing to wrap.
     """
+    init = _check_patch_args(model, num_classes, init)
+    if not inplace:
+        model = copy.deepcopy(model)
+    plan, skipped = _plan(model, include)
+    for param in model.parameters():
+        param.requires_grad_(False)
+    pairs = conv_batchnorm_pairs(model) if fold_batchnorm else {}
+    context = ForgetContext()
+    wrapped = {}
+    for name, cls in plan:
+        base = model.get_submodule(name) if name else model
+        wrapped[name] = cls(base, num_classes, context, init)
+        model = set_submodule(model, name, wrapped[name])
+    folded = []
+    for conv_name, bn_name in pairs.items():
+        if conv_name in wrapped:
+            model = set_submodule(model, bn_name, FoldedBatchNorm2d(model.get_submodule(bn_name), bn_name, context))
+            wrapped[conv_name].fold_batchnorm(bn_name)
+            folded.append((conv_name, bn_name))
+    return WFModel(model, num_classes, context, skipped, folded)
+
+
+def _check_patch_args(model: nn.Module, num_classes: int, init: float) -> float:
+    """Raise for a bad class count, gate logit or model; returns ``init`` as a float."""
     if isinstance(num_classes, bool) or not isinstance(num_classes, int):
         raise TypeError(f"wfkern.patch: num_classes must be an int, got {type(num_classes).__name__}")
     if num_classes < 1:
@@ -137,8 +161,11 @@ def patch(
     if head is not None and head[1] != num_classes:
         raise ValueError(f"wfkern.patch: num_classes must match the model's classifier head ({head[0]}: {head[1]} "
                          f"outputs), got {num_classes}; one gate row per class the model predicts")
-    if not inplace:
-        model = copy.deepcopy(model)
+    return init_value
+
+
+def _plan(model: nn.Module, include: Optional[Callable[[str, nn.Module], bool]]) -> Tuple[list, list]:
+    """([(name, WF layer class)] to wrap, [(name, reason)] skipped); raises when there is nothing to wrap."""
     plan: List[Tuple[str, type]] = []
     skipped: List[Tuple[str, str]] = []
     for name, module in model.named_modules():
@@ -156,19 +183,4 @@ def patch(
             f"wfkern.patch: model must contain an nn.Conv2d, a qkv nn.Linear or an nn.MultiheadAttention to wrap, "
             f"got none in {type(model).__name__}" + (f" (skipped: {skipped[:3]})" if skipped else "")
         )
-    for param in model.parameters():
-        param.requires_grad_(False)
-    pairs = conv_batchnorm_pairs(model) if fold_batchnorm else {}
-    context = ForgetContext()
-    wrapped = {}
-    for name, cls in plan:
-        base = model.get_submodule(name) if name else model
-        wrapped[name] = cls(base, num_classes, context, init)
-        model = set_submodule(model, name, wrapped[name])
-    folded = []
-    for conv_name, bn_name in pairs.items():
-        if conv_name in wrapped:
-            model = set_submodule(model, bn_name, FoldedBatchNorm2d(model.get_submodule(bn_name), bn_name, context))
-            wrapped[conv_name].fold_batchnorm(bn_name)
-            folded.append((conv_name, bn_name))
-    return WFModel(model, num_classes, context, skipped, folded)
+    return plan, skipped
