@@ -35,20 +35,37 @@ def check_epilogue_args(
     Returns:
         The channel dim, normalised to be non-negative.
     """
+    cd = _channel_dim(y, channel_dim)
+    _check_dtypes(y, alpha_w, labels)
+    _check_shapes(y, cd, alpha_w, labels, alpha_b, bias)
+    for t in (alpha_w, labels, alpha_b, bias):
+        if t is not None:
+            _require(t.device == y.device, f"wfkern.mask_epilogue: all tensors must be on {y.device}, got {t.device}")
+    return cd
+
+
+def _channel_dim(y: Tensor, channel_dim: int) -> int:
     dim = y.dim()
     cd = channel_dim + dim if channel_dim < 0 else channel_dim
     _require(dim >= 2 and cd in (1, dim - 1),
              "wfkern.mask_epilogue: channel_dim must be 1 or -1 for a tensor with at least 2 dims, "
              f"got channel_dim={channel_dim} for a {dim}-d tensor")
+    return cd
+
+
+def _check_dtypes(y: Tensor, alpha_w: Tensor, labels: Tensor) -> None:
     _require(y.dtype in _FLOAT_ACTIVATIONS,
              f"wfkern.mask_epilogue: y must be float32, float16, bfloat16 or float64, got {y.dtype}", TypeError)
     _require(alpha_w.dtype in (torch.float32, torch.float64),
              f"wfkern.mask_epilogue: alpha_w must be float32 or float64, got {alpha_w.dtype}", TypeError)
     _require(labels.dtype == torch.int64, f"wfkern.mask_epilogue: labels must be int64, got {labels.dtype}", TypeError)
-    channels = y.shape[cd]
+
+
+def _check_shapes(y: Tensor, cd: int, alpha_w: Tensor, labels: Tensor, alpha_b: Optional[Tensor],
+                  bias: Optional[Tensor]) -> None:
+    channels, batch = y.shape[cd], y.shape[0]
     _require(alpha_w.dim() == 2 and alpha_w.shape[1] == channels,
              f"wfkern.mask_epilogue: alpha_w must have shape (num_classes, {channels}), got {tuple(alpha_w.shape)}")
-    batch = y.shape[0]
     _require(labels.dim() in (1, 2) and labels.shape[0] == batch,
              f"wfkern.mask_epilogue: labels must have shape ({batch},) or ({batch}, K), got {tuple(labels.shape)}")
     _require((alpha_b is None) == (bias is None),
@@ -60,10 +77,6 @@ def check_epilogue_args(
                  f"got {tuple(alpha_b.shape)} {alpha_b.dtype}")
         _require(bias.dim() == 1 and bias.shape[0] == channels,
                  f"wfkern.mask_epilogue: bias must have shape ({channels},), got {tuple(bias.shape)}")
-    for t in (alpha_w, labels, alpha_b, bias):
-        if t is not None:
-            _require(t.device == y.device, f"wfkern.mask_epilogue: all tensors must be on {y.device}, got {t.device}")
-    return cd
 
 
 def check_label_values(labels: Tensor, num_classes: int, name: str = "wfkern.mask_epilogue: labels") -> None:
