@@ -61,14 +61,15 @@ def test_evaluate_class_subset():
 
 def test_select_classes():
     assert select_classes(4) == [0, 1, 2, 3]
-    sub = select_classes(1000, 10, seed=7)
-    assert sub == select_classes(1000, 10, seed=7) and len(set(sub)) == 10 and sub == sorted(sub)
-    assert sub != select_classes(1000, 10, seed=8)
+    assert select_classes(1000, 10) == [10]  # an int names a class; a count is sample=
+    sub = select_classes(1000, sample=10, seed=7)
+    assert sub == select_classes(1000, sample=10, seed=7) and len(set(sub)) == 10 and sub == sorted(sub)
+    assert sub != select_classes(1000, sample=10, seed=8)
     assert select_classes(5, [3, 1, 3]) == [1, 3]
     with pytest.raises(ValueError, match=r"wfkern.select_classes: classes must be a non-empty list"):
         select_classes(5, [5])
-    with pytest.raises(ValueError, match=r"classes must be in \[1, 5\]"):
-        select_classes(5, 6)
+    with pytest.raises(ValueError, match=r"sample must be a count in \[1, 5\]"):
+        select_classes(5, sample=6)
 
 
 def test_per_class_subset_keeps_n_per_class():

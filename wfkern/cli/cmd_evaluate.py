@@ -3,46 +3,71 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import re
 import sys
+import threading
+import time
 
 import wfkern
 from wfkern.baselines import per_class_loader, read_cost, wf_cost
-from wfkern.cli._common import (add_data_args, add_device_arg, apply_threads, check_output_dir, checkpoint_and_splits,
-                                format_table, resolve_device)
+from wfkern.cli._common import add_loader_args, with_throughput
+from wfkern.cli._common import (add_class_args, add_data_args, add_device_arg, apply_threads, check_output_dir,
+                                checkpoint_and_splits, format_table, parse_class_list, resolve_classes,
+                                resolve_device)
 from wfkern.cli.main import UserError
 from wfkern.metrics import ALL_METRICS, EvalSettings, PerClassModels, evaluate, filter_class_relations
+from wfkern.metrics.classes import format_classes
 from wfkern.metrics.evaluate import RESULTS_FILE
 from wfkern.metrics.store import atomic_write_json
 from wfkern.models import create_model
+from wfkern.reports.history import history_path, read_history
+from wfkern.reports.tables import MIA_CHANCE_MARGIN, mia_at_chance
 
-__all__ = ["add_parser", "run", "parse_classes", "wf_untrain_seconds"]
+__all__ = ["add_parser", "run", "parse_classes", "wf_untrain_seconds", "baseline_classes"]
 
-
-def parse_classes(text: str | None):
-    """``None`` -> all; ``"20"`` -> a random subset of 20; ``"0,3,5"`` -> those classes."""
-    if text is None:
-        return None
-    try:
-        if "," in text:
-            return [int(c) for c in text.split(",") if c.strip()]
-        return int(text)
-    except ValueError as e:
-        raise UserError(f"--classes must be a count or a comma-separated list of indices, got {text!r}") from e
+# Without a terminal (a log file, a pipe), progress is a plain line at most this often instead of a bar.
+PLAIN_PROGRESS_INTERVAL_S = 20.0
 
 
-def wf_untrain_seconds(filters_path: str) -> float | None:
-    """Untraining wall time of a ``wfkern unlearn`` run: the last ``seconds`` in its history.jsonl."""
-    hist = os.path.join(os.path.dirname(os.path.abspath(filters_path)), "history.jsonl")
-    if not os.path.isfile(hist):
+def parse_classes(text: str | None) -> list[int] | None:
+    """``None`` -> all; ``"3"`` -> [3] (class 3); ``"0,3,5"`` / ``"0-4"`` -> those classes. A count of random
+    classes is ``--sample-classes``, never ``--classes``."""
+    return parse_class_list(text)
+
+
+def wf_untrain_seconds(filters_path: str, run_dir: str | None = None) -> float | None:
+    """Untraining wall time of a ``wfkern unlearn`` run: the last ``seconds`` in its history.jsonl (in
+    ``run_dir``, default the folder of ``filters_path``); None without a history."""
+    run = run_dir or os.path.dirname(os.path.abspath(filters_path))
+    if not history_path(run).is_file():
         return None
     seconds = None
-    with open(hist, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                seconds = json.loads(line).get("seconds", seconds)
+    for rec in read_history(run, keys=None):
+        seconds = rec.get("seconds", seconds)
     return seconds
+
+
+def baseline_classes(baseline_dir: str, cost: dict) -> list[int]:
+    """The classes a ``wfkern baseline`` folder holds a model for: those its cost.json records (``classes``, or
+    its ``per_class`` keys) whose checkpoint ``models/class_<c>.safetensors`` exists."""
+    have = set()
+    models = os.path.join(baseline_dir, "models")
+    if os.path.isdir(models):
+        for name in os.listdir(models):
+            m = re.fullmatch(r"class_(\d+)\.safetensors", name)
+            if m:
+                have.add(int(m.group(1)))
+    recorded = cost.get("classes")
+    if not isinstance(recorded, list):
+        recorded = list((cost.get("per_class") or {}).keys())
+    ran = set()
+    for c in recorded:
+        try:
+            ran.add(int(c))
+        except (TypeError, ValueError):
+            continue
+    return sorted(ran & have if ran else have)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -58,9 +83,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     what.add_argument("--original", action="store_true", help="evaluate the original model itself")
     p.add_argument("--out", required=True, help="results folder (results.json, classes/)")
     p.add_argument("--method-name", default=None, help="name in the report (default: wfnet / the baseline's method / original)")
-    p.add_argument("--classes", default=None,
-                   help="N (a seeded random subset of N classes) or a list like 0,3,5 (one class: 3,); default all")
-    p.add_argument("--classes-seed", type=int, default=0, help="seed of the random subset of --classes N")
+    add_class_args(p, all_means="all classes; with --baseline-dir, the classes the baseline ran")
+    p.add_argument("--run-dir", default=None,
+                   help="with --filters: the `wfkern unlearn` folder whose history.jsonl gives the untraining time "
+                        "and the report's untraining curve (default: the folder of --filters)")
     p.add_argument("--metrics", default=None, help=f"comma list from {','.join(ALL_METRICS)} (default: all that apply)")
     d = EvalSettings()
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the evaluation (per-class seeds derive from it)")
@@ -81,7 +107,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     add_data_args(p, dataset_default=None)
     add_device_arg(p)
-    p.set_defaults(run=run)
+    add_loader_args(p)
+    p.set_defaults(run=with_throughput(run))
 
 
 def _settings(args) -> EvalSettings:
@@ -94,31 +121,139 @@ def _settings(args) -> EvalSettings:
                         rt_target=args.rt_target, insdel_steps=args.insdel_steps, test_per_class=args.test_per_class)
 
 
+def _run_dir(args) -> str | None:
+    """The unlearn run folder of --filters: --run-dir (checked), else the filters' folder when it holds a history."""
+    if args.run_dir is not None:
+        if not args.filters:
+            raise UserError(f"--run-dir must go with --filters (it is the `wfkern unlearn` folder of those filters), "
+                            f"got {args.run_dir!r} without --filters")
+        if not history_path(args.run_dir).is_file():
+            raise UserError(f"--run-dir must be a `wfkern unlearn` folder with history.jsonl, got {args.run_dir!r}")
+        return args.run_dir
+    if args.filters:
+        folder = os.path.dirname(os.path.abspath(args.filters))
+        return folder if history_path(folder).is_file() else None
+    return None
+
+
 def _model_under_test(args, model, config, device):
-    """(what to evaluate, method name, cost record or None, WF model or None)."""
+    """(what to evaluate, method name, cost record or None, WF model or None, the classes available or None
+    for all, how to name them)."""
     if args.original:
-        return model, args.method_name or "original", None, None
+        return model, args.method_name or "original", None, None, None, ""
     if args.filters:
         if not os.path.isfile(args.filters):
             raise UserError(f"--filters must be an existing file, got {args.filters!r}")
         wf = wfkern.patch(model, num_classes=config.num_classes)
         wfkern.load_filters(wf, args.filters)
-        seconds = wf_untrain_seconds(args.filters)
+        layers = list(wf.wf_layers())
+        if args.relations_layer is not None and args.relations_layer not in layers:  # before the evaluation runs
+            shown = ", ".join(layers[:8]) + (", ..." if len(layers) > 8 else "")
+            raise UserError(f"--relations-layer must be a WF layer of the model ({shown}), "
+                            f"got {args.relations_layer!r}")
+        seconds = wf_untrain_seconds(args.filters, _run_dir(args))
         cost = wf_cost(args.filters, seconds, config.num_classes) if seconds is not None else None
-        return wf, args.method_name or "wfnet", cost, wf
+        return wf, args.method_name or "wfnet", cost, wf, None, ""
     if not os.path.isdir(args.baseline_dir):
         raise UserError(f"--baseline-dir must be a folder written by `wfkern baseline`, got {args.baseline_dir!r}")
     cost = read_cost(args.baseline_dir)
     if cost is None:
         raise UserError(f"--baseline-dir must hold cost.json (a finished `wfkern baseline` run), got none in "
                         f"{args.baseline_dir!r}")
+    ran = baseline_classes(args.baseline_dir, cost)
+    if not ran:
+        raise UserError(f"--baseline-dir must hold a model for at least one class (models/class_<c>.safetensors "
+                        f"recorded in cost.json), got none in {args.baseline_dir!r}")
 
     def build():
         return create_model(config.model, config.num_classes, config.in_chans, config.image_size, **config.model_kwargs)
 
     method = args.method_name or cost["method"]
     um = PerClassModels(model, per_class_loader(args.baseline_dir, build), num_classes=config.num_classes, method=method)
-    return um, method, cost, None
+    return um, method, cost, None, ran, f"the classes the baseline in {args.baseline_dir!r} ran"
+
+
+def _relations(wf, layer: str | None, top_k: int, classes: list[int]) -> dict:
+    """Filter-class relations for the report: --relations-layer, else the deepest WF layer where some filter is
+    in the top-k of two classes (the deepest layer itself when none is; the figure then says so)."""
+    if layer is not None:
+        return filter_class_relations(wf, layer, top_k=top_k, classes=classes)
+    deepest = filter_class_relations(wf, None, top_k=top_k, classes=classes)
+    if deepest["filters"] or len(classes) < 2:
+        return deepest
+    for name in reversed(list(wf.wf_layers())[:-1]):
+        rel = filter_class_relations(wf, name, top_k=top_k, classes=classes)
+        if rel["filters"]:
+            rel["layer_note"] = (f"The deepest WF layer, {deepest['layer']}, has no filter in the top {top_k} of two "
+                                 f"classes; {name} is the deepest layer that has.")
+            return rel
+    deepest["layer_note"] = f"No WF layer has a filter in the top {top_k} of two classes."
+    return deepest
+
+
+class _PlainProgress:
+    """Without a terminal: a plain line per finished class, at most every ``PLAIN_PROGRESS_INTERVAL_S`` (read from
+    the per-class result files the evaluation writes as it goes), instead of bars with escape codes."""
+
+    def __init__(self, out: str, classes: list[int], method: str) -> None:
+        self.files = [os.path.join(out, "classes", f"class_{c:05d}.json") for c in classes]
+        self.method, self.t0, self.last = method, time.monotonic(), -1.0
+        self.which = f" (classes {format_classes(classes)})"  # said once, with the first line
+        self.stop = threading.Event()
+        self.done0 = self.shown = self._done()
+        self.thread = threading.Thread(target=self._watch, name="wfkern-evaluate-progress", daemon=True)
+        self.thread.start()
+
+    def _done(self) -> int:
+        return sum(os.path.isfile(f) for f in self.files)
+
+    def _line(self, done: int) -> None:
+        now = time.monotonic()
+        self.shown, self.last = done, now
+        el, new, rest = now - self.t0, done - self.done0, len(self.files) - done
+        left = f", ~{_clock(el / new * rest)} left" if new > 0 and rest > 0 else ""
+        print(f"evaluate {self.method}: {done}/{len(self.files)} classes done{self.which}, {_clock(el)} "
+              f"elapsed{left}", file=sys.stderr, flush=True)
+        self.which = ""
+
+    def _watch(self) -> None:
+        while not self.stop.wait(1.0):
+            done = self._done()
+            if done != self.shown and time.monotonic() - self.last >= PLAIN_PROGRESS_INTERVAL_S:
+                self._line(done)
+
+    def close(self) -> None:
+        """Stop watching; a last line when classes finished since the last one."""
+        self.stop.set()
+        self.thread.join(timeout=5)
+        done = self._done()
+        if done != self.shown:
+            self._line(done)
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def _isatty(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def _mia_line(s: dict) -> str | None:
+    """The console's words on membership inference: the attacker's accuracy, and whether MIA can be read."""
+    if s.get("mia") is None or s.get("attack_acc") is None:
+        return None
+    att = 100 * s["attack_acc"]
+    if mia_at_chance(s["attack_acc"]):
+        return (f"MIA {100 * s['mia']:.1f}% says nothing: the attacker is at chance ({att:.1f}% accuracy; 50% is a "
+                f"coin flip, at most {50 + 100 * MIA_CHANCE_MARGIN:.0f}% counts as chance), so it cannot tell "
+                "members from non-members.")
+    return f"MIA {100 * s['mia']:.1f}% with the attacker at {att:.1f}% accuracy (chance is 50%): MIA can be read."
 
 
 def run(args: argparse.Namespace) -> int:
@@ -126,30 +261,59 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--checkpoint must be an existing file, got {args.checkpoint!r}")
     if args.filters is not None and not os.path.isfile(args.filters):
         raise UserError(f"--filters must be an existing file, got {args.filters!r}")
+    parse_class_list(args.classes)  # the syntax of --classes, before any work (the range needs the model)
+    if args.sample_classes is not None and args.sample_classes < 1:
+        raise UserError(f"--sample-classes must be a count >= 1, got {args.sample_classes}")
+    run_dir = _run_dir(args)
     apply_threads(args)
     device = resolve_device(args.device)
     check_output_dir(args.out, "--out", files=(RESULTS_FILE, "eval_config.json"), dirs=("classes",))
     model, config, (train, test) = checkpoint_and_splits(args, device, ("train", "test"))
-    what, method, cost, wf = _model_under_test(args, model, config, device)
+    what, method, cost, wf, pool, pool_what = _model_under_test(args, model, config, device)
+    fix = ("; run `wfkern baseline` for those classes first, or leave --classes out" if pool is not None else "")
+    classes = resolve_classes(args, config.num_classes, pool=pool, pool_what=pool_what, pool_fix=fix)
     names = list(getattr(test, "info", None).class_names) if getattr(test, "info", None) else None
-    res = evaluate(what, test, train_data=train, num_classes=config.num_classes, classes=parse_classes(args.classes),
-                   classes_seed=args.classes_seed, class_names=names, out_dir=args.out, resume=not args.no_resume,
-                   progress=not args.no_progress, settings=_settings(args))
+    bars = not args.no_progress and _isatty(sys.stderr)
+    plain = _PlainProgress(args.out, classes, method) if not args.no_progress and not bars else None
+    try:
+        res = evaluate(what, test, train_data=train, num_classes=config.num_classes, classes=classes,
+                       class_names=names, out_dir=args.out, resume=not args.no_resume, progress=bars,
+                       settings=_settings(args))
+    finally:
+        if plain is not None:
+            plain.close()
     res["method"] = method
     res["dataset"], res["model"] = args.dataset or config.dataset, config.model
+    if args.classes is None and args.sample_classes is None:
+        res["classes_from"] = "baseline" if pool is not None else "all"
+    else:
+        res["classes_from"] = {"classes": args.classes, "sample_classes": args.sample_classes,
+                               "sample_seed": args.sample_seed}
     if cost is not None:
         res["cost"] = cost
     if wf is not None:
-        res["relations"] = filter_class_relations(wf, args.relations_layer, top_k=args.relations_top_k,
-                                                  classes=res["classes"])
+        res["relations"] = _relations(wf, args.relations_layer, args.relations_top_k, res["classes"])
+    if run_dir is not None:  # the untraining curve travels with the results (the report needs no other file)
+        res["unlearn_run_dir"] = os.path.abspath(run_dir)
+        res["unlearn_history"] = read_history(run_dir)
     atomic_write_json(os.path.join(args.out, RESULTS_FILE), res)
     s = res["summary"]
     pct = lambda v: "-" if v is None else 100 * v  # noqa: E731
     rows = [[method, pct(s["acc_r"]), pct(s["acc_f"]), pct(s["zrf"]),
-             "-" if s["rt"] is None else f"{s['rt']:.1f} ({s['rt_capped']})", pct(s["mia"]),
+             "-" if s["rt"] is None else f"{s['rt']:.1f} ({s['rt_capped']})", pct(s["mia"]), pct(s["attack_acc"]),
              "-" if s["insertion_auc"] is None else f"{s['insertion_auc']:.2f}",
              "-" if s["deletion_auc"] is None else f"{s['deletion_auc']:.2f}"]]
-    print(format_table(["method", "Acc_r %", "Acc_f %", "ZRF", "RT (capped)", "MIA %", "Ins", "Del"], rows,
-                       floatfmt="{:.1f}"))
-    print(f"{len(res['classes'])} classes evaluated -> {os.path.join(args.out, 'results.json')}", file=sys.stdout)
+    print(format_table(["method", "Acc_r %", "Acc_f %", "ZRF", "RT (capped)", "MIA %", "attack acc %", "Ins", "Del"],
+                       rows, floatfmt="{:.1f}"))
+    mia = _mia_line(s)
+    if mia:
+        print(mia)
+    which = format_classes(res["classes"], names)
+    if pool is not None and args.classes is None and args.sample_classes is None:
+        which += "; the classes the baseline ran"
+    elif args.sample_classes is not None:
+        which += f"; {args.sample_classes} drawn at random with seed {args.sample_seed}"
+    n = len(res["classes"])
+    print(f"{n} class{'es' if n != 1 else ''} evaluated ({which}) -> {os.path.join(args.out, 'results.json')}",
+          file=sys.stdout)
     return 0

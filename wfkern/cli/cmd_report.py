@@ -5,23 +5,80 @@ from __future__ import annotations
 import argparse
 import os
 
-from wfkern.cli._common import check_output_dir
+from wfkern.cli._common import _blocking_ancestor, _check_target_file, _probe_writable
 from wfkern.cli.main import UserError
-from wfkern.reports import load_results, table1, to_markdown, write_report
+from wfkern.reports import align_classes, gap_table, load_results, mia_verdict, read_history, table1, to_markdown
+from wfkern.reports import write_report
 from wfkern.reports.report import report_files
+from wfkern.reports.tables import method_label, ordered, reference_method
 
 __all__ = ["add_parser", "run"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="write the Markdown/HTML report and figures from evaluation results",
-                       description="Collect `wfkern evaluate` results (one per method) into Table 1 (Acc_r, Acc_f, "
-                                   "ZRF, RT, MIA, cost), Table 2 (insertion/deletion), a per-class table and PNG "
-                                   "figures; the HTML embeds the figures.")
+                       description="Collect `wfkern evaluate` results (one per method, any method name) into Table 1 "
+                                   "(Acc_r, Acc_f, ZRF, RT, MIA with the attacker's accuracy, cost), the gap to "
+                                   "retraining (when a retrain result is given), Table 2 (insertion/deletion), a "
+                                   "per-class table and PNG figures (the untraining curve among them); the HTML "
+                                   "embeds the figures. Methods evaluated on different classes are compared on "
+                                   "the classes they share. A failed report leaves no folder behind.")
     p.add_argument("results", nargs="+", help="results.json files or folders holding one (one per method)")
     p.add_argument("--out", required=True, help="report folder (report.md, report.html, *.png)")
     p.add_argument("--title", default="wfkern unlearning report", help="heading of the report")
+    p.add_argument("--reference", default=None, metavar="METHOD",
+                   help="the retrained-from-scratch method the gap table measures to (default: 'retrain' when "
+                        "given, else no gap table)")
+    p.add_argument("--run-dir", action="append", default=None, metavar="[METHOD=]DIR",
+                   help="the `wfkern unlearn` folder (history.jsonl) of a method, for its untraining curve; "
+                        "repeatable (default: the folder `wfkern evaluate --filters` recorded)")
     p.set_defaults(run=run)
+
+
+def _check_out(path: str, files: list[str]) -> None:
+    """--out can take the report: the checks of ``check_output_dir``, creating nothing (a failed report must
+    leave no folder behind)."""
+    if not path:
+        raise UserError("--out must be a directory path, got an empty string")
+    full = os.path.abspath(path)
+    if os.path.exists(full) and not os.path.isdir(full):
+        raise UserError(f"--out must be a directory, got {path!r}, which is a file")
+    blocker = _blocking_ancestor(full)
+    if blocker is not None:
+        raise UserError(f"--out must be a writable directory, got {path!r}, but {blocker} is a file")
+    existing = full
+    while not os.path.isdir(existing):
+        existing = os.path.dirname(existing)
+    why = _probe_writable(existing)
+    if why is not None:
+        raise UserError(f"--out must be a writable directory, got {path!r} (creating a file in {existing} fails: "
+                        f"{why})")
+    for name in files:
+        _check_target_file(os.path.join(full, name), "--out", os.path.join(path, name))
+
+
+def _attach_runs(results: dict, specs: list[str] | None) -> None:
+    """--run-dir [METHOD=]DIR: read each run's history.jsonl into its method's result."""
+    for spec in specs or []:
+        method, sep, folder = spec.partition("=")
+        if not sep or (method not in results and os.path.isdir(spec)):
+            method, folder = None, spec
+        if method is None:
+            wf = [m for m in ordered(results) if results[m]["summary"].get("insertion_auc") is not None
+                  or (results[m].get("cost") or {}).get("method") == "wfnet"]
+            if len(wf) != 1:
+                raise UserError(f"--run-dir must name its method as METHOD=DIR when the results do not hold exactly "
+                                f"one WF-Net result, got {spec!r} for methods {ordered(results)}")
+            method = wf[0]
+        if method not in results:
+            raise UserError(f"--run-dir must name one of the methods {ordered(results)}, got {method!r}")
+        try:
+            history = read_history(folder)
+        except FileNotFoundError:
+            raise UserError(f"--run-dir must be a `wfkern unlearn` folder with history.jsonl, got {folder!r}") from None
+        if not history:
+            raise UserError(f"--run-dir must hold at least one validation record, got an empty history in {folder!r}")
+        results[method] = {**results[method], "unlearn_history": history, "unlearn_run_dir": os.path.abspath(folder)}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,8 +91,25 @@ def run(args: argparse.Namespace) -> int:
         if method in results:
             raise UserError(f"results must hold one run per method, got {method!r} twice ({path!r})")
         results[method] = res
-    check_output_dir(args.out, "--out", files=tuple(report_files(results)))  # before any figure is drawn
-    paths = write_report(results, args.out, title=args.title)
-    print(to_markdown(table1(results)))
+    if args.reference is not None and args.reference not in results:
+        raise UserError(f"--reference must be one of the methods given {ordered(results)}, got {args.reference!r}")
+    _attach_runs(results, args.run_dir)
+    try:
+        aligned, _, class_note = align_classes(results)
+    except ValueError as e:  # no class in common: say which each method evaluated
+        raise UserError(str(e).split(": ", 1)[1]) from None
+    ref = reference_method(aligned, args.reference)
+    _check_out(args.out, report_files(aligned))  # before any figure is drawn
+    paths = write_report(results, args.out, title=args.title, reference=ref)
+    if class_note:
+        print(class_note)
+    print(to_markdown(table1(aligned)))
+    verdict = mia_verdict(aligned)
+    if verdict:
+        print(verdict)
+    if ref is not None:
+        print(f"\nGap to retraining (|method − {method_label(ref, aligned[ref]).strip('*')}|, percentage points; "
+              "lower is closer):")
+        print(to_markdown(gap_table(aligned, ref)))
     print(f"report -> {paths['markdown']} and {paths['html']} ({len(paths['figures'])} figures)")
     return 0

@@ -13,9 +13,10 @@ import numpy as np  # noqa: E402
 
 from wfkern._atomic import atomic_write  # noqa: E402
 
-from .tables import METHOD_LABELS, ordered  # noqa: E402
+from .tables import method_label, ordered  # noqa: E402
 
-__all__ = ["plot_per_class_accuracy", "plot_insertion_deletion", "plot_relations"]
+__all__ = ["plot_per_class_accuracy", "plot_insertion_deletion", "plot_relations", "plot_untraining",
+           "RELATIONS_EXPLANATION", "relations_explanation"]
 
 
 def _row(result: dict, c: int) -> dict:
@@ -23,13 +24,13 @@ def _row(result: dict, c: int) -> dict:
     return pc[c] if c in pc else pc[str(c)]
 
 
-def _names(result: dict) -> list[str]:
+def _names(result: dict, classes: Optional[Sequence[int]] = None) -> list[str]:
     names = result.get("class_names") or []
-    return [names[c] if c < len(names) else str(c) for c in result["classes"]]
+    return [names[c] if c < len(names) else str(c) for c in (result["classes"] if classes is None else classes)]
 
 
-def _label(method: str) -> str:
-    return METHOD_LABELS.get(method, method).strip("*")
+def _label(method: str, result: Optional[dict] = None) -> str:
+    return method_label(method, result).strip("*")
 
 
 def _save(fig, path: Path) -> Path:
@@ -50,13 +51,15 @@ def plot_per_class_accuracy(results: dict, path: str | Path) -> Path:
         path: the PNG to write.
     """
     methods = [m for m in ordered(results) if m != "original"] or ordered(results)
-    first = results[methods[0]]
-    n = len(first["classes"])
+    # One x position per class any method evaluated (a method without a class leaves a gap, never a crash).
+    classes = sorted({int(c) for m in methods for c in results[m]["classes"]})
+    pos = {c: i for i, c in enumerate(classes)}
+    n = len(classes)
     fig, axes = plt.subplots(len(methods), 1, figsize=(max(6.0, 0.55 * n + 2.5), 2.6 * len(methods) + 0.6),
                              squeeze=False, sharex=True)
-    x = np.arange(n)
     for ax, m in zip(axes[:, 0], methods):
         res = results[m]
+        x = np.asarray([pos[int(c)] for c in res["classes"]], dtype=float)
         rows = [_row(res, c) for c in res["classes"]]
         acc_r = [100 * (r.get("acc_r") or 0) for r in rows]
         acc_f = [100 * (r.get("acc_f") or 0) for r in rows]
@@ -68,9 +71,11 @@ def plot_per_class_accuracy(results: dict, path: str | Path) -> Path:
                 label="original model, this class")
         ax.set_ylim(0, 105)
         ax.set_ylabel("test accuracy (%)")
-        ax.set_title(f"{_label(m)}: accuracy with each class forgotten")
+        ax.set_title(f"{_label(m, res)}: accuracy with each class forgotten")
         ax.grid(axis="y", alpha=0.3)
-    axes[-1, 0].set_xticks(x, _names(first), rotation=45 if n > 12 else 0, ha="right" if n > 12 else "center")
+    named = next((results[m] for m in methods if results[m].get("class_names")), results[methods[0]])
+    axes[-1, 0].set_xticks(np.arange(n), _names(named, classes), rotation=45 if n > 12 else 0,
+                           ha="right" if n > 12 else "center")
     axes[-1, 0].set_xlabel("forgotten class")
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncol=3, fontsize=8, frameon=False, bbox_to_anchor=(0.5, 1.0))
@@ -110,12 +115,36 @@ def plot_insertion_deletion(result: dict, path: str | Path, method: str = "wfnet
         ax.set_xlim(0, 1)
     axes[0].set_ylabel("true-class confidence / original model's")
     axes[1].legend(fontsize=7, loc="upper right", ncol=2)
-    fig.suptitle(f"{_label(method)}: insertion and deletion on the alpha masks", fontsize=11)
+    fig.suptitle(f"{_label(method, result)}: insertion and deletion on the alpha masks", fontsize=11)
     return _save(fig, Path(path))
+
+
+RELATIONS_EXPLANATION = (
+    "Each row is a forgotten class; each column a filter of layer {layer} that is in the top {k} of at least {m} "
+    "classes, ranked by relevance 1 − σ(α) (how far forgetting the class closes the filter's gate); a coloured "
+    "cell means the filter is in that row's top {k}. Shared filters are features the classes have in common.")
+
+
+def relations_explanation(relations: dict) -> str:
+    """The one-line explanation of the filter–class figure for these relations (layer, k, sharing threshold),
+    with what it found: how many filters are shared, or that none is."""
+    k, m = relations.get("top_k", 10), relations.get("min_classes", 2)
+    text = RELATIONS_EXPLANATION.format(layer=relations["layer"], k=k, m=m)
+    n = len(relations["filters"])
+    if n == 0:
+        text += f" Here no filter is in the top {k} of {m} classes in this layer: every class relies on its own."
+    else:
+        text += f" Here {n} filter{'s are' if n != 1 else ' is'} shared."
+    note = relations.get("layer_note")
+    return f"{text} {note}" if note else text
 
 
 def plot_relations(relations: dict, path: str | Path, class_names: Optional[Sequence[str]] = None) -> Path:
     """Classes x shared filters: relevance ``1 - sigmoid(alpha)`` where the filter is in the class's top-k.
+
+    Cells of filters outside a class's top-k are light grey (not blank), every row says how many of the shown
+    filters are in its top-k, and when no filter is shared the figure says so in words and lists each class's
+    own top filters instead of drawing an empty grid.
 
     Args:
         relations: ``wfkern.metrics.filter_class_relations`` output.
@@ -123,27 +152,90 @@ def plot_relations(relations: dict, path: str | Path, class_names: Optional[Sequ
         class_names: names by class index.
     """
     classes, filters = relations["classes"], relations["filters"]
+    k, min_classes, layer = relations.get("top_k", 10), relations.get("min_classes", 2), relations["layer"]
     names = [class_names[c] if class_names and c < len(class_names) else str(c) for c in classes]
     member = np.asarray(relations["member"], dtype=bool).reshape(len(classes), len(filters))
     rel = np.asarray(relations["relevance"], dtype=float).reshape(len(classes), len(filters))
-    grid = np.where(member, rel, np.nan)
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.32 * len(filters) + 2.5), max(3.0, 0.35 * len(classes) + 1.5)))
-    if filters:
-        vmax = float(np.nanmax(grid)) if np.isfinite(grid).any() else 1.0
-        im = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0.0, vmax=max(vmax, 1e-6), interpolation="nearest")
-        fig.colorbar(im, ax=ax, label="relevance 1 − σ(α) (blank: not in the class's top filters)")
-        ax.set_xticks(range(len(filters)), [f"#{j}" for j in filters], rotation=90, fontsize=7)
-        ax.set_xticks(np.arange(-0.5, len(filters), 1), minor=True)
-        ax.set_yticks(np.arange(-0.5, len(classes), 1), minor=True)
-        ax.grid(which="minor", color="#dddddd", lw=0.5)
-        ax.tick_params(which="minor", length=0)
-    else:
-        ax.text(0.5, 0.5, "no filter is in the top list of two classes", ha="center", va="center",
+    if not filters:
+        top = relations.get("top") or {}
+        lines = [f"No filter is in the top-{k} of {min_classes} classes in layer {layer}:",
+                 "every class relies on its own filters. Each class's top filters:", ""]
+        for c, name in zip(classes, names):
+            own = top.get(c, top.get(str(c)))
+            lines.append(f"class {name}: " + (" ".join(f"#{j}" for j in own) if own else "–"))
+        shown = lines[:3 + 24] + ([f"… ({len(classes) - 24} more classes)"] if len(classes) > 24 else [])
+        fig, ax = plt.subplots(figsize=(7.5, 0.26 * len(shown) + 0.9))
+        ax.axis("off")
+        ax.text(0.0, 1.0, "\n".join(shown), ha="left", va="top", family="monospace", fontsize=8,
                 transform=ax.transAxes)
-        ax.set_xticks([])
-    ax.set_yticks(range(len(classes)), names)
-    ax.set_xlabel(f"filter (output channel) of layer {relations['layer']}")
-    ax.set_ylabel("class")
-    ax.set_title(f"Filter–class relations: top-{relations.get('top_k', 10)} filters per class, "
-                 f"those shared by ≥ {relations.get('min_classes', 2)} classes", fontsize=10)
+        ax.set_title(f"Filter–class relations, layer {layer}: no shared filter", fontsize=10, loc="left")
+        return _save(fig, Path(path))
+    grid = np.where(member, rel, np.nan)
+    fig, ax = plt.subplots(figsize=(max(5.5, 0.32 * len(filters) + 3.5), max(3.0, 0.35 * len(classes) + 1.8)))
+    vmax = float(np.nanmax(grid)) if np.isfinite(grid).any() else 1.0
+    # not in this class's top filters: grey, so a sparse row does not look empty
+    cmap = plt.get_cmap("viridis").with_extremes(bad="#eeeeee")
+    im = ax.imshow(np.ma.masked_invalid(grid), aspect="auto", cmap=cmap, vmin=0.0, vmax=max(vmax, 1e-6),
+                   interpolation="nearest")
+    fig.colorbar(im, ax=ax, label=f"relevance 1 − σ(α)\n(grey: not in the class's top {k})")
+    ax.set_xticks(range(len(filters)), [f"#{j}" for j in filters], rotation=90, fontsize=7)
+    ax.set_xticks(np.arange(-0.5, len(filters), 1), minor=True)
+    ax.set_yticks(np.arange(-0.5, len(classes), 1), minor=True)
+    ax.grid(which="minor", color="#ffffff", lw=0.8)
+    ax.tick_params(which="minor", length=0)
+    counts = member.sum(axis=1)
+    ax.set_yticks(range(len(classes)), [f"{nm}  ({int(n)} shared)" for nm, n in zip(names, counts)], fontsize=8)
+    ax.set_xlabel(f"filter (output channel) of layer {layer}")
+    ax.set_ylabel("forgotten class")
+    ax.set_title(f"Filter–class relations, layer {layer}: filters in the top-{k} of ≥ {min_classes} classes\n"
+                 f"(a coloured cell: the filter is among the {k} the class relies on most)", fontsize=9)
+    return _save(fig, Path(path))
+
+
+def plot_untraining(history: Sequence[dict], path: str | Path, method: str = "wfnet") -> Path:
+    """The untraining curve of a ``wfkern unlearn`` run from its ``history.jsonl`` records.
+
+    Left: validation accuracy on retained classes (Acc_r) and on the forgotten class (Acc_f), in %; right: the
+    validation objective (Eq. 3) and the running training loss; both against optimiser steps, the best
+    validation (the filters kept) marked.
+
+    Args:
+        history: the records (``step``, ``val_acc_r``, ``val_acc_f``, ``val_objective``, ``train_loss``, ``best``).
+        path: the PNG to write.
+        method: name for the title.
+    """
+    rows = sorted((r for r in history if isinstance(r.get("step"), (int, float))), key=lambda r: r["step"])
+    if not rows:
+        raise ValueError(f"wfkern.plot_untraining: history must hold validation records with a step, got none for "
+                         f"{method!r}")
+    steps = np.asarray([r["step"] for r in rows], dtype=float)
+
+    def series(key: str, scale: float = 1.0) -> np.ndarray:
+        return np.asarray([np.nan if r.get(key) is None else scale * float(r[key]) for r in rows], dtype=float)
+
+    obj = series("val_objective")
+    best_i = int(np.nanargmin(obj)) if np.isfinite(obj).any() else None
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10.5, 3.8))
+    a1.plot(steps, series("val_acc_r", 100), "o-", ms=3, color="#4C72B0", label="Acc_r (retained classes)")
+    a1.plot(steps, series("val_acc_f", 100), "o-", ms=3, color="#DD8452", label="Acc_f (forgotten class)")
+    a1.set_ylim(-3, 103)
+    a1.set_ylabel("validation accuracy (%)")
+    a1.set_title("Accuracy under each sample's forget mask", fontsize=10)
+    a2.plot(steps, obj, "o-", ms=3, color="#55A868", label="validation objective")
+    loss = series("train_loss")
+    if np.isfinite(loss).any():
+        a2.plot(steps, loss, "-", color="#8172B2", alpha=0.8, label="training loss (running mean)")
+    finite = np.concatenate([obj[np.isfinite(obj)], loss[np.isfinite(loss)]])
+    if finite.size and finite.min() > 0 and finite.max() / finite.min() > 50:
+        a2.set_yscale("log")
+    a2.set_ylabel("objective (Eq. 3)")
+    a2.set_title("Objective", fontsize=10)
+    for ax in (a1, a2):
+        if best_i is not None:
+            ax.axvline(steps[best_i], color="k", ls="--", lw=1, label=f"best (step {int(steps[best_i])}): kept")
+        ax.set_xlabel("optimiser step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle(f"{_label(method)}: untraining curve ({len(rows)} validations)", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     return _save(fig, Path(path))
