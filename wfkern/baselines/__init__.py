@@ -1,10 +1,14 @@
-"""Single-class unlearning baselines (SPEC.md §4) and the cost record (wall time, storage) of every method."""
+"""Single-class unlearning baselines (SPEC.md §4, plus FT, SSD and SalUn) and the cost record (wall time, storage) of
+every method."""
 
 from .checkpoints import class_checkpoint, load_state, per_class_loader, save_state
-from .runner import BASELINES, COST_FILE, read_cost, run_baseline, wf_cost
-from .single_class import neg_grad, random_labels, retrain, subset_of
+from .runner import BASELINES, COST_FILE, baseline_setting_problem, read_cost, run_baseline, wf_cost
+from .salun import saliency_mask, salun
+from .single_class import fine_tune, neg_grad, random_labels, retrain, subset_of
+from .ssd import default_alpha, fisher_diagonal, ssd, ssd_dampen
 
 __all__ = [
-    "BASELINES", "COST_FILE", "class_checkpoint", "load_state", "neg_grad", "per_class_loader", "random_labels",
-    "read_cost", "retrain", "run_baseline", "save_state", "subset_of", "wf_cost",
+    "BASELINES", "COST_FILE", "baseline_setting_problem", "class_checkpoint", "default_alpha", "fine_tune",
+    "fisher_diagonal", "load_state", "neg_grad", "per_class_loader", "random_labels", "read_cost", "retrain",
+    "run_baseline", "saliency_mask", "salun", "save_state", "ssd", "ssd_dampen", "subset_of", "wf_cost",
 ]

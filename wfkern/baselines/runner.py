@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import json
+import math
 import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -14,12 +16,63 @@ from tqdm.auto import tqdm
 from wfkern.metrics.store import atomic_write_json
 
 from .checkpoints import class_checkpoint, save_state
-from .single_class import neg_grad, random_labels, retrain
+from .salun import salun
+from .single_class import fine_tune, neg_grad, random_labels, retrain
+from .ssd import ssd
 
-__all__ = ["BASELINES", "run_baseline", "wf_cost", "read_cost", "COST_FILE"]
+__all__ = ["BASELINES", "run_baseline", "wf_cost", "read_cost", "COST_FILE", "baseline_setting_problem"]
 
-BASELINES = ("retrain", "random-labels", "neg-grad")
+BASELINES = ("retrain", "random-labels", "neg-grad", "ft", "ssd", "salun")
 COST_FILE = "cost.json"
+
+
+_METHODS = {"random-labels": random_labels, "neg-grad": neg_grad, "ft": fine_tune, "ssd": ssd, "salun": salun}
+_SET_BY_RUNNER = ("original", "train_data", "c", "num_classes", "seed", "device", "progress")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# option -> (test, what it must be); shared by run_baseline and `wfkern baseline` (which names the flag)
+_RULES = {
+    "epochs": (lambda v: _is_int(v) and v >= 1, "be an integer >= 1"),
+    "max_epochs": (lambda v: _is_int(v) and v >= 1, "be an integer >= 1"),
+    "batch_size": (lambda v: _is_int(v) and v >= 1, "be an integer >= 1"),
+    "lr": (lambda v: _is_real(v) and v > 0, "be a finite number > 0"),
+    "retain_ratio": (lambda v: v is None or (_is_real(v) and v >= 0), "be a finite number >= 0"),
+    "alpha": (lambda v: v is None or (_is_real(v) and v >= 0), "be a finite number >= 0"),
+    "lam": (lambda v: _is_real(v) and v >= 0, "be a finite number >= 0"),
+    "fraction": (lambda v: _is_real(v) and 0 <= v <= 1, "be a number in [0, 1]"),
+    "momentum": (lambda v: _is_real(v) and 0 <= v < 1, "be a number in [0, 1)"),
+    "weight_decay": (lambda v: _is_real(v) and v >= 0, "be a finite number >= 0"),
+    "stop_acc": (lambda v: _is_real(v) and 0 <= v <= 1, "be a number in [0, 1]"),
+}
+
+
+def baseline_setting_problem(name: str, value) -> Optional[str]:
+    """What option ``name`` of a fine-tuning / dampening baseline must be when ``value`` is not valid, else None."""
+    rule = _RULES.get(name)
+    if rule is None or rule[0](value):
+        return None
+    return rule[1]
+
+
+def _check_method_kwargs(method: str, kwargs: dict) -> None:
+    if method == "retrain":  # train_model checks its own settings
+        return
+    accepted = [n for n in inspect.signature(_METHODS[method]).parameters if n not in _SET_BY_RUNNER]
+    for name, value in kwargs.items():
+        if name not in accepted:
+            raise ValueError(f"wfkern.run_baseline: method_kwargs of {method!r} must be drawn from {accepted}, "
+                             f"got {name!r}")
+        problem = baseline_setting_problem(name, value)
+        if problem is not None:
+            raise ValueError(f"wfkern.run_baseline: {name} must {problem}, got {value!r}")
 
 
 def _unlearn_one(method: str, c: int, original, model_fn, train_data, val_data, num_classes, seed, kwargs, progress,
@@ -30,10 +83,11 @@ def _unlearn_one(method: str, c: int, original, model_fn, train_data, val_data, 
         if device is not None:
             kwargs["device"] = device
         return retrain(model_fn, train_data, c, val_data=val_data, seed=seed, **kwargs)
-    if method == "random-labels":
-        return random_labels(original, train_data, c, num_classes=num_classes, seed=seed, progress=progress,
-                             device=device, **kwargs)
-    return neg_grad(original, train_data, c, seed=seed, progress=progress, device=device, **kwargs)
+    if method in ("random-labels", "salun"):
+        kwargs["num_classes"] = num_classes
+    if method != "ssd":  # SSD is deterministic: no seed
+        kwargs["seed"] = seed
+    return _METHODS[method](original, train_data, c, progress=progress, device=device, **kwargs)
 
 
 def _summary(method: str, num_classes: int, per_class: dict, extra: dict) -> dict:
@@ -58,8 +112,9 @@ def run_baseline(method: str, *, original: Optional[nn.Module], train_data: Data
     """Unlearn each class separately with a single-class method; one checkpoint per class.
 
     Args:
-        method: one of ``BASELINES``: "retrain" (from scratch without the class; needs ``model_fn``),
-            "random-labels" or "neg-grad" (fine-tune ``original``).
+        method: one of ``BASELINES``: "retrain" (from scratch without the class; needs ``model_fn``), "ft"
+            (fine-tune ``original`` on the retain set), "random-labels", "neg-grad", "ssd" (selective synaptic
+            dampening, no training) or "salun" (saliency-masked random labels); docs/evaluation.md.
         original: the trained model (unused by "retrain").
         train_data: the training set.
         out_dir: writes ``models/class_<c>.safetensors``, ``cost/class_<c>.json`` and ``cost.json``.
@@ -67,7 +122,7 @@ def run_baseline(method: str, *, original: Optional[nn.Module], train_data: Data
         classes: the classes to unlearn (default all).
         model_fn: builds an untrained model of the original architecture.
         val_data: validation set for "retrain".
-        seed: per-class seed base (class ``c`` uses ``seed + c``).
+        seed: per-class seed base (class ``c`` uses ``seed + c``; "ssd" is deterministic and takes none).
         method_kwargs: passed to the method (e.g. ``{"epochs": 2}``, train_model's kwargs for "retrain").
         resume: skip classes whose checkpoint and cost record already exist.
         progress: tqdm bars.
@@ -80,6 +135,7 @@ def run_baseline(method: str, *, original: Optional[nn.Module], train_data: Data
         raise ValueError(f"wfkern.run_baseline: method must be one of {list(BASELINES)}, got {method!r}")
     if method != "retrain" and original is None:
         raise ValueError(f"wfkern.run_baseline: original must be the trained model for {method!r}, got None")
+    _check_method_kwargs(method, dict(method_kwargs or {}))
     out = Path(out_dir)
     classes = list(range(num_classes)) if classes is None else [int(c) for c in classes]
     per_class = {}

@@ -1,7 +1,9 @@
-"""Single-class unlearning baselines (SPEC.md §4): retrain without the class, random labels, negative gradient.
+"""Single-class unlearning baselines (SPEC.md §4): retrain without the class, fine-tuning on the retain set, random
+labels, negative gradient.
 
-Each returns a new plain model that has forgotten one class ``c``; the original is never modified. Fine-tuning
-keeps BatchNorm statistics frozen (BN layers in eval mode) so single-class batches cannot skew them.
+Each returns a new plain model that has forgotten one class ``c``; the original is never modified. Random labels and
+negative gradients keep BatchNorm statistics frozen (BN layers in eval mode) so single-class batches cannot skew
+them; fine-tuning on the retain set continues training as training does (retain batches mix classes).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from tqdm.auto import tqdm
 from wfkern.data import dataset_targets, iter_batches
 from wfkern.train.trainer import train_model
 
-__all__ = ["retrain", "random_labels", "neg_grad", "subset_of"]
+__all__ = ["retrain", "fine_tune", "random_labels", "neg_grad", "subset_of"]
 
 
 def subset_of(dataset: Dataset, indices: Tensor) -> Dataset:
@@ -169,3 +171,49 @@ def neg_grad(original: nn.Module, train_data: Dataset, c: int, *, max_epochs: in
     return model.eval()
 
 
+def fine_tune(original: nn.Module, train_data: Dataset, c: int, *, epochs: int = 10, lr: float = 0.1,
+              momentum: float = 0.9, weight_decay: float = 5e-4, batch_size: int = 128, seed: int = 0, device=None,
+              progress: bool = False) -> nn.Module:
+    """FT: continue training the original model on the retain set only (every sample not of class ``c``).
+
+    The class-``c`` samples are never drawn: each epoch is a fresh seeded permutation of the retain indices, cut
+    into batches; SGD with momentum and weight decay on the cross-entropy of all weights, the model in train mode
+    (BatchNorm statistics update on the retain batches, as in training). Forgetting comes only from catastrophic
+    forgetting: nothing pushes the class away (Golatkar et al., CVPR 2020; the SalUn / l1-sparse protocol).
+
+    Args:
+        original: the trained model (copied, not modified).
+        train_data: the training set.
+        c: the class to forget.
+        epochs: passes over the retain set.
+        lr: SGD learning rate (constant).
+        momentum: SGD momentum.
+        weight_decay: SGD (L2) weight decay.
+        batch_size: batch size.
+        seed: order seed.
+        device: where to train (default the original's device).
+        progress: tqdm bar over epochs.
+    Returns:
+        The unlearned model, in eval mode.
+    """
+    labels = _labels(train_data)
+    retain = torch.nonzero(labels != c).flatten()
+    if retain.numel() == 0:
+        raise ValueError(f"wfkern.fine_tune: train_data must hold samples of classes other than {c}, got none")
+    dev = _device(original, device)
+    model = copy.deepcopy(original).to(dev)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    gen = torch.Generator().manual_seed(int(seed))
+    model.train()
+    for _ in tqdm(range(epochs), desc=f"ft class {c}", leave=False, disable=not progress):
+        order = retain[torch.randperm(retain.numel(), generator=gen)]
+        for x, y in iter_batches(train_data, order.split(batch_size)):
+            if x.shape[0] < 2 < retain.numel():  # a trailing batch of one: BatchNorm cannot train on it
+                continue
+            loss = nn.functional.cross_entropy(model(x.to(dev)), torch.as_tensor(y).long().to(dev))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return model.eval()

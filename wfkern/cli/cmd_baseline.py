@@ -6,52 +6,69 @@ import argparse
 import os
 import sys
 
-from wfkern.baselines import BASELINES, COST_FILE, run_baseline
-from wfkern.cli._common import (add_data_args, add_device_arg, apply_threads, check_output_dir, checkpoint_and_splits,
-                                resolve_device)
-from wfkern.cli.cmd_evaluate import parse_classes
+from wfkern.baselines import BASELINES, COST_FILE, baseline_setting_problem, run_baseline
+from wfkern.cli._common import (add_class_args, add_data_args, add_device_arg, add_loader_args, apply_threads,
+                                check_output_dir, checkpoint_and_splits, parse_class_list, resolve_classes,
+                                resolve_device, with_throughput)
 from wfkern.cli.main import UserError
-from wfkern.metrics import select_classes
 from wfkern.models import create_model
 
 __all__ = ["add_parser", "run"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("baseline", help="single-class baselines: retrain, random-labels, neg-grad (one run per class)",
+    p = sub.add_parser("baseline",
+                       help="single-class baselines: retrain, random-labels, neg-grad, ft, ssd, salun (one run per class)",
                        description="Unlearn each class separately with a single-class method; writes one "
                                    "checkpoint per class and cost.json (wall time, bytes). Rerunning resumes.")
     p.add_argument("--method", required=True, choices=BASELINES)
     p.add_argument("--checkpoint", required=True, help="the original model (from `wfkern train`)")
     p.add_argument("--out-dir", required=True, help="folder for cost.json and one checkpoint per class")
-    p.add_argument("--classes", default=None, help="N (a seeded random subset) or a list like 0,3,5 (one class: 3,); default all")
-    p.add_argument("--classes-seed", type=int, default=0, help="seed of the random subset of --classes N")
+    add_class_args(p)
     p.add_argument("--seed", type=int, default=0, help="seed of each run")
     own = " (default: the method's own, docs/evaluation.md)"
     g = p.add_argument_group("method options (default: each method's own, docs/evaluation.md)")
     g.add_argument("--epochs", type=int, default=None,
-                   help="random-labels: epochs; retrain: training epochs (default: the method's own; retrain: "
-                        "the checkpoint's)")
+                   help="random-labels, ft, salun: epochs; retrain: training epochs (default: the method's own; "
+                        "retrain: the checkpoint's)")
     g.add_argument("--max-epochs", type=int, default=None, help="neg-grad: cap on epochs" + own)
-    g.add_argument("--lr", type=float, default=None, help="learning rate" + own)
-    g.add_argument("--batch-size", type=int, default=None, help="batch size" + own)
-    g.add_argument("--retain-ratio", type=float, default=None, help="random-labels: retain samples per forget sample" + own)
+    g.add_argument("--lr", type=float, default=None, help="learning rate (not ssd)" + own)
+    g.add_argument("--batch-size", type=int, default=None, help="batch size (ssd: of the Fisher estimates)" + own)
+    g.add_argument("--retain-ratio", type=float, default=None,
+                   help="random-labels, salun: retain samples per forget sample per epoch (salun's default: the whole "
+                        "retain set)" + own)
+    g.add_argument("--alpha", type=float, default=None,
+                   help="ssd: selection threshold, dampen where I_Df > alpha * I_D (default: the paper's 10, at most "
+                        "N / (2 N_f): 5 on 10 balanced classes)")
+    g.add_argument("--lambda", dest="lam", metavar="LAMBDA", type=float, default=None,
+                   help="ssd: dampening constant, beta = min(lambda * I_D / I_Df, 1) (default: the paper's 1)")
+    g.add_argument("--saliency-fraction", dest="fraction", metavar="FRACTION", type=float, default=None,
+                   help="salun: share of all weights in the saliency mask, those with the largest |gradient| of the "
+                        "forget loss (default: the paper's 0.5)")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out-dir holds finished classes")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     add_data_args(p, dataset_default=None)
     add_device_arg(p)
-    p.set_defaults(run=run)
+    add_loader_args(p)
+    p.set_defaults(run=with_throughput(run))
 
 
 def _method_kwargs(args, config) -> dict:
     kw = {}
     allowed = {"retrain": ("epochs", "lr", "batch_size"), "random-labels": ("epochs", "lr", "batch_size", "retain_ratio"),
-               "neg-grad": ("max_epochs", "lr", "batch_size")}[args.method]
-    for key in ("epochs", "max_epochs", "lr", "batch_size", "retain_ratio"):
+               "neg-grad": ("max_epochs", "lr", "batch_size"), "ft": ("epochs", "lr", "batch_size"),
+               "ssd": ("alpha", "lam", "batch_size"),
+               "salun": ("epochs", "lr", "batch_size", "retain_ratio", "fraction")}[args.method]
+    flags = {"lam": "--lambda", "fraction": "--saliency-fraction"}
+    for key in ("epochs", "max_epochs", "lr", "batch_size", "retain_ratio", "alpha", "lam", "fraction"):
         value = getattr(args, key)
         if value is not None:
+            flag = flags.get(key, "--" + key.replace("_", "-"))
             if key not in allowed:
-                raise UserError(f"--{key.replace('_', '-')} must not be given for --method {args.method}, got {value}")
+                raise UserError(f"{flag} must not be given for --method {args.method}, got {value}")
+            problem = baseline_setting_problem(key, value) if args.method != "retrain" else None
+            if problem is not None:
+                raise UserError(f"{flag} must {problem}, got {value}")
             kw[key] = value
     if args.method == "retrain":
         kw.setdefault("epochs", int(config.extra.get("epochs", 30)))
@@ -61,11 +78,12 @@ def _method_kwargs(args, config) -> dict:
 def run(args: argparse.Namespace) -> int:
     if not os.path.isfile(args.checkpoint):
         raise UserError(f"--checkpoint must be an existing file, got {args.checkpoint!r}")
+    parse_class_list(args.classes)  # the syntax of --classes, before any work (the range needs the model)
     apply_threads(args)
     device = resolve_device(args.device)
     check_output_dir(args.out_dir, "--out-dir", files=(COST_FILE,), dirs=("models", "cost"))
     model, config, (train, val) = checkpoint_and_splits(args, device, ("train", "val"))
-    classes = select_classes(config.num_classes, parse_classes(args.classes), args.classes_seed)
+    classes = resolve_classes(args, config.num_classes)
 
     def build():
         return create_model(config.model, config.num_classes, config.in_chans, config.image_size, **config.model_kwargs)

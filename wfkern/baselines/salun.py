@@ -1,0 +1,144 @@
+"""SalUn, saliency unlearning (Fan, Liu, Zhang, Wei, Wong, Liu, ICLR 2024).
+
+"SalUn: Empowering Machine Unlearning via Gradient-based Weight Saliency". A weight-saliency mask
+``m = 1(|grad_theta l_f(theta_o; D_f)| >= gamma)`` keeps the weights whose forget-loss gradient at the original model
+is largest (``gamma`` is chosen so that a fraction of all weights, ranked together across every parameter tensor,
+is kept: the paper's default 50 %); then random-label unlearning updates only those weights,
+``theta_u = m * (theta_o + delta) + (1 - m) * theta_o``: the forget samples with labels drawn uniformly among the
+*other* classes, mixed with the retain samples and their true labels, in shuffled mini-batches.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from wfkern.data import iter_batches
+
+from .single_class import _device, _fine_tune_mode, _labels
+
+__all__ = ["salun", "saliency_mask"]
+
+
+def saliency_mask(model: nn.Module, data: Dataset, forget: Tensor, *, fraction: float = 0.5, batch_size: int = 128,
+                  device=None) -> dict[str, Tensor]:
+    """SalUn's hard weight-saliency mask: the top ``fraction`` of all weights by |gradient of the forget loss|.
+
+    The forget loss is the cross-entropy of the forget samples with their true labels, averaged over all of them
+    (the gradient of gradient ascent has the same magnitude), at the model as given, in eval mode. Saliencies of
+    every parameter tensor are ranked together (one global threshold); ties are broken by position, so exactly
+    ``floor(fraction * total)`` elements are selected.
+
+    Args:
+        model: the network (not modified; its ``.grad`` untouched).
+        data: a single-label dataset.
+        forget: (N_f,) indices of the forget samples in ``data``.
+        fraction: share of all parameter elements in the mask, in [0, 1].
+        batch_size: batch size of the gradient pass (does not change the result beyond float rounding).
+        device: where to compute (default the model's device).
+    Returns:
+        ``{name: bool mask}`` for every parameter of ``model.named_parameters()``.
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"wfkern.saliency_mask: fraction must be in [0, 1], got {fraction!r}")
+    if forget.numel() == 0:
+        raise ValueError("wfkern.saliency_mask: forget must hold at least one sample, got none")
+    dev = _device(model, device)
+    model.eval()
+    named = list(model.named_parameters())
+    grad = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in named}
+    for x, y in iter_batches(data, forget.split(batch_size)):
+        loss = nn.functional.cross_entropy(model(x.to(dev)), torch.as_tensor(y).long().to(dev), reduction="sum")
+        for (n, _), g in zip(named, torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)):
+            if g is not None:
+                grad[n] += g.detach().float()
+    saliency = torch.cat([g.abs().flatten() for g in grad.values()]) / forget.numel()
+    k = int(saliency.numel() * fraction)
+    keep = torch.zeros(saliency.numel(), dtype=torch.bool, device=saliency.device)
+    keep[torch.argsort(saliency, descending=True, stable=True)[:k]] = True
+    masks, start = {}, 0
+    for n, p in named:
+        masks[n] = keep[start:start + p.numel()].view_as(p)
+        start += p.numel()
+    return masks
+
+
+def salun(original: nn.Module, train_data: Dataset, c: int, *, num_classes: Optional[int] = None,
+          fraction: float = 0.5, epochs: int = 5, lr: float = 1e-3, momentum: float = 0.9,
+          weight_decay: float = 5e-4, batch_size: int = 128, retain_ratio: Optional[float] = None, seed: int = 0,
+          device=None, progress: bool = False) -> nn.Module:
+    """SalUn: random-label fine-tuning of the salient weights only.
+
+    ``saliency_mask`` on the class-``c`` samples, then each epoch: the class-``c`` samples relabelled uniformly among
+    the ``Nc - 1`` other classes (fresh draw), together with the retain samples (all of them, or ``retain_ratio`` x
+    as many random ones) and their true labels, shuffled into mini-batches; SGD with momentum and weight decay on
+    the cross-entropy. Gradients outside the mask are zeroed before each step and the weights outside it are
+    restored to the original's exact values after it (their momentum zeroed), so they never change; BatchNorm
+    statistics stay frozen (buffers are outside the mask).
+
+    Args:
+        original: the trained model (copied, not modified).
+        train_data: the training set.
+        c: the class to forget.
+        num_classes: Nc (default: the largest label + 1).
+        fraction: share of all weights in the saliency mask (paper: 50 %).
+        epochs: passes over the forget samples (and the retain samples mixed with them).
+        lr: SGD learning rate (constant).
+        momentum: SGD momentum.
+        weight_decay: SGD (L2) weight decay, on the masked weights only.
+        batch_size: mixed batch size.
+        retain_ratio: retain samples per forget sample in each epoch; None (default): every retain sample, as the
+            paper's code concatenates the whole retain set with the forget set.
+        seed: relabelling, sampling and order seed.
+        device: where to train (default the original's device).
+        progress: tqdm bar over epochs.
+    Returns:
+        The unlearned model, in eval mode.
+    """
+    labels = _labels(train_data)
+    nc = int(num_classes) if num_classes is not None else int(labels.max()) + 1
+    if nc < 2:
+        raise ValueError(f"wfkern.salun: num_classes must be >= 2, got {nc}")
+    forget = torch.nonzero(labels == c).flatten()
+    retain = torch.nonzero(labels != c).flatten()
+    if forget.numel() == 0:
+        raise ValueError(f"wfkern.salun: train_data must hold samples of class {c} to forget, got none")
+    dev = _device(original, device)
+    model = copy.deepcopy(original).to(dev)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    masks = saliency_mask(model, train_data, forget, fraction=fraction, batch_size=batch_size, device=dev)
+    params = [(p, masks[n].to(p.device), p.detach().clone()) for n, p in model.named_parameters()]
+    opt = torch.optim.SGD([p for p, _, _ in params], lr=lr, momentum=momentum, weight_decay=weight_decay)
+    gen = torch.Generator().manual_seed(int(seed))
+    n_retain = retain.numel()
+    if retain_ratio is not None:
+        n_retain = min(n_retain, int(round(retain_ratio * forget.numel())))
+    for _ in tqdm(range(epochs), desc=f"salun class {c}", leave=False, disable=not progress):
+        r = retain[torch.randperm(retain.numel(), generator=gen)[:n_retain]]
+        idx = torch.cat([forget, r])
+        shift = torch.randint(1, nc, (forget.numel(),), generator=gen)
+        target = torch.cat([(c + shift) % nc, labels[r]])  # never c for the forget samples
+        chunks = torch.randperm(idx.numel(), generator=gen).split(batch_size)
+        _fine_tune_mode(model)
+        for pos, (x, _) in zip(chunks, iter_batches(train_data, [idx[q] for q in chunks])):
+            loss = nn.functional.cross_entropy(model(x.to(dev)), target[pos].to(dev))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            with torch.no_grad():
+                for p, m, _ in params:
+                    if p.grad is not None:
+                        p.grad.mul_(m)
+            opt.step()
+            with torch.no_grad():
+                for p, m, p0 in params:
+                    p.copy_(torch.where(m, p, p0))
+                    buf = opt.state.get(p, {}).get("momentum_buffer")
+                    if buf is not None:
+                        buf.mul_(m)
+    return model.eval()
