@@ -30,7 +30,8 @@ class Recipe:
     baselines: tuple[str, ...] = ("retrain", "random-labels", "neg-grad")
     eval_args: tuple[str, ...] = ()
     train_args: tuple[str, ...] = ()
-    pretrained: bool = False  # the original comes from a local checkpoint (--checkpoint), not from training
+    pretrained: bool = False  # the original is imported (--weights) or given (--checkpoint), not trained
+    num_classes: Optional[int] = None  # classes of the imported model (--num-classes overrides)
     title: str = ""
 
 
@@ -47,11 +48,13 @@ RECIPES: dict[str, Recipe] = {
     "cifar10-resnet18": _r("cifar10", "resnet18", 60, "CIFAR-10, ResNet-18"),
     "cifar10-vit-t": _r("cifar10", "vit_t", 100, "CIFAR-10, ViT-T"),
     "cifar10-vit-s": _r("cifar10", "vit_s", 100, "CIFAR-10, ViT-S"),
-    # ImageNet: pretrained weights from a local wfkern checkpoint (--checkpoint), an ImageFolder tree
-    # (--data-root), 5 test images per class as in the paper, a seeded subset of 100 classes, no RT/MIA
-    # (the paper reports Acc_r, Acc_f, ZRF there) and no single-class baselines.
+    # ImageNet: pretrained weights imported with `wfkern import` (--weights FILE or default; --model picks any
+    # torchvision / timm classifier) or a wfkern checkpoint (--checkpoint), an ImageFolder tree (--data-root),
+    # 5 test images per class as in the paper, a seeded subset of 100 classes, no RT/MIA (the paper reports
+    # Acc_r, Acc_f, ZRF there) and no single-class baselines.
     "imagenet": Recipe("imagenet", "torchvision:resnet18", 0, image_size=224, baselines=(), pretrained=True,
-                       eval_args=("--test-per-class", "5", "--classes", "100", "--metrics", "acc,zrf,insdel"),
+                       num_classes=1000,
+                       eval_args=("--test-per-class", "5", "--sample-classes", "100", "--metrics", "acc,zrf,insdel"),
                        title="ImageNet-1k: WF-Net (5 test images per class, 100 seeded classes)"),
 }
 
@@ -82,39 +85,71 @@ class Step:
     extra: dict = field(default_factory=dict)
 
 
-def _data_args(recipe: Recipe, smoke: bool, data_root: Optional[str]) -> list[str]:
-    if smoke:
+def _own_data(recipe: Recipe, smoke: bool, data_root: Optional[str]) -> bool:
+    """Whether the recipe reads its own dataset: always outside smoke mode; in smoke mode only an ImageNet-style
+    recipe given an ImageFolder tree (a tiny one, in the tests), the others swap in the embedded digits."""
+    return not smoke or (recipe.dataset == "imagenet" and data_root is not None)
+
+
+def _data_args(recipe: Recipe, smoke: bool, data_root: Optional[str], image_size: Optional[int] = None) -> list[str]:
+    if not _own_data(recipe, smoke, data_root):
         return ["--dataset", "digits"]
     args = ["--dataset", "imagefolder" if recipe.dataset == "imagenet" else recipe.dataset]
     if data_root:
         args += ["--data-root", data_root]
-    if recipe.image_size:
-        args += ["--image-size", str(recipe.image_size)]
+    size = image_size or recipe.image_size
+    if size:
+        args += ["--image-size", str(size)]
     return args
 
 
 def plan(name: str, out: str, *, smoke: bool = False, data_root: Optional[str] = None,
-         checkpoint: Optional[str] = None, device: Optional[str] = None, threads: Optional[int] = None) -> list[Step]:
+         checkpoint: Optional[str] = None, device: Optional[str] = None, threads: Optional[int] = None,
+         weights: Optional[str] = None, model: Optional[str] = None, num_classes: Optional[int] = None,
+         image_size: Optional[int] = None, num_workers: Optional[int] = None,
+         precision: Optional[str] = None) -> list[Step]:
     """The `wfkern` commands of recipe ``name`` writing under ``out`` (argv lists without the program name).
 
     Args:
         name: a key of ``RECIPES``.
         out: the run folder (model.safetensors, wfnet/, baselines/<m>/, eval/<m>/, report/).
-        smoke: run on the embedded digits with tiny budgets (the tests' mode).
+        smoke: tiny budgets (the tests' mode) on the embedded digits, or, for ``imagenet`` with ``data_root``,
+            on that ImageFolder tree.
         data_root: dataset folder (MNIST/CIFAR-10 files, or the ImageNet ImageFolder tree).
-        checkpoint: an existing original model (required for ``pretrained`` recipes outside smoke mode).
-        device / threads: passed to every command.
+        checkpoint: an existing original model (a wfkern checkpoint).
+        weights: a timm / torchvision weights file (state dict or safetensors), or "default", imported first
+            with `wfkern import` into OUT/model.safetensors (``pretrained`` recipes need this or ``checkpoint``
+            outside smoke mode).
+        model: the architecture of ``weights`` (default: the recipe's, e.g. torchvision:resnet18).
+        num_classes: the classes of ``weights``' model (default: the recipe's, 1000 for ImageNet).
+        image_size: input side, instead of the recipe's.
+        device / threads / num_workers / precision: passed to every command that runs a model.
     """
     if name not in RECIPES:
         raise ValueError(f"recipes.plan: name must be one of {sorted(RECIPES)}, got {name!r}")
     r = RECIPES[name]
     run_args = (["--device", device] if device else []) + (["--threads", str(threads)] if threads else [])
-    data = _data_args(r, smoke, data_root)
+    run_args += (["--num-workers", str(num_workers)] if num_workers else []) + \
+        (["--precision", precision] if precision else [])
+    data = _data_args(r, smoke, data_root, image_size)
     model_path = os.path.join(out, "model.safetensors")
     steps: list[Step] = []
-    if checkpoint is None and r.pretrained and not smoke:
-        raise ValueError(f"recipes.plan: checkpoint must be the pretrained model for {name!r}, got None")
-    if checkpoint is None:
+    if checkpoint is not None and weights is not None:
+        raise ValueError(f"recipes.plan: checkpoint must be None when weights are imported, got {checkpoint!r} "
+                         f"and weights {weights!r}")
+    if checkpoint is None and weights is None and r.pretrained and not smoke:
+        raise ValueError(f"recipes.plan: checkpoint must be the pretrained model for {name!r}, got None; or pass "
+                         "weights (--weights FILE, or default) to import one")
+    if weights is not None:
+        classes = num_classes or r.num_classes
+        if classes is None:
+            raise ValueError(f"recipes.plan: num_classes must be given to import weights for {name!r}, got None")
+        dataset = data[data.index("--dataset") + 1]
+        size = data[data.index("--image-size") + 1] if "--image-size" in data else None
+        imp = ["import", "--model", model or r.model, "--num-classes", str(classes), "--weights", weights,
+               "--out", model_path, "--dataset", dataset] + (["--image-size", size] if size else [])
+        steps.append(Step(imp, model_path, "import"))
+    elif checkpoint is None:
         margs = list(SMOKE_MODEL_ARGS.get(r.model, ())) if smoke else list(r.model_args)
         train = ["train", *data, "--model", r.model, "--out", model_path, "--no-progress", *run_args]
         train += [a for m in margs for a in ("--model-arg", m)]
@@ -134,17 +169,33 @@ def plan(name: str, out: str, *, smoke: bool = False, data_root: Optional[str] =
         b += list(SMOKE[m]) if smoke else []
         steps.append(Step(b, os.path.join(bdir, "cost.json"), f"baseline {m}"))
     ev_common = [*ck, *data, "--no-progress", *classes, *run_args]
-    ev_common += list(SMOKE["evaluate"]) if smoke else list(r.eval_args)
+    if smoke:
+        ev_common += list(SMOKE["evaluate"])
+        if "--metrics" in r.eval_args:  # the recipe's metrics (ImageNet: no RT / MIA), on a tiny budget
+            ev_common += ["--metrics", r.eval_args[r.eval_args.index("--metrics") + 1]]
+    else:
+        ev_common += list(r.eval_args)
     evals = {"original": ["--original"], "wfnet": ["--filters", os.path.join(wf_dir, "filters.safetensors")]}
     evals.update({m: ["--baseline-dir", os.path.join(out, "baselines", m)] for m in r.baselines})
     for m, what in evals.items():
         edir = os.path.join(out, "eval", m)
-        steps.append(Step(["evaluate", *what, "--out", edir, *ev_common], os.path.join(edir, "results.json"),
-                          f"evaluate {m}"))
+        steps.append(Step(["evaluate", *what, "--out", edir, *_metrics_for(m, ev_common)],
+                          os.path.join(edir, "results.json"), f"evaluate {m}"))
     report = ["report", *[os.path.join(out, "eval", m) for m in evals], "--out", os.path.join(out, "report"),
-              "--title", r.title + (" (smoke run on the embedded digits)" if smoke else "")]
+              "--title", r.title + ("" if not smoke else " (smoke run)" if _own_data(r, smoke, data_root)
+                                   else " (smoke run on the embedded digits)")]
     steps.append(Step(report, None, "report"))
     return steps
+
+
+def _metrics_for(method: str, args: list[str]) -> list[str]:
+    """``args`` with the metrics that need WF gates (insertion / deletion) dropped for every method but WF-Net:
+    `wfkern evaluate` refuses a metric asked for explicitly that a method cannot have."""
+    if method == "wfnet" or "--metrics" not in args:
+        return list(args)
+    i = args.index("--metrics")
+    kept = ",".join(m for m in args[i + 1].split(",") if m != "insdel")
+    return args[:i + 1] + [kept] + args[i + 2:]
 
 
 def _subprocess(argv: list[str]) -> int:

@@ -3,11 +3,16 @@
     wf = wfkern.patch(model, num_classes=10)   # wrap convs / attention qkv; freeze the base
     wf(x)                                      # the original model, exactly
     wf(x, forget=y)                            # sample b forgets class y[b] (-1: nothing)
+    wfkern.save_model(model, "m.safetensors", arch="torchvision:resnet18")   # any timm / torchvision model
 """
 from wfkern.ops import backend, describe_backend, use_reference
 from wfkern.patch import WFModel, bake, load_filters, patch
 from wfkern.unlearn import UnlearnDiverged, UnlearnResult, unlearn
 from wfkern.metrics import EvalSettings, evaluate
+from wfkern.data.loader import loader_options
+from wfkern.models.importing import import_model
+from wfkern.train.checkpoint import load_model, save_model
+from wfkern.train.precision import precision
 
 __version__ = "0.1.0"
 
@@ -21,8 +26,13 @@ __all__ = [
     "bake",
     "describe_backend",
     "evaluate",
+    "import_model",
     "load_filters",
+    "load_model",
+    "loader_options",
     "patch",
+    "precision",
+    "save_model",
     "unlearn",
     "use_reference",
 ]

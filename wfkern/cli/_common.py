@@ -13,10 +13,12 @@ from torch.utils.data import Dataset
 from wfkern.cli.main import UserError
 from wfkern.data import DEFAULT_DATASET, iter_batches, get_dataset, list_datasets
 from wfkern.metrics import accuracy_split
+from wfkern.train.precision import PRECISIONS
 
 __all__ = ["add_data_args", "add_device_arg", "load_splits", "parse_model_args", "resolve_device",
            "per_class_accuracy", "format_table", "ensure_dir", "ensure_parent", "check_output_file",
-           "check_output_dir", "apply_threads", "check_model_choice"]
+           "check_output_dir", "apply_threads", "check_model_choice", "add_loader_args", "with_throughput",
+           "add_class_args", "parse_class_list", "resolve_classes"]
 
 
 def add_data_args(p: argparse.ArgumentParser, dataset_default: str | None = DEFAULT_DATASET) -> None:
@@ -34,9 +36,141 @@ def add_data_args(p: argparse.ArgumentParser, dataset_default: str | None = DEFA
                    help=f"seed of the train/val/test split (default: {seed_default})")
 
 
+# --- which classes a command covers: --classes (exactly these) vs --sample-classes (N at random) ---------------
+
+def add_class_args(p: argparse.ArgumentParser, all_means: str = "all classes") -> None:
+    """--classes (exactly the classes named), --sample-classes N (a seeded random subset), --sample-seed.
+
+    ``--classes 3`` is class 3, never "3 random classes": a count is always ``--sample-classes``.
+    ``--classes-seed`` is kept as an alias of ``--sample-seed``.
+    """
+    p.add_argument("--classes", default=None, metavar="LIST",
+                   help="exactly these classes: one index (3 = class 3), a list (0,3,5) or ranges (0-4,7), each in "
+                        f"[0, the model's class count) (default: {all_means}); for N random classes use "
+                        "--sample-classes N")
+    p.add_argument("--sample-classes", type=int, default=None, metavar="N",
+                   help="a seeded random subset of N classes, drawn from --classes when given (default: no sampling)")
+    p.add_argument("--sample-seed", "--classes-seed", dest="sample_seed", type=int, default=0, metavar="SEED",
+                   help="seed of --sample-classes (same seed, same classes)")
+
+
+def parse_class_list(text: str | None, option: str = "--classes") -> list[int] | None:
+    """``None`` -> None (all); ``"3"`` -> [3]; ``"0,3,5"`` -> [0, 3, 5]; ``"0-4,7"`` -> [0, 1, 2, 3, 4, 7].
+
+    Sorted and distinct; empty items are skipped (``"3,"`` is class 3). Raises a one-line ``UserError``.
+    """
+    if text is None:
+        return None
+    hint = "; for N random classes use --sample-classes N" if option == "--classes" else ""
+    out: set[int] = set()
+    for item in str(text).split(","):
+        item = item.strip()
+        if not item:
+            continue
+        lo, sep, hi = item.partition("-")
+        try:
+            a = int(lo)
+            b = int(hi) if sep else a
+        except ValueError:
+            raise UserError(f"{option} must be class indices like 3, 0,3,5 or 0-4, got {text!r}{hint}") from None
+        if a < 0 or b < a:
+            raise UserError(f"{option} must be class indices >= 0 and ranges low-high, got {item!r} in {text!r}")
+        out.update(range(a, b + 1))
+    if not out:
+        raise UserError(f"{option} must name at least one class, got {text!r}{hint}")
+    return sorted(out)
+
+
+def resolve_classes(args: argparse.Namespace, num_classes: int, pool: list[int] | None = None,
+                    pool_what: str = "", pool_fix: str = "") -> list[int]:
+    """The classes a command covers, from ``--classes`` / ``--sample-classes`` / ``--sample-seed``.
+
+    Args:
+        args: parsed flags (``add_class_args``).
+        num_classes: the model's class count; every listed class is checked against it.
+        pool: the classes available when not all are (e.g. those a baseline ran): the default instead of
+            all classes, and what ``--classes`` must stay within.
+        pool_what: how to name ``pool`` in an error ("the classes the baseline in 'bl/' ran").
+        pool_fix: what to do about it, appended to that error.
+    Returns:
+        Sorted class indices.
+    """
+    from wfkern.metrics.classes import format_classes, select_classes
+
+    listed = parse_class_list(getattr(args, "classes", None))
+    if listed is not None:
+        bad = [c for c in listed if c >= num_classes]
+        if bad:
+            raise UserError(f"--classes must be class indices in [0, {num_classes}) (the model has {num_classes} "
+                            f"classes), got {format_classes(bad)}")
+        if pool is not None:
+            missing = sorted(set(listed) - set(pool))
+            if missing:
+                raise UserError(f"--classes must be among {pool_what} ({format_classes(pool)}), got "
+                                f"{format_classes(missing)}{pool_fix}")
+    base = listed if listed is not None else pool
+    n = getattr(args, "sample_classes", None)
+    if n is not None:
+        avail = num_classes if base is None else len(base)
+        if not 1 <= n <= avail:
+            where = ("the model's classes" if base is None else "the classes of --classes" if listed is not None
+                     else pool_what or "the classes available")
+            raise UserError(f"--sample-classes must be a count in [1, {avail}] ({where}), got {n}")
+    return select_classes(num_classes, base, getattr(args, "sample_seed", 0), sample=n)
+
+
 def add_device_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch, >= 1 (default: torch's choice)")
+
+
+def add_loader_args(p: argparse.ArgumentParser) -> None:
+    """--num-workers and --precision: how batches are read and computed (wire ``run`` with ``with_throughput``)."""
+    g = p.add_argument_group("throughput")
+    g.add_argument("--num-workers", type=int, default=0, metavar="N",
+                   help="worker processes decoding the images of lazily loaded datasets (imagefolder), kept for the "
+                        "whole command; the batches are the same for every N (samples, order, values); the "
+                        "in-memory datasets (digits, MNIST, CIFAR-10) need none. Batches are pinned when the "
+                        "device is CUDA")
+    g.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="bf16: bfloat16 autocast on the GPU or the CPU (and channels-last CNN weights on CUDA); "
+                        "weights, gates and optimiser state stay float32")
+
+
+def _device_type(name: str | None) -> str:
+    """The device type a command will run on ("cuda" / "cpu"); an invalid name is the command's own error."""
+    if name is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        return torch.device(name).type
+    except RuntimeError:
+        return "cpu"
+
+
+def with_throughput(run):
+    """Wrap a command's ``run``: check --num-workers / --precision, then run it inside ``wfkern.loader_options``
+    (workers, pinned memory on CUDA) and ``wfkern.precision``; worker processes end with the command."""
+    import functools
+
+    from wfkern.data.loader import loader_option_problem, loader_options
+    from wfkern.train.precision import check_precision, precision
+
+    @functools.wraps(run)
+    def wrapped(args: argparse.Namespace) -> int:
+        workers = getattr(args, "num_workers", 0)
+        problem = loader_option_problem("num_workers", workers)
+        if problem is not None:
+            raise UserError(f"--num-workers must {problem[1]}, got {workers}; 0 reads in the command's own process")
+        mode = getattr(args, "precision", "fp32")
+        device_type = _device_type(getattr(args, "device", None))
+        try:
+            check_precision(mode, device_type)
+        except ValueError as e:
+            raise UserError("--" + str(e).split(": ", 1)[1]) from None
+        with loader_options(workers, pin_memory=device_type == "cuda"), precision(mode, device_type):
+            return run(args)
+
+    return wrapped
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -53,24 +187,31 @@ def resolve_device(name: str | None) -> torch.device:
 
 
 def load_splits(name: str, root: str | None, download: bool, image_size: int | None, seed: int,
-                splits: tuple[str, ...] = ("train", "val", "test")) -> list[Dataset]:
-    """The requested splits of one dataset (errors name the dataset and the missing files)."""
-    return [get_dataset(name, root=root, split=s, seed=seed, download=download, image_size=image_size) for s in splits]
+                splits: tuple[str, ...] = ("train", "val", "test"), preprocess: dict | None = None) -> list[Dataset]:
+    """The requested splits of one dataset (errors name the dataset and the missing files); ``preprocess``: the
+    model's normalisation / crop (a checkpoint's), else the dataset's own."""
+    return [get_dataset(name, root=root, split=s, seed=seed, download=download, image_size=image_size,
+                        preprocess=preprocess) for s in splits]
 
 
 def checkpoint_and_splits(args: argparse.Namespace, device: torch.device, splits: tuple[str, ...]) -> tuple:
     """(model, config, [datasets]) for commands that start from ``--checkpoint`` and its dataset.
 
-    ``--dataset``, ``--split-seed`` and ``--image-size`` default to what the checkpoint recorded.
+    ``--dataset``, ``--split-seed`` and ``--image-size`` default to what the checkpoint recorded; the data
+    gets the checkpoint's preprocessing (an imported model's normalisation); with ``--precision bf16`` on CUDA
+    a CNN's weights go channels-last.
     """
     from wfkern.train import load_checkpoint
+    from wfkern.train.precision import use_channels_last
 
     model, config = load_checkpoint(args.checkpoint, device=device)
+    use_channels_last(model, getattr(args, "precision", "fp32"), device)
     dataset = args.dataset or config.dataset
     if not dataset:
         raise UserError("--dataset must be given, got none (the checkpoint does not name its dataset)")
     seed = config.split_seed if args.split_seed is None else args.split_seed
-    data = load_splits(dataset, args.data_root, args.download, args.image_size or config.image_size, seed, splits)
+    data = load_splits(dataset, args.data_root, args.download, args.image_size or config.image_size, seed, splits,
+                       preprocess=config.preprocess or None)
     return model, config, data
 
 

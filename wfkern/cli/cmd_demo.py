@@ -11,8 +11,8 @@ import torch
 
 import wfkern
 from wfkern._atomic import atomic_write_text
-from wfkern.cli._common import (add_device_arg, apply_threads, check_output_dir, format_table, load_splits,
-                                per_class_accuracy, resolve_device)
+from wfkern.cli._common import (add_device_arg, add_loader_args, apply_threads, check_output_dir, format_table,
+                                load_splits, per_class_accuracy, resolve_device, with_throughput)
 from wfkern.cli.cmd_train import DEMO_TRAIN, check_train_flags
 from wfkern.cli.cmd_unlearn import UNLEARN_FILES, add_unlearn_args, unlearn_kwargs
 from wfkern.data import iter_batches
@@ -40,7 +40,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     add_unlearn_args(p)
     add_device_arg(p)
-    p.set_defaults(run=run)
+    add_loader_args(p)
+    p.set_defaults(run=with_throughput(run))
 
 
 @torch.no_grad()

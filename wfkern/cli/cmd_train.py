@@ -7,11 +7,12 @@ import sys
 
 import torch
 
-from wfkern.cli._common import (add_data_args, add_device_arg, apply_threads, check_model_choice, check_output_file,
-                                load_splits, parse_model_args, resolve_device)
+from wfkern.cli._common import (add_data_args, add_device_arg, add_loader_args, apply_threads, check_model_choice,
+                                check_output_file, load_splits, parse_model_args, resolve_device, with_throughput)
 from wfkern.cli.main import UserError
 from wfkern.models import DEFAULT_MODEL, create_model, list_models
 from wfkern.train import ModelConfig, evaluate_accuracy, init_distributed, save_checkpoint, train_model
+from wfkern.train.precision import use_channels_last
 from wfkern.train.trainer import train_setting_problem
 
 __all__ = ["add_parser", "run", "DEMO_TRAIN", "check_train_flags"]
@@ -39,7 +40,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="checkpoint file to write (.safetensors)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_device_arg(p)
-    p.set_defaults(run=run)
+    add_loader_args(p)
+    p.set_defaults(run=with_throughput(run))
 
 
 def check_train_flags(values: dict[str, object]) -> None:
@@ -66,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     info = train.info
     torch.manual_seed(args.seed)
     model = create_model(args.model, info.num_classes, info.in_chans, info.image_size, **kwargs)
+    use_channels_last(model, args.precision, device)
     result = train_model(model, train, val, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          weight_decay=args.weight_decay, max_shift=args.max_shift, seed=args.seed, device=device,
                          progress=not args.no_progress, ctx=ctx)

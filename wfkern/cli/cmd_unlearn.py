@@ -7,8 +7,9 @@ import os
 import sys
 
 import wfkern
-from wfkern.cli._common import (add_data_args, add_device_arg, apply_threads, check_output_dir, checkpoint_and_splits,
-                                format_table, per_class_accuracy, resolve_device)
+from wfkern.cli._common import (add_data_args, add_device_arg, add_loader_args, apply_threads, check_output_dir,
+                                checkpoint_and_splits, format_table, per_class_accuracy, resolve_device,
+                                with_throughput)
 from wfkern.cli.main import UserError
 from wfkern.train import init_distributed
 from wfkern.unlearn import PAPER_RECIPE, UnlearnConfig, unlearn
@@ -108,11 +109,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="model checkpoint from `wfkern train`")
     p.add_argument("--out-dir", required=True, help="folder for filters, history and checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from OUT_DIR's last checkpoint")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="hide the progress (a bar on a terminal, a plain line every 10%% of the steps otherwise)")
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="also log every validation as a full line (as `wfkern -v unlearn`)")
     add_data_args(p, dataset_default=None)
     add_unlearn_args(p)
     add_device_arg(p)
-    p.set_defaults(run=run)
+    add_loader_args(p)
+    p.set_defaults(run=with_throughput(run))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,7 +8,9 @@ from typing import Iterable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
+
+from wfkern.data.loader import current_loader_options, read_batches
 
 __all__ = ["DatasetInfo", "TensorImageDataset", "iter_batches", "dataset_targets"]
 
@@ -102,21 +104,25 @@ def dataset_targets(dataset: Dataset) -> Tensor:
 
 
 def iter_batches(dataset: Dataset, index_batches: Iterable[Tensor],
-                 num_workers: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+                 num_workers: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
     """Yield (x, y) for each index batch, fast for in-memory data, through a DataLoader otherwise.
+
+    How lazily decoded datasets are read (worker processes, pinned memory) follows the innermost
+    ``wfkern.loader_options`` block; the batches are the same samples, in the same order, with the same
+    values whatever the options.
 
     Args:
         dataset: a TensorImageDataset (fetched in one indexing op) or any map-style dataset.
         index_batches: iterable of (B,) int64 index tensors.
-        num_workers: DataLoader workers for datasets that load lazily (ImageFolder).
+        num_workers: DataLoader workers for datasets that load lazily (ImageFolder); None: the current
+            ``loader_options`` (0 outside any block).
     Yields:
         x: (B, C, H, W) float32 images.  y: (B,) int64 or (B, Nc) targets.
     """
     if hasattr(dataset, "get_batch"):
+        pin = current_loader_options().pin_memory and torch.cuda.is_available()
         for idx in index_batches:
-            yield dataset.get_batch(idx)
+            x, y = dataset.get_batch(idx)
+            yield (x.pin_memory(), y.pin_memory()) if pin else (x, y)
         return
-    batches = [idx.tolist() for idx in index_batches]
-    loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers)
-    for x, y in loader:
-        yield x, torch.as_tensor(y)
+    yield from read_batches(dataset, index_batches, num_workers)

@@ -8,9 +8,10 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from wfkern.data.base import DatasetInfo
+from wfkern.data.preprocess import Preprocess, as_preprocess
 from wfkern.data.splits import stratified_split
 
-__all__ = ["load_imagefolder_split", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["load_imagefolder_split", "image_transform", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -40,7 +41,29 @@ def _resolve(base: Path, split: str) -> tuple[Path, tuple[tuple[float, ...], int
     return test, None
 
 
-def load_imagefolder_split(root: str, split: str, seed: int, image_size: int | None = None) -> Dataset:
+def image_transform(side: int, preprocess: Preprocess | None = None):
+    """Resize (to ``floor(side / crop_pct)``), centre-crop to ``side``, to tensor, normalise.
+
+    Args:
+        side: the output side S.
+        preprocess: mean / std / crop_pct / interpolation; unset fields: ImageNet mean / std, crop 1, bilinear.
+    Returns:
+        A torchvision transform mapping a PIL image to a (3, S, S) float32 tensor.
+    """
+    import math
+
+    from torchvision import transforms
+
+    pre = preprocess or Preprocess()
+    resize = side if pre.crop_pct is None else int(math.floor(side / pre.crop_pct))
+    mode = getattr(transforms.InterpolationMode, (pre.interpolation or "bilinear").upper())
+    return transforms.Compose([transforms.Resize(resize, interpolation=mode), transforms.CenterCrop(side),
+                               transforms.ToTensor(),
+                               transforms.Normalize(pre.mean or IMAGENET_MEAN, pre.std or IMAGENET_STD)])
+
+
+def load_imagefolder_split(root: str, split: str, seed: int, image_size: int | None = None,
+                           preprocess: Preprocess | None = None) -> Dataset:
     """Load one split of an ImageFolder tree, lazily (images are decoded when fetched).
 
     With ``<root>/train``: ``test`` reads ``<root>/test`` (else ``<root>/val``, the ImageNet habit);
@@ -53,18 +76,18 @@ def load_imagefolder_split(root: str, split: str, seed: int, image_size: int | N
         split: "train", "val" or "test".
         seed: split seed (used only when carving).
         image_size: side of the returned images (resize + centre crop); default 224.
+        preprocess: the model's normalisation, crop and resize filter (``image_transform``); default
+            ImageNet mean / std, no crop margin, bilinear.
     Returns:
         A map-style dataset of ((3, S, S) float32, int64 label) with ``info`` and ``targets``.
     """
-    from torchvision import transforms
     from torchvision.datasets import ImageFolder
 
     base = Path(root).expanduser()
     if not base.is_dir():
         raise FileNotFoundError(f"wfkern.get_dataset: root must be an ImageFolder directory, got {str(base)!r}")
     side = int(image_size or 224)
-    tf = transforms.Compose([transforms.Resize(side), transforms.CenterCrop(side), transforms.ToTensor(),
-                             transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    tf = image_transform(side, as_preprocess(preprocess, 3))
     tree, carve = _resolve(base, split)
     try:
         ds = ImageFolder(str(tree), transform=tf)

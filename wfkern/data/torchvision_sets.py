@@ -104,7 +104,9 @@ def _load_raw(name: str, root: str | None, download: bool) -> tuple[Tensor, Tens
 
 
 def load_torchvision_split(name: str, split: str, seed: int, root: str | None = None,
-                           download: bool = False, image_size: int | None = None) -> TensorImageDataset:
+                           download: bool = False, image_size: int | None = None,
+                           mean: tuple[float, ...] | None = None,
+                           std: tuple[float, ...] | None = None) -> TensorImageDataset:
     """Load one split of MNIST, Fashion-MNIST or CIFAR-10 into memory.
 
     The official test set is ``test``; ``val`` is 10% of the official training set, per class,
@@ -118,10 +120,12 @@ def load_torchvision_split(name: str, split: str, seed: int, root: str | None = 
             or holding the raw idx files directly; Fashion-MNIST defaults to Debian's folder.
         download: fetch through torchvision when missing (needs network).
         image_size: side of the returned images (default native: 28 or 32).
+        mean, std: normalisation (default: the dataset's own).
     Returns:
         A TensorImageDataset with (N,) int64 labels.
     """
-    _, _, chans, side, mean, std, names, _ = TV_SPECS[name]
+    _, _, chans, side, own_mean, own_std, names, _ = TV_SPECS[name]
+    mean, std = mean or own_mean, std or own_std
     xtr, ytr, xte, yte = _load_raw(name, root, download)
     info = DatasetInfo(name, 10, chans, int(image_size or side), class_names=names)
     if split == "test":

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -221,7 +223,10 @@ def unlearn(wf, train_data: Dataset, val_data: Dataset, *, lambda0: float = 1.0,
         device: where to run (default: the gates' device).  out_dir: writes ``unlearn_state.safetensors``
             (at every validation, atomically), ``history.jsonl`` and the final ``filters.safetensors``.
         resume: continue from ``out_dir``'s checkpoint (same settings: same result as one run).
-        progress: show a tqdm bar with the running losses (rank 0 only).
+        progress: show progress (rank 0 only): on a terminal (or in a notebook) a tqdm bar whose postfix holds
+            the running loss and the last validation; otherwise (a log file, a pipe) a plain line every 10% of
+            the steps (at most one a minute apart, at least 5 s apart), never escape codes. The full line of every
+            validation is logged at DEBUG while progress shows (``wfkern -v``), at INFO without it.
     Returns:
         UnlearnResult; the best gates are loaded into ``wf``.
     Raises:
@@ -249,38 +254,34 @@ def unlearn(wf, train_data: Dataset, val_data: Dataset, *, lambda0: float = 1.0,
     total = steps * cfg.max_epochs
     evals_at = _eval_points(steps, cfg.evals_per_epoch)
     plan = make_validation_plan(val_data, wf.num_classes, cfg.chi, cfg.seed)
-    bar = _bar(total, prog.step, progress and ctx.rank == 0)
+    reporter = _Reporter(total, prog.step, progress and ctx.rank == 0)
     t_start = time.perf_counter() - prog.seconds
     perm_epoch, perm = -1, None
-    while not prog.done and prog.step < total:
-        epoch, k = divmod(prog.step, steps)
-        if epoch != perm_epoch:  # the batch order is a function of (seed, epoch) only
-            perm_epoch = epoch
-            perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
-        lam1 = _lambda1_at(cfg, prog.step, total)
-        parts = _batch_loss(wf, train_data, targets, perm[k * gbs:(k + 1) * gbs],
-                            cfg.seed * 1_000_003 + 7 * total + prog.step, cfg, lam1, device, ctx)
-        opt.zero_grad(set_to_none=True)
-        parts.total.backward()
-        all_reduce_grads(params, ctx)
-        gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm if cfg.clip_norm else float("inf"))
-        terms = [parts.total.item(), parts.retain.item(), parts.forget.item(), parts.reg.item()]
-        ok = float(math.isfinite(terms[0]) and math.isfinite(gnorm.item()))
-        if all_reduce_sum(torch.tensor([ok]), ctx).item() != ctx.world_size:  # every process stops together
-            _diverged(wf, opt, best_filters, prog, state_path, ctx, terms[0], epoch)
-        opt.step()
-        prog.step += 1
-        prog.running = terms if not prog.running else [0.9 * r + 0.1 * t for r, t in zip(prog.running, terms)]
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{prog.running[0]:.3f}", L_r=f"{prog.running[1]:.3f}",
-                            L_f=f"{prog.running[2]:.2f}", R=f"{prog.running[3]:.3f}")
-        if k + 1 in evals_at:
-            prog.seconds = time.perf_counter() - t_start
-            best_filters = _validate(wf, val_data, plan, cfg, device, ctx, prog, best_filters, history, lam1, epoch,
-                                     opt, state_path)
-    if bar is not None:
-        bar.close()
+    with reporter:
+        while not prog.done and prog.step < total:
+            epoch, k = divmod(prog.step, steps)
+            if epoch != perm_epoch:  # the batch order is a function of (seed, epoch) only
+                perm_epoch = epoch
+                perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
+            lam1 = _lambda1_at(cfg, prog.step, total)
+            parts = _batch_loss(wf, train_data, targets, perm[k * gbs:(k + 1) * gbs],
+                                cfg.seed * 1_000_003 + 7 * total + prog.step, cfg, lam1, device, ctx)
+            opt.zero_grad(set_to_none=True)
+            parts.total.backward()
+            all_reduce_grads(params, ctx)
+            gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm if cfg.clip_norm else float("inf"))
+            terms = [parts.total.item(), parts.retain.item(), parts.forget.item(), parts.reg.item()]
+            ok = float(math.isfinite(terms[0]) and math.isfinite(gnorm.item()))
+            if all_reduce_sum(torch.tensor([ok]), ctx).item() != ctx.world_size:  # every process stops together
+                _diverged(wf, opt, best_filters, prog, state_path, ctx, terms[0], epoch)
+            opt.step()
+            prog.step += 1
+            prog.running = terms if not prog.running else [0.9 * r + 0.1 * t for r, t in zip(prog.running, terms)]
+            reporter.step(prog.step, prog.running)
+            if k + 1 in evals_at:
+                prog.seconds = time.perf_counter() - t_start
+                best_filters = _validate(wf, val_data, plan, cfg, device, ctx, prog, best_filters, history, lam1, epoch,
+                                         opt, state_path, reporter)
     prog.seconds = time.perf_counter() - t_start
     stopped_early = prog.done and prog.step < total
     _finish(wf, opt, cfg, prog, best_filters, out_dir, state_path, ctx, device)
@@ -313,7 +314,7 @@ def _finish(wf, opt, cfg: UnlearnConfig, prog: Progress, best_filters, out_dir, 
 
 
 def _validate(wf, val_data, plan, cfg: UnlearnConfig, device, ctx, prog: Progress, best_filters, history: HistoryLog,
-              lam1, epoch, opt, state_path):
+              lam1, epoch, opt, state_path, reporter: "_Reporter | None" = None):
     """One validation: record it, keep the best gates, update patience, checkpoint. Returns the best gates."""
     v = validation_objective(wf, val_data, plan, (cfg.lambda0, cfg.lambda1, cfg.lambda2), cfg.eps, device, ctx)
     prog.evals += 1
@@ -330,9 +331,14 @@ def _validate(wf, val_data, plan, cfg: UnlearnConfig, device, ctx, prog: Progres
            **{f"val_{k}": val for k, val in v.items()}, "best": improved}
     history.append(rec)
     if ctx.rank == 0:
-        log.info("unlearn eval %d (epoch %d, step %d): val objective %.4f (L_r %.4f, 1/L_f %.4f, R %.4f) "
-                 "acc_r %.4f acc_f %.4f%s", prog.evals, epoch + 1, prog.step, v["objective"], v["retain"], v["recip"],
-                 v["reg"], v["acc_r"], v["acc_f"], " *best*" if improved else f" (patience {prog.bad_evals}/{cfg.patience})")
+        verdict = "best so far" if improved else f"no improvement ({prog.bad_evals}/{cfg.patience} before stopping)"
+        line = (f"unlearn validation {prog.evals} (epoch {epoch + 1}, step {prog.step}): "
+                f"objective {_num(v['objective'])} (L_r {_num(v['retain'])}, 1/L_f {_num(v['recip'])}, "
+                f"R {_num(v['reg'])}), acc_r {_pct(v['acc_r'])} acc_f {_pct(v['acc_f'])}; {verdict}")
+        # Progress shown (bar or plain lines): the validation goes into it, the full line only with -v (DEBUG).
+        log.log(logging.DEBUG if reporter is not None and reporter.mode else logging.INFO, line)
+        if reporter is not None:
+            reporter.validation(prog.step, v, improved, prog.best_step, prog.best_objective)
     if state_path and ctx.rank == 0:
         save_state(state_path, wf.filters_state_dict(), best_filters, opt, prog)
     return best_filters
@@ -348,8 +354,125 @@ def _diverged(wf, opt, best_filters, prog: Progress, state_path, ctx, value: flo
                           f"{prog.step + 1} (epoch {epoch + 1}){where}; lower lr or set clip_norm")
 
 
-def _bar(total: int, initial: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-    return tqdm(total=total, initial=initial, desc="unlearn", leave=False, dynamic_ncols=True)
+def _num(x: float) -> str:
+    """A loss-like number with sensible precision: 3 significant digits, never scientific for 1e-3..1e6."""
+    if x is None or not math.isfinite(x):
+        return str(x)
+    a = abs(x)
+    if a == 0:
+        return "0"
+    if a >= 100:
+        return f"{x:.0f}"
+    if a >= 1e-3:
+        return f"{x:#.3g}"
+    return f"{x:.1e}"
+
+
+def _pct(x: float) -> str:
+    """A fraction as a percentage with one decimal: 0.9667 -> "96.7%"."""
+    return f"{100 * x:.1f}%" if x is not None and math.isfinite(x) else str(x)
+
+
+def _clock(seconds: float) -> str:
+    m, sec = divmod(int(round(max(0.0, seconds))), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+
+
+def _interactive(stream) -> bool:
+    """A bar can redraw itself here: a terminal, or a notebook (where tqdm.auto draws a widget)."""
+    try:
+        from tqdm.autonotebook import tqdm as notebook_tqdm  # the std class unless running in a notebook
+        from tqdm.std import tqdm as std_tqdm
+        if notebook_tqdm is not std_tqdm:
+            return True
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        pass
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+# Plain progress lines (no terminal): one per this fraction of the steps, at least _LINE_MIN_S apart, and one at
+# least every _LINE_MAX_S.
+_LINE_FRACTION = 0.1
+_LINE_MIN_S = 5.0
+_LINE_MAX_S = 60.0
+
+
+class _Reporter:
+    """How the untraining round shows its progress on rank 0.
+
+    ``mode``: "bar" (a terminal or a notebook: a tqdm bar; its postfix holds the running loss and the last
+    validation; log records, e.g. ``-v``'s full validation lines, are written above it, not through it),
+    "lines" (anything else, e.g. a log file: plain periodic lines, no carriage returns or escape codes) or None
+    (progress off: nothing).
+    """
+
+    def __init__(self, total: int, initial: int, enabled: bool, stream=None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.mode = None if not enabled else ("bar" if _interactive(self.stream) else "lines")
+        self.total, self.initial, self.step_now = total, initial, initial
+        self.t0 = time.monotonic()
+        self.last_t, self.last_step = self.t0, initial
+        self.loss = None
+        self.val = ""
+        self.bar = None
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> "_Reporter":
+        if self.mode == "bar":
+            from tqdm.auto import tqdm
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            self.bar = tqdm(total=self.total, initial=self.initial, desc="unlearn", leave=False, dynamic_ncols=True,
+                            file=self.stream)
+            self._stack.enter_context(logging_redirect_tqdm())  # -v lines above the bar, not through it
+        elif self.mode == "lines":
+            self._print(f"unlearn: {self.total} steps" + (f", resuming at step {self.initial}" if self.initial else ""))
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._stack.close()
+        if self.bar is not None:
+            self.bar.close()
+        elif self.mode == "lines" and exc_type is None and self.step_now > self.last_step:
+            self._line()
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def _postfix(self) -> str:
+        parts = [f"loss {_num(self.loss)}"] if self.loss is not None else []
+        return " | ".join(parts + ([self.val] if self.val else []))
+
+    def _line(self) -> None:
+        now = time.monotonic()
+        done = self.step_now - self.initial
+        el = now - self.t0
+        rest = self.total - self.step_now
+        left = f", ~{_clock(el / done * rest)} left" if done > 0 and rest > 0 else ""
+        pct = 100.0 * self.step_now / max(1, self.total)
+        self._print(f"unlearn: step {self.step_now}/{self.total} ({pct:.0f}%), {_clock(el)} elapsed{left}; "
+                    f"{self._postfix()}")
+        self.last_t, self.last_step = now, self.step_now
+
+    def step(self, step: int, running: list) -> None:
+        """After an optimiser step: ``running`` = the running (loss, L_r, L_f, R)."""
+        self.step_now, self.loss = step, running[0] if running else None
+        if self.mode == "bar":
+            self.bar.update(1)
+            self.bar.set_postfix_str(self._postfix(), refresh=False)
+        elif self.mode == "lines":
+            since = time.monotonic() - self.last_t
+            due = (step - self.last_step) >= _LINE_FRACTION * self.total and since >= _LINE_MIN_S
+            if due or since >= _LINE_MAX_S:
+                self._line()
+
+    def validation(self, step: int, v: dict, improved: bool, best_step: int, best_objective: float) -> None:
+        """After a validation: its accuracies and the best objective so far go into the postfix / next line."""
+        best = "best" if improved else f"best {_num(best_objective)} @ {best_step}"
+        self.val = f"val acc_r {_pct(v['acc_r'])} acc_f {_pct(v['acc_f'])} obj {_num(v['objective'])} ({best})"
+        if self.bar is not None:
+            self.bar.set_postfix_str(self._postfix())
