@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import torch.nn as nn
 
@@ -12,14 +13,14 @@ __all__ = ["UnlearnConfig", "setting_problem", "PAPER_RECIPE", "LAMBDA1_DEFAULTS
 
 # λ1 per model family (docs/method.md §2): CNNs 10, ViTs 100.
 LAMBDA1_DEFAULTS = {"cnn": 10.0, "vit": 100.0}
+_LAMBDA1_FAMILY = (f"the model family's: {LAMBDA1_DEFAULTS['cnn']:g} for CNNs, "
+                   f"{LAMBDA1_DEFAULTS['vit']:g} for ViTs")
+
+OPTIMIZERS = ("sgd", "adam")
 
 # The paper's setting taken literally (docs/method.md §2.4): plain SGD at lr 100, nothing clipped, no warm-up.
 # It collapses on the digits (docs/untraining.md); pass ``**PAPER_RECIPE`` to ``unlearn`` to run it.
 PAPER_RECIPE = {"optimizer": "sgd", "lr": 100.0, "momentum": 0.0, "clip_norm": None, "lambda1_warmup": 0.0}
-
-# Settings that must match for --resume to continue a run (the others may change, e.g. progress).
-RESUME_KEYS = ("lambda0", "lambda1", "lambda2", "eps", "chi", "batch_size", "optimizer", "lr", "momentum",
-               "clip_norm", "lambda1_warmup", "alpha_init", "max_epochs", "evals_per_epoch", "patience", "seed")
 
 
 # Integer settings: (lowest, highest allowed or None, expectation).
@@ -44,10 +45,12 @@ def setting_problem(name: str, value) -> tuple[type[Exception], str] | None:
     """What is wrong with one ``unlearn`` setting: None, or (TypeError / ValueError, "be ...").
 
     The one rule set for the library (``UnlearnConfig``) and the command line (``wfkern unlearn``),
-    which words the same expectation with its flag name. ``clip_norm=None`` turns clipping off.
+    which words the same expectation with its flag name. ``clip_norm=None`` turns clipping off;
+    ``lambda1=None`` is the model family's λ1.
     """
     if name == "optimizer":
-        return None if isinstance(value, str) and value in ("sgd", "adam") else (ValueError, "be 'sgd' or 'adam'")
+        return None if isinstance(value, str) and value in OPTIMIZERS else (
+            ValueError, "be " + " or ".join(map(repr, OPTIMIZERS)))
     if name in _INT_RULES:
         lo, hi, expectation = _INT_RULES[name]
         if not isinstance(value, numbers.Integral) or isinstance(value, bool):
@@ -57,7 +60,7 @@ def setting_problem(name: str, value) -> tuple[type[Exception], str] | None:
         return None
     if name in _FLOAT_RULES:
         test, expectation = _FLOAT_RULES[name]
-        if name == "clip_norm" and value is None:
+        if value is None and "none" in _FIELDS[name].metadata:  # a field that says what None means
             return None
         if not isinstance(value, numbers.Real) or isinstance(value, bool):
             return TypeError, expectation
@@ -67,31 +70,44 @@ def setting_problem(name: str, value) -> tuple[type[Exception], str] | None:
     raise KeyError(f"wfkern.unlearn: name must be a setting of UnlearnConfig, got {name!r}")
 
 
+def _setting(default, help: str, **extra):
+    """A field of ``UnlearnConfig``: its one default and its help (``wfkern unlearn``'s flag is made from both).
+
+    ``extra``: ``none`` (what None means, for a field that may be None), ``choices``, ``metavar``.
+    """
+    return field(default=default, metadata={"help": help, **extra})
+
+
 @dataclass
 class UnlearnConfig:
-    """Every hyperparameter of ``wfkern.unlearn`` (see its docstring for each one's meaning).
+    """Every hyperparameter of ``wfkern.unlearn``: each field's default and help are written once, here.
+
+    ``wfkern unlearn`` (and ``wfkern demo``) make one flag of each field (``--clip-norm`` for
+    ``clip_norm``) with this default and help; ``unlearn(..., **overrides)`` replaces fields by name.
 
     Checked on construction (and by ``validate``): integers must be integers (2.5 is refused, never
     truncated), numbers must be finite (NaN / inf are refused up front, not reported later as a
     divergence), loss weights must be >= 0, and ``clip_norm`` is a positive number or None (no clipping).
+    ``lambda1=None`` is the model family's λ1 (``LAMBDA1_DEFAULTS``), filled in by ``for_model``.
     """
 
-    lambda0: float = 1.0
-    lambda1: float = 10.0
-    lambda2: float = 1.0
-    eps: float = 1e-6
-    chi: int = 3
-    batch_size: int = 128
-    optimizer: str = "sgd"
-    lr: float = 100.0
-    momentum: float = 0.0
-    clip_norm: float | None = 0.5
-    lambda1_warmup: float = 0.0
-    alpha_init: float = 3.0
-    max_epochs: int = 30
-    evals_per_epoch: int = 5
-    patience: int = 10
-    seed: int = 0
+    lambda0: float = _setting(1.0, "weight λ0 of the retain loss, >= 0")
+    lambda1: float | None = _setting(None, "weight λ1 of the forget reciprocal, >= 0", none=_LAMBDA1_FAMILY)
+    lambda2: float = _setting(1.0, "weight λ2 of the gate regulariser, >= 0")
+    eps: float = _setting(1e-6, "guard ε of the forget reciprocal 1/(L_f + ε), > 0")
+    chi: int = _setting(3, "retain copies χ of every retain sample, each under another class's mask")
+    batch_size: int = _setting(128, "global batch size B, >= 2: the first half forgets, the second retains")
+    optimizer: str = _setting("sgd", "optimizer of the gate logits", choices=OPTIMIZERS)
+    lr: float = _setting(100.0, "learning rate on the gate logits (the paper's is 100)")
+    momentum: float = _setting(0.0, "SGD momentum, in [0, 1)")
+    clip_norm: float | None = _setting(0.5, "largest global norm of the gate gradients, > 0", none="no clipping",
+                                       metavar="NORM")
+    lambda1_warmup: float = _setting(0.0, "fraction of the run over which λ1 ramps up from 0, in [0, 1]")
+    alpha_init: float = _setting(3.0, "initial gate logit (σ(3) ≈ 0.95)")
+    max_epochs: int = _setting(30, "epoch cap")
+    evals_per_epoch: int = _setting(5, "validations per epoch (evenly spaced, the last at the epoch's end)")
+    patience: int = _setting(10, "validations without improvement before stopping")
+    seed: int = _setting(0, "seeds the batch order and the drawn rows (nothing else is random)")
 
     def __post_init__(self) -> None:
         self.validate()
@@ -111,12 +127,34 @@ class UnlearnConfig:
                 kind, expectation = problem
                 raise kind(f"wfkern.unlearn: {f.name} must {expectation}, got {value!r}")
 
+    def replace(self, **overrides) -> "UnlearnConfig":
+        """A copy with some fields replaced (checked); an unknown name is a TypeError that lists the settings."""
+        names = [f.name for f in fields(self)]
+        unknown = [k for k in overrides if k not in names]
+        if unknown:
+            raise TypeError(f"wfkern.unlearn: settings must be fields of UnlearnConfig ({', '.join(names)}), "
+                            f"got {', '.join(map(repr, unknown))}")
+        return dataclasses.replace(self, **overrides)
+
+    def for_model(self, wf: nn.Module) -> "UnlearnConfig":
+        """This config with ``lambda1`` resolved: None becomes the model family's λ1 (10 for CNNs, 100 for ViTs)."""
+        if self.lambda1 is not None:
+            return self.replace()
+        return self.replace(lambda1=LAMBDA1_DEFAULTS[model_family_of(wf)])
+
     def to_dict(self) -> dict:
         return asdict(self)
 
     def resume_mismatch(self, saved: dict) -> list[str]:
         """Names of settings that differ from a checkpoint's saved config."""
         return [k for k in RESUME_KEYS if k in saved and saved[k] != getattr(self, k)]
+
+
+_FIELDS = {f.name: f for f in fields(UnlearnConfig)}
+
+# Settings that must match for --resume to continue a run: every one (progress, device and out_dir are
+# arguments of ``unlearn``, not settings, and may change).
+RESUME_KEYS = tuple(_FIELDS)
 
 
 def model_family_of(wf: nn.Module) -> str:

@@ -1,4 +1,4 @@
-"""``wfkern.unlearn``: one untraining round that teaches the gates to forget every class (SPEC §2)."""
+"""``wfkern.unlearn``: one untraining round that teaches the gates to forget every class (docs/method.md §2)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from torch.utils.data import Dataset
 
 from wfkern.data import dataset_targets, iter_batches
 from wfkern.train.distributed import DistContext, all_reduce_grads, all_reduce_sum, dist_context
-from wfkern.unlearn.config import LAMBDA1_DEFAULTS, UnlearnConfig, model_family_of
+from wfkern.unlearn.config import UnlearnConfig
 from wfkern.unlearn.objective import expand_labels, per_sample_losses, pick_forget_labels, untraining_loss
 from wfkern.unlearn.state import FILTERS_FILE, HISTORY_FILE, STATE_FILE, HistoryLog, Progress, load_state, save_state
-from wfkern.unlearn.validation import make_validation_plan, validation_objective
+from wfkern.unlearn.validation import ValidationPlan, make_validation_plan, validation_objective
 
 __all__ = ["unlearn", "UnlearnResult", "UnlearnDiverged"]
 
@@ -64,13 +64,13 @@ def _make_optimizer(params, cfg: UnlearnConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
 
 
-def _batch_loss(wf, train_data: Dataset, targets: torch.Tensor, idx: torch.Tensor, step_seed: int,
-                cfg: UnlearnConfig, lambda1: float, device: torch.device, ctx: DistContext):
+def _batch_loss(run: _Run, idx: torch.Tensor, step_seed: int, lambda1: float):
     """Eq. 3 on this process's share of one global batch: first half forgets, second half retains (× χ).
 
     The random rows are drawn for the whole global batch from ``step_seed`` and then sharded, so any
     number of processes sees the same pairs as one process.
     """
+    wf, targets, cfg, ctx, device = run.wf, run.targets, run.cfg, run.ctx, run.device
     g = torch.Generator().manual_seed(step_seed)
     half = idx.numel() // 2
     f_idx, r_idx = idx[:half], idx[half:]
@@ -80,7 +80,7 @@ def _batch_loss(wf, train_data: Dataset, targets: torch.Tensor, idx: torch.Tenso
     f_idx, f_rows, r_idx, r_rows = f_idx[shard], f_rows[shard], r_idx[shard], r_rows[:, shard]
     keep = f_rows >= 0                                                          # multi-label rows without positives
     f_idx, f_rows = f_idx[keep], f_rows[keep]
-    x, y = next(iter_batches(train_data, [torch.cat([f_idx, r_idx])]))
+    x, y = next(iter_batches(run.train_data, [torch.cat([f_idx, r_idx])]))
     x, y = x.to(device), y.to(device)
     nf = f_idx.numel()
     xs = torch.cat([x[:nf], x[nf:].repeat(cfg.chi, *([1] * (x.dim() - 1)))])
@@ -191,12 +191,35 @@ def _lambda1_at(cfg: UnlearnConfig, step: int, total: int) -> float:
     return cfg.lambda1 if ramp <= 0 else cfg.lambda1 * min(1.0, (step + 1) / ramp)
 
 
-def unlearn(wf, train_data: Dataset, val_data: Dataset, *, lambda0: float = 1.0, lambda1: float | None = None,
-            lambda2: float = 1.0, eps: float = 1e-6, chi: int = 3, batch_size: int = 128, optimizer: str = "sgd",
-            lr: float = 100.0, momentum: float = 0.0, clip_norm: float | None = 0.5, lambda1_warmup: float = 0.0,
-            alpha_init: float = 3.0, max_epochs: int = 30, evals_per_epoch: int = 5, patience: int = 10,
-            seed: int = 0, device: str | torch.device | None = None, out_dir: str | None = None,
-            resume: bool = False, progress: bool = True) -> UnlearnResult:
+@dataclass
+class _Run:
+    """One untraining round, as its steps share it (built by ``_open_run``)."""
+
+    wf: torch.nn.Module
+    train_data: Dataset
+    val_data: Dataset
+    targets: torch.Tensor        # the training labels, read once
+    cfg: UnlearnConfig           # λ1 resolved
+    device: torch.device
+    ctx: DistContext
+    params: list                 # the gate logits (the only trained tensors)
+    opt: torch.optim.Optimizer
+    state_path: str | None       # the resumable checkpoint, None without out_dir
+    out_dir: str | None
+    prog: Progress
+    best_filters: dict           # the gates of the best validation so far
+    history: HistoryLog
+    plan: ValidationPlan         # the fixed validation rows
+    reporter: _Reporter
+    batch: int                   # global batch size (at most the training set)
+    steps: int                   # optimiser steps an epoch
+    total: int                   # optimiser steps of the whole run
+    evals_at: set[int]           # steps within an epoch after which to validate
+
+
+def unlearn(wf, train_data: Dataset, val_data: Dataset, config: UnlearnConfig | None = None, *,
+            device: str | torch.device | None = None, out_dir: str | None = None, resume: bool = False,
+            progress: bool = True, **overrides) -> UnlearnResult:
     """Untrain every class in one round: train only the gates so that ``wf(x, forget=c)`` forgets class c.
 
     Each global batch of ``batch_size`` is halved. The forget half is masked with each sample's own
@@ -211,15 +234,11 @@ def unlearn(wf, train_data: Dataset, val_data: Dataset, *, lambda0: float = 1.0,
     Args:
         wf: a ``wfkern.patch``-ed model; its gates are trained in place and end at the best ones.
         train_data, val_data: datasets yielding (image, label) (``wfkern.data`` datasets are fastest).
-        lambda0: weight of the retain loss.  lambda1: weight of the forget reciprocal (None: 10 for
-            CNNs, 100 for ViTs).  lambda2: weight of the gate regulariser.  eps: guard of 1/(L_f + ε).
-        chi: retain copies χ.  batch_size: global batch B.
-        optimizer: "sgd" (default) or "adam".  lr: learning rate on the gate logits (100, the paper's).
-        momentum: SGD momentum.  clip_norm: max global gradient norm; None = the paper's literal setting
-            (it collapses: docs/untraining.md).  lambda1_warmup: fraction of the run over which λ1 ramps up.
-        alpha_init: initial gate logit (σ(3) ≈ 0.95).  max_epochs: epoch cap.
-        evals_per_epoch: validations per epoch.  patience: validations without improvement before stopping.
-        seed: seeds the batch order and the drawn rows (nothing else is random).
+        config: the hyperparameters, an ``UnlearnConfig`` (default ``UnlearnConfig()``: the measured recipe,
+            docs/untraining.md); each field's meaning and default are written there, once.
+        **overrides: fields of ``UnlearnConfig`` by name, replacing ``config``'s (``lr=10``, ``max_epochs=5``,
+            ``**PAPER_RECIPE`` for the paper's literal setting). An unknown name is a TypeError that lists the
+            settings. ``lambda1=None`` (the default) is the model family's: 10 for CNNs, 100 for ViTs.
         device: where to run (default: the gates' device).  out_dir: writes ``unlearn_state.safetensors``
             (at every validation, atomically), ``history.jsonl`` and the final ``filters.safetensors``.
         resume: continue from ``out_dir``'s checkpoint (same settings: same result as one run).
@@ -233,12 +252,29 @@ def unlearn(wf, train_data: Dataset, val_data: Dataset, *, lambda0: float = 1.0,
         ValueError / TypeError: bad arguments.  UnlearnDiverged: NaN/inf loss or gradient.
     """
     _check_inputs(wf, train_data, val_data, out_dir, resume)
-    # The values as given: UnlearnConfig refuses a fractional batch size rather than truncating it.
-    cfg = UnlearnConfig(lambda0, LAMBDA1_DEFAULTS[model_family_of(wf)] if lambda1 is None else lambda1,
-                        lambda2, eps, chi, batch_size, optimizer, lr, momentum, clip_norm, lambda1_warmup,
-                        alpha_init, max_epochs, evals_per_epoch, patience, seed)
-    cfg.validate()
+    cfg = _resolve_config(wf, config, overrides)
     targets = _check_data(wf, train_data, val_data)  # before anything touches the gates (reset_alphas, resume)
+    run = _open_run(wf, train_data, val_data, targets, cfg, device, out_dir, resume, progress)
+    _train(run)
+    return _finish(run)
+
+
+def _resolve_config(wf, config: UnlearnConfig | None, overrides: dict) -> UnlearnConfig:
+    """``config`` (default ``UnlearnConfig()``) with ``overrides`` in place and λ1 resolved for ``wf``'s family.
+
+    The values as given: ``UnlearnConfig`` refuses a fractional batch size rather than truncating it.
+    """
+    if config is None:
+        config = UnlearnConfig()
+    elif not isinstance(config, UnlearnConfig):
+        raise TypeError(f"wfkern.unlearn: config must be an UnlearnConfig (or leave it out and pass settings as "
+                        f"keywords), got {type(config).__name__}")
+    return config.replace(**overrides).for_model(wf)
+
+
+def _open_run(wf, train_data: Dataset, val_data: Dataset, targets: torch.Tensor, cfg: UnlearnConfig, device,
+              out_dir: str | None, resume: bool, progress: bool) -> _Run:
+    """Place the model, make the optimiser, start (fresh gates or the checkpoint's), lay out the epochs."""
     ctx = dist_context()
     params = wf.alpha_parameters()
     device = torch.device(device) if device is not None else params[0].device
@@ -249,44 +285,14 @@ def unlearn(wf, train_data: Dataset, val_data: Dataset, *, lambda0: float = 1.0,
     history = HistoryLog(os.path.join(out_dir, HISTORY_FILE) if out_dir and ctx.rank == 0 else None,
                          keep_until_step=prog.step if resume else None)
     n = targets.shape[0]
-    gbs = min(cfg.batch_size, n)
-    steps = max(1, n // gbs)
+    batch = min(cfg.batch_size, n)
+    steps = max(1, n // batch)
     total = steps * cfg.max_epochs
-    evals_at = _eval_points(steps, cfg.evals_per_epoch)
-    plan = make_validation_plan(val_data, wf.num_classes, cfg.chi, cfg.seed)
-    reporter = _Reporter(total, prog.step, progress and ctx.rank == 0)
-    t_start = time.perf_counter() - prog.seconds
-    perm_epoch, perm = -1, None
-    with reporter:
-        while not prog.done and prog.step < total:
-            epoch, k = divmod(prog.step, steps)
-            if epoch != perm_epoch:  # the batch order is a function of (seed, epoch) only
-                perm_epoch = epoch
-                perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
-            lam1 = _lambda1_at(cfg, prog.step, total)
-            parts = _batch_loss(wf, train_data, targets, perm[k * gbs:(k + 1) * gbs],
-                                cfg.seed * 1_000_003 + 7 * total + prog.step, cfg, lam1, device, ctx)
-            opt.zero_grad(set_to_none=True)
-            parts.total.backward()
-            all_reduce_grads(params, ctx)
-            gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm if cfg.clip_norm else float("inf"))
-            terms = [parts.total.item(), parts.retain.item(), parts.forget.item(), parts.reg.item()]
-            ok = float(math.isfinite(terms[0]) and math.isfinite(gnorm.item()))
-            if all_reduce_sum(torch.tensor([ok]), ctx).item() != ctx.world_size:  # every process stops together
-                _diverged(wf, opt, best_filters, prog, state_path, ctx, terms[0], epoch)
-            opt.step()
-            prog.step += 1
-            prog.running = terms if not prog.running else [0.9 * r + 0.1 * t for r, t in zip(prog.running, terms)]
-            reporter.step(prog.step, prog.running)
-            if k + 1 in evals_at:
-                prog.seconds = time.perf_counter() - t_start
-                best_filters = _validate(wf, val_data, plan, cfg, device, ctx, prog, best_filters, history, lam1, epoch,
-                                         opt, state_path, reporter)
-    prog.seconds = time.perf_counter() - t_start
-    stopped_early = prog.done and prog.step < total
-    _finish(wf, opt, cfg, prog, best_filters, out_dir, state_path, ctx, device)
-    return UnlearnResult(prog.best_objective, prog.best_step, prog.step, math.ceil(prog.step / steps),
-                         stopped_early, prog.seconds, list(history.records), cfg.to_dict())
+    return _Run(wf=wf, train_data=train_data, val_data=val_data, targets=targets, cfg=cfg, device=device, ctx=ctx,
+                params=params, opt=opt, state_path=state_path, out_dir=out_dir, prog=prog, best_filters=best_filters,
+                history=history, plan=make_validation_plan(val_data, wf.num_classes, cfg.chi, cfg.seed),
+                reporter=_Reporter(total, prog.step, progress and ctx.rank == 0), batch=batch, steps=steps,
+                total=total, evals_at=_eval_points(steps, cfg.evals_per_epoch))
 
 
 def _start(wf, opt, cfg: UnlearnConfig, state_path: str | None, resume: bool, device) -> tuple[Progress, dict]:
@@ -303,25 +309,70 @@ def _start(wf, opt, cfg: UnlearnConfig, state_path: str | None, resume: bool, de
     return prog, best
 
 
-def _finish(wf, opt, cfg: UnlearnConfig, prog: Progress, best_filters, out_dir, state_path, ctx, device) -> None:
-    """Load the best gates; write the final checkpoint (marked done) and filters.safetensors."""
+def _train(run: _Run) -> None:
+    """Optimiser steps until the epoch cap or patience runs out, validating ``evals_per_epoch`` times an epoch."""
+    prog, seed = run.prog, run.cfg.seed
+    t_start = time.perf_counter() - prog.seconds
+    perm_epoch, perm = -1, None
+    with run.reporter:
+        while not prog.done and prog.step < run.total:
+            epoch, k = divmod(prog.step, run.steps)
+            if epoch != perm_epoch:  # the batch order is a function of (seed, epoch) only
+                perm_epoch = epoch
+                perm = torch.randperm(run.targets.shape[0], generator=torch.Generator().manual_seed(
+                    seed * 1_000_003 + epoch))
+            lam1 = _lambda1_at(run.cfg, prog.step, run.total)
+            _step(run, perm[k * run.batch:(k + 1) * run.batch], lam1, epoch)
+            if k + 1 in run.evals_at:
+                prog.seconds = time.perf_counter() - t_start
+                _validate(run, lam1, epoch)
+    prog.seconds = time.perf_counter() - t_start
+
+
+def _step(run: _Run, idx: torch.Tensor, lam1: float, epoch: int) -> None:
+    """One optimiser step on the global batch ``idx``; every process stops together on a NaN/inf loss or gradient."""
+    prog, ctx = run.prog, run.ctx
+    parts = _batch_loss(run, idx, run.cfg.seed * 1_000_003 + 7 * run.total + prog.step, lam1)
+    run.opt.zero_grad(set_to_none=True)
+    parts.total.backward()
+    all_reduce_grads(run.params, ctx)
+    clip = run.cfg.clip_norm
+    gnorm = torch.nn.utils.clip_grad_norm_(run.params, clip if clip else float("inf"))
+    terms = [parts.total.item(), parts.retain.item(), parts.forget.item(), parts.reg.item()]
+    ok = float(math.isfinite(terms[0]) and math.isfinite(gnorm.item()))
+    if all_reduce_sum(torch.tensor([ok]), ctx).item() != ctx.world_size:
+        _diverged(run, terms[0], epoch)
+    run.opt.step()
+    prog.step += 1
+    prog.running = terms if not prog.running else [0.9 * r + 0.1 * t for r, t in zip(prog.running, terms)]
+    run.reporter.step(prog.step, prog.running)
+
+
+def _finish(run: _Run) -> UnlearnResult:
+    """Load the best gates; write the final checkpoint (marked done) and filters.safetensors; the result."""
+    prog, cfg = run.prog, run.cfg
+    stopped_early = prog.done and prog.step < run.total
     prog.done = True
-    wf.load_filters_state_dict({k: v.to(device) for k, v in best_filters.items()})
-    if out_dir and ctx.rank == 0:
-        save_state(state_path, wf.filters_state_dict(), best_filters, opt, prog)
-        wf.save_filters(os.path.join(out_dir, FILTERS_FILE), extra_metadata={
+    run.wf.load_filters_state_dict({k: v.to(run.device) for k, v in run.best_filters.items()})
+    if run.out_dir and run.ctx.rank == 0:
+        save_state(run.state_path, run.wf.filters_state_dict(), run.best_filters, run.opt, prog)
+        run.wf.save_filters(os.path.join(run.out_dir, FILTERS_FILE), extra_metadata={
             "unlearn_config": cfg.to_dict(), "best_objective": prog.best_objective, "best_step": prog.best_step})
+    return UnlearnResult(best_objective=prog.best_objective, best_step=prog.best_step, steps=prog.step,
+                         epochs=math.ceil(prog.step / run.steps), stopped_early=stopped_early, seconds=prog.seconds,
+                         history=list(run.history.records), config=cfg.to_dict())
 
 
-def _validate(wf, val_data, plan, cfg: UnlearnConfig, device, ctx, prog: Progress, best_filters, history: HistoryLog,
-              lam1, epoch, opt, state_path, reporter: "_Reporter | None" = None):
-    """One validation: record it, keep the best gates, update patience, checkpoint. Returns the best gates."""
-    v = validation_objective(wf, val_data, plan, (cfg.lambda0, cfg.lambda1, cfg.lambda2), cfg.eps, device, ctx)
+def _validate(run: _Run, lam1: float, epoch: int) -> None:
+    """One validation: record it, keep the best gates, update patience, checkpoint."""
+    cfg, prog, ctx, reporter = run.cfg, run.prog, run.ctx, run.reporter
+    v = validation_objective(run.wf, run.val_data, run.plan, (cfg.lambda0, cfg.lambda1, cfg.lambda2), cfg.eps,
+                             run.device, ctx)
     prog.evals += 1
     improved = v["objective"] < prog.best_objective
     if improved:
         prog.best_objective, prog.best_step, prog.bad_evals = v["objective"], prog.step, 0
-        best_filters = wf.filters_state_dict()
+        run.best_filters = run.wf.filters_state_dict()
     else:
         prog.bad_evals += 1
         prog.done = prog.bad_evals >= cfg.patience
@@ -329,26 +380,25 @@ def _validate(wf, val_data, plan, cfg: UnlearnConfig, device, ctx, prog: Progres
            "lambda1": lam1, "train_loss": prog.running[0], "train_retain": prog.running[1],
            "train_forget": prog.running[2],
            **{f"val_{k}": val for k, val in v.items()}, "best": improved}
-    history.append(rec)
+    run.history.append(rec)
     if ctx.rank == 0:
         verdict = "best so far" if improved else f"no improvement ({prog.bad_evals}/{cfg.patience} before stopping)"
         line = (f"unlearn validation {prog.evals} (epoch {epoch + 1}, step {prog.step}): "
                 f"objective {_num(v['objective'])} (L_r {_num(v['retain'])}, 1/L_f {_num(v['recip'])}, "
                 f"R {_num(v['reg'])}), acc_r {_pct(v['acc_r'])} acc_f {_pct(v['acc_f'])}; {verdict}")
         # Progress shown (bar or plain lines): the validation goes into it, the full line only with -v (DEBUG).
-        log.log(logging.DEBUG if reporter is not None and reporter.mode else logging.INFO, line)
-        if reporter is not None:
-            reporter.validation(prog.step, v, improved, prog.best_step, prog.best_objective)
-    if state_path and ctx.rank == 0:
-        save_state(state_path, wf.filters_state_dict(), best_filters, opt, prog)
-    return best_filters
+        log.log(logging.DEBUG if reporter.mode else logging.INFO, line)
+        reporter.validation(prog.step, v, improved, prog.best_step, prog.best_objective)
+    if run.state_path and ctx.rank == 0:
+        save_state(run.state_path, run.wf.filters_state_dict(), run.best_filters, run.opt, prog)
 
 
-def _diverged(wf, opt, best_filters, prog: Progress, state_path, ctx, value: float, epoch: int) -> None:
+def _diverged(run: _Run, value: float, epoch: int) -> None:
     """Stop on a NaN/inf loss: keep the best gates in memory and the last good checkpoint on disk."""
-    if state_path and ctx.rank == 0 and not os.path.isfile(state_path):
-        save_state(state_path, wf.filters_state_dict(), best_filters, opt, prog)  # gates before the bad step
-    wf.load_filters_state_dict({k: v.to(wf.alpha_parameters()[0].device) for k, v in best_filters.items()})
+    wf, prog, state_path = run.wf, run.prog, run.state_path
+    if state_path and run.ctx.rank == 0 and not os.path.isfile(state_path):
+        save_state(state_path, wf.filters_state_dict(), run.best_filters, run.opt, prog)  # gates before the bad step
+    wf.load_filters_state_dict({k: v.to(wf.alpha_parameters()[0].device) for k, v in run.best_filters.items()})
     where = f"; the last good filters are in {state_path}" if state_path else ""
     raise UnlearnDiverged(f"wfkern.unlearn: loss must stay finite, got {value} (or a non-finite gradient) at step "
                           f"{prog.step + 1} (epoch {epoch + 1}){where}; lower lr or set clip_norm")
