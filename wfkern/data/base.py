@@ -8,11 +8,11 @@ from typing import Iterable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset, Subset, TensorDataset
 
 from wfkern.data.loader import current_loader_options, read_batches
 
-__all__ = ["DatasetInfo", "TensorImageDataset", "iter_batches", "dataset_targets"]
+__all__ = ["DatasetInfo", "TensorImageDataset", "iter_batches", "dataset_targets", "subset_of"]
 
 
 @dataclass(frozen=True)
@@ -93,14 +93,82 @@ class TensorImageDataset(Dataset):
                                   self._mean.flatten().tolist(), self._std.flatten().tolist())
 
 
-def dataset_targets(dataset: Dataset) -> Tensor:
-    """All targets of a dataset: (N,) int64 or (N, Nc) multi-hot, without loading images when possible."""
-    t = getattr(dataset, "targets", None)
-    if t is not None:
-        return torch.as_tensor(t)
-    if hasattr(dataset, "samples"):  # torchvision ImageFolder
-        return torch.as_tensor([s[1] for s in dataset.samples])
-    return torch.stack([torch.as_tensor(dataset[i][1]) for i in range(len(dataset))])
+def dataset_targets(dataset: Dataset, *, single_label: bool = False) -> Tensor:
+    """Every target of a map-style dataset, in index order, read without loading images wherever possible.
+
+    The one label reader of wfkern (training, untraining, baselines and metrics all use it). In order:
+
+    - a ``targets`` (else ``labels``) attribute with one row per sample, when the dataset applies no
+      ``target_transform``: wfkern's datasets, torchvision's (MNIST, CIFAR, ImageFolder; SVHN's ``labels``);
+    - a plain ``Subset`` (nested ones too): its dataset's targets at its indices;
+    - a plain ``ConcatDataset``: the targets of its parts, one after the other;
+    - a plain ``TensorDataset``: its second tensor;
+    - a ``samples`` list of (path, label) pairs (a torchvision ``DatasetFolder``);
+    - anything else: ``dataset[i][1]`` for every sample (which loads every sample once).
+
+    Args:
+        dataset: yields ``(x, y)``; ``y`` a class index or an (Nc,) multi-hot vector.
+        single_label: require (N,) class indices (an (N, 1) column is flattened) and return them as int64.
+    Returns:
+        (N,) class indices or (N, Nc) multi-hot targets, as stored (int64 when ``single_label``).
+    Raises:
+        ValueError: ``single_label`` and the targets are not one class index per sample.
+    """
+    t = _stored_targets(dataset)
+    if t is None:
+        t = torch.stack([torch.as_tensor(dataset[i][1]) for i in range(len(dataset))]) if len(dataset) else \
+            torch.zeros(0, dtype=torch.long)
+    if not single_label:
+        return t
+    if t.dim() == 2 and t.shape[1] == 1:
+        t = t.reshape(-1)
+    if t.dim() != 1:
+        raise ValueError("wfkern.dataset_targets: dataset must have single-label (N,) targets, "
+                         f"got shape {tuple(t.shape)}")
+    return t.long()
+
+
+def _is_plain(dataset: Dataset, cls: type) -> bool:
+    """``dataset`` is a ``cls`` whose items are the ones ``cls`` itself yields (``__getitem__`` and
+    ``__getitems__`` not overridden)."""
+    return (isinstance(dataset, cls) and type(dataset).__getitem__ is cls.__getitem__
+            and getattr(type(dataset), "__getitems__", None) is getattr(cls, "__getitems__", None))
+
+
+def _stored_targets(dataset: Dataset) -> Tensor | None:
+    """The targets a dataset holds without loading any sample; None when it holds none."""
+    if getattr(dataset, "target_transform", None) is None:
+        for attr in ("targets", "labels"):
+            value = getattr(dataset, attr, None)
+            if value is None or callable(value):
+                continue
+            t = torch.as_tensor(value)
+            if t.dim() >= 1 and t.shape[0] == len(dataset):
+                return t
+    if _is_plain(dataset, Subset):
+        inner = _stored_targets(dataset.dataset)
+        if inner is None:
+            return None
+        idx = dataset.indices
+        idx = idx.long() if isinstance(idx, Tensor) else torch.as_tensor(list(idx), dtype=torch.long)
+        return inner[idx]
+    if _is_plain(dataset, ConcatDataset):
+        parts = [_stored_targets(d) for d in dataset.datasets]
+        return torch.cat(parts) if parts and all(p is not None for p in parts) else None
+    if _is_plain(dataset, TensorDataset) and len(dataset.tensors) >= 2:
+        return dataset.tensors[1].detach()
+    samples = getattr(dataset, "samples", None)
+    if isinstance(samples, (list, tuple)) and len(samples) == len(dataset) \
+            and getattr(dataset, "target_transform", None) is None:
+        return torch.as_tensor([s[1] for s in samples])
+    return None
+
+
+def subset_of(dataset: Dataset, indices: Tensor) -> Dataset:
+    """``dataset[indices]``: an in-memory copy for wfkern datasets (``subset``), a ``Subset`` otherwise."""
+    if hasattr(dataset, "subset"):
+        return dataset.subset(indices)
+    return Subset(dataset, indices.tolist())
 
 
 def iter_batches(dataset: Dataset, index_batches: Iterable[Tensor],

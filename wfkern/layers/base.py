@@ -8,6 +8,7 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from wfkern._utils import model_device
 from wfkern.ops import mask_epilogue, mask_epilogue_
 
 __all__ = ["ForgetContext", "WFLayer", "find_wf_layers"]
@@ -106,7 +107,7 @@ class WFLayer(nn.Module):
         self.training = base.training  # a wrapper takes the mode of what it wraps
         self.base = base
         self.context = context
-        device = next(base.parameters()).device
+        device = model_device(base)
         self.alpha_w = nn.Parameter(torch.full((num_classes, channels), float(init), device=device))
         self.alpha_b = (
             nn.Parameter(torch.full((num_classes, channels), float(init), device=device)) if has_bias else None

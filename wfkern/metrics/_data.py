@@ -1,4 +1,5 @@
-"""Dataset helpers shared by the metrics: labels, per-class indices, batched inference."""
+"""Dataset helpers shared by the metrics: per-class indices, batches, batched inference (labels are read with
+``wfkern.data.dataset_targets``)."""
 
 from __future__ import annotations
 
@@ -6,33 +7,11 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset, Subset, TensorDataset
+from torch.utils.data import Dataset
 
 from wfkern.data import iter_batches
 
-__all__ = ["dataset_labels", "class_indices", "predict_logits", "model_device", "index_batches"]
-
-
-def dataset_labels(dataset: Dataset) -> Tensor:
-    """Return every label of a map-style classification dataset, without loading images when possible.
-
-    Args:
-        dataset: yields ``(x, y)`` with an integer ``y``. ``TensorDataset``, ``Subset`` and datasets with a
-            ``targets`` attribute (torchvision) are read directly; anything else is iterated once.
-    Returns:
-        (N,) int64 labels, on the CPU.
-    """
-    if isinstance(dataset, Subset):
-        return dataset_labels(dataset.dataset)[torch.as_tensor(list(dataset.indices), dtype=torch.long)]
-    if isinstance(dataset, TensorDataset) and len(dataset.tensors) >= 2:
-        return dataset.tensors[1].detach().cpu().long().reshape(-1)
-    for attr in ("targets", "labels"):
-        value = getattr(dataset, attr, None)
-        if value is not None and not callable(value):
-            labels = torch.as_tensor(value).long().reshape(-1)
-            if labels.numel() == len(dataset):
-                return labels
-    return torch.tensor([int(dataset[i][1]) for i in range(len(dataset))], dtype=torch.long)
+__all__ = ["class_indices", "predict_logits", "index_batches"]
 
 
 def class_indices(labels: Tensor, c: int, *, exclude: bool = False) -> Tensor:
@@ -55,15 +34,6 @@ def index_batches(dataset: Dataset, indices: Optional[Sequence[int] | Tensor], b
         return
     for x, y in iter_batches(dataset, idx.split(batch_size)):
         yield x, torch.as_tensor(y)
-
-
-def model_device(module: torch.nn.Module) -> torch.device:
-    """Device of the first parameter or buffer of ``module`` (CPU when it has none)."""
-    for tensor in module.parameters():
-        return tensor.device
-    for tensor in module.buffers():
-        return tensor.device
-    return torch.device("cpu")
 
 
 @torch.no_grad()

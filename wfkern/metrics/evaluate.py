@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import torch
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ._data import dataset_labels, predict_logits
+from wfkern.data import dataset_targets, subset_of
+
+from ._data import predict_logits
 from .accuracy import accuracy
 from .classes import select_classes
 from .per_class import EvalContext, class_seed, evaluate_class
@@ -140,14 +142,14 @@ def per_class_subset(dataset: Dataset, n: int, seed: int = 0) -> Dataset:
     """At most ``n`` samples of every class, drawn with ``seed`` (kept in index order)."""
     if n < 1:
         raise ValueError(f"wfkern.evaluate: test_per_class must be >= 1, got {n}")
-    labels = dataset_labels(dataset)
+    labels = dataset_targets(dataset, single_label=True)
     gen = torch.Generator().manual_seed(int(seed))
     keep = []
     for c in torch.unique(labels).tolist():
         idx = torch.nonzero(labels == c).flatten()
         keep.append(idx[torch.randperm(idx.numel(), generator=gen)[:n]])
     idx = torch.sort(torch.cat(keep)).values
-    return dataset.subset(idx) if hasattr(dataset, "subset") else Subset(dataset, idx.tolist())
+    return subset_of(dataset, idx)
 
 
 def _rng_devices(device: torch.device) -> list:
@@ -155,8 +157,8 @@ def _rng_devices(device: torch.device) -> list:
 
 
 def _context(um, test_data, train_data, s: EvalSettings, need_random: bool) -> EvalContext:
-    test_labels = dataset_labels(test_data)
-    train_labels = dataset_labels(train_data) if train_data is not None else None
+    test_labels = dataset_targets(test_data, single_label=True)
+    train_labels = dataset_targets(train_data, single_label=True) if train_data is not None else None
     with torch.no_grad():
         orig, _ = predict_logits(um.original_logits, test_data, None, batch_size=s.batch_size, device=um.device)
         random_probs = None

@@ -10,6 +10,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from wfkern._utils import SEED_SPREAD, SEED_STRIDE
+
 from ._data import class_indices, index_batches, predict_logits
 from .accuracy import accuracy, accuracy_split
 from .divergence import zrf_score
@@ -45,7 +47,7 @@ class EvalContext:
 
 def class_seed(seed: int, c: int) -> int:
     """Per-class seed, so each class's result does not depend on which classes ran before it."""
-    return int(seed) * 1_000_003 + 7919 * (int(c) + 1)
+    return int(seed) * SEED_STRIDE + SEED_SPREAD * (int(c) + 1)
 
 
 def _sample(indices: Tensor, n: int, gen: torch.Generator) -> Tensor:

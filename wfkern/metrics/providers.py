@@ -13,7 +13,8 @@ from typing import Callable, Mapping, Optional, Union
 import torch
 from torch import Tensor, nn
 
-from ._data import model_device
+from wfkern._utils import model_device
+
 from .random_init import random_init_like
 
 __all__ = ["Unlearned", "WFUnlearned", "PerClassModels", "OriginalModel", "as_unlearned", "is_wf_model"]

@@ -8,6 +8,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from wfkern._utils import model_device
+
 __all__ = ["random_init_like"]
 
 
@@ -27,7 +29,7 @@ def random_init_like(module: nn.Module, seed: int = 0, *, skip: Iterable[nn.Para
     Returns:
         The new module, on the device of ``module``.
     """
-    device = next(iter(module.parameters()), torch.empty(0)).device
+    device = model_device(module)
     skip_ids = {id(p) for p in skip}
     # map the skipped parameters to their copies by name
     skip_names = {name for name, p in module.named_parameters() if id(p) in skip_ids}

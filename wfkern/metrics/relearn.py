@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Optional
 
 import torch
@@ -10,7 +9,9 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ._data import index_batches, model_device
+from wfkern._utils import trainable_copy
+
+from ._data import index_batches
 from .accuracy import accuracy
 
 __all__ = ["relearn_time"]
@@ -57,10 +58,7 @@ def relearn_time(model: nn.Module, train_data: Dataset, eval_data: Dataset, eval
     if max_epochs < 0 or samples_per_epoch < 1 or batch_size < 1:
         raise ValueError(f"wfkern.relearn_time: max_epochs >= 0, samples_per_epoch >= 1 and batch_size >= 1 "
                          f"must hold, got {max_epochs}, {samples_per_epoch}, {batch_size}")
-    device = torch.device(device) if device is not None else model_device(model)
-    work = copy.deepcopy(model).to(device)
-    for p in work.parameters():
-        p.requires_grad_(True)
+    work, device = trainable_copy(model, device)
     opt = torch.optim.Adam(work.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(int(seed))
     n_train = len(train_data)

@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 from wfkern._atomic import atomic_write
+from wfkern._utils import model_device
 from wfkern.data.preprocess import preprocess_problem
 from wfkern.models import create_model
 
@@ -353,7 +354,7 @@ def save_model(model: nn.Module, path: str, *, arch: str, num_classes: int | Non
     in_chans = in_chans if in_chans is not None else (_first_conv_channels(model) or 3)
     image_size = image_size if image_size is not None else (_native_size(model) or 224)
     first = next(iter(model.parameters()), None)
-    device = first.device if first is not None else torch.device("cpu")
+    device = model_device(model)
     dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
     modes = {m: m.training for m in model.modules()}
     try:

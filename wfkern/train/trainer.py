@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from wfkern._utils import TRAIN_SEED_STRIDE
 from wfkern.data import iter_batches
 from wfkern.train.distributed import DistContext, all_reduce_grads, dist_context
 
@@ -157,7 +158,7 @@ def train_model(model: nn.Module, train_data: Dataset, val_data: Dataset | None 
     t0 = time.perf_counter()
     bar = _bar(total, progress and ctx.rank == 0)
     for epoch in range(epochs):
-        g = torch.Generator().manual_seed(seed * 100003 + epoch)
+        g = torch.Generator().manual_seed(seed * TRAIN_SEED_STRIDE + epoch)
         perm = torch.randperm(n, generator=g)[: steps * gbs].view(steps, gbs)
         shards = [row[ctx.rank::ctx.world_size] for row in perm]
         running = 0.0

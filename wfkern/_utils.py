@@ -1,0 +1,51 @@
+"""Small helpers every layer shares: where a model lives, a trainable copy of it, the seed arithmetic.
+
+Imports nothing from wfkern, so every layer may use it.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+__all__ = ["model_device", "trainable_copy", "SEED_STRIDE", "SEED_SPREAD", "TRAIN_SEED_STRIDE"]
+
+# Seeds derived from a run's seed. Both numbers are primes, so derived streams of neighbouring seeds,
+# classes, epochs and steps never coincide within any realistic run.
+SEED_STRIDE = 1_000_003
+"""Spacing between the derived seeds of consecutive base seeds: ``seed * SEED_STRIDE + k`` (untraining epochs
+and steps, per-class evaluation)."""
+SEED_SPREAD = 7919
+"""Step between sibling streams of one seed: the validation plan (``seed + SEED_SPREAD``) and the evaluation of
+class ``c`` (``k = SEED_SPREAD * (c + 1)``)."""
+TRAIN_SEED_STRIDE = 100_003
+"""Training's spacing of its epoch shuffles, ``seed * TRAIN_SEED_STRIDE + epoch`` (kept: trained checkpoints
+reproduce)."""
+
+
+def model_device(module: nn.Module, device: torch.device | str | None = None) -> torch.device:
+    """``device`` when given, else where ``module`` lives: its first parameter's device, else its first buffer's
+    (a module without either counts as on the CPU)."""
+    if device is not None:
+        return torch.device(device)
+    for tensor in module.parameters():
+        return tensor.device
+    for tensor in module.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def trainable_copy(model: nn.Module, device: torch.device | str | None = None) -> tuple[nn.Module, torch.device]:
+    """A deep copy of ``model`` on ``device`` (default: the model's own) with every parameter trainable.
+
+    ``model`` itself is not modified (neither its weights nor its ``requires_grad`` flags).
+
+    Returns:
+        (the copy, the device it is on).
+    """
+    dev = model_device(model, device)
+    work = copy.deepcopy(model).to(dev)
+    for p in work.parameters():
+        p.requires_grad_(True)
+    return work, dev
