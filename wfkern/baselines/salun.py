@@ -10,17 +10,16 @@ is kept: the paper's default 50 %); then random-label unlearning updates only th
 
 from __future__ import annotations
 
-import copy
 from typing import Optional
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
-from wfkern.data import iter_batches
+from wfkern._utils import model_device, trainable_copy
+from wfkern.data import dataset_targets, iter_batches
 
-from .single_class import _device, _fine_tune_mode, _labels
+from ._common import class_split, random_label_epochs, resolve_num_classes
 
 __all__ = ["salun", "saliency_mask"]
 
@@ -48,7 +47,7 @@ def saliency_mask(model: nn.Module, data: Dataset, forget: Tensor, *, fraction: 
         raise ValueError(f"wfkern.saliency_mask: fraction must be in [0, 1], got {fraction!r}")
     if forget.numel() == 0:
         raise ValueError("wfkern.saliency_mask: forget must hold at least one sample, got none")
-    dev = _device(model, device)
+    dev = model_device(model, device)
     model.eval()
     named = list(model.named_parameters())
     grad = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in named}
@@ -100,45 +99,34 @@ def salun(original: nn.Module, train_data: Dataset, c: int, *, num_classes: Opti
     Returns:
         The unlearned model, in eval mode.
     """
-    labels = _labels(train_data)
-    nc = int(num_classes) if num_classes is not None else int(labels.max()) + 1
-    if nc < 2:
-        raise ValueError(f"wfkern.salun: num_classes must be >= 2, got {nc}")
-    forget = torch.nonzero(labels == c).flatten()
-    retain = torch.nonzero(labels != c).flatten()
+    labels = dataset_targets(train_data, single_label=True)
+    nc = resolve_num_classes(labels, num_classes, "wfkern.salun")
+    forget, retain = class_split(labels, c)
     if forget.numel() == 0:
         raise ValueError(f"wfkern.salun: train_data must hold samples of class {c} to forget, got none")
-    dev = _device(original, device)
-    model = copy.deepcopy(original).to(dev)
-    for p in model.parameters():
-        p.requires_grad_(True)
+    model, dev = trainable_copy(original, device)
     masks = saliency_mask(model, train_data, forget, fraction=fraction, batch_size=batch_size, device=dev)
     params = [(p, masks[n].to(p.device), p.detach().clone()) for n, p in model.named_parameters()]
     opt = torch.optim.SGD([p for p, _, _ in params], lr=lr, momentum=momentum, weight_decay=weight_decay)
-    gen = torch.Generator().manual_seed(int(seed))
     n_retain = retain.numel()
     if retain_ratio is not None:
         n_retain = min(n_retain, int(round(retain_ratio * forget.numel())))
-    for _ in tqdm(range(epochs), desc=f"salun class {c}", leave=False, disable=not progress):
-        r = retain[torch.randperm(retain.numel(), generator=gen)[:n_retain]]
-        idx = torch.cat([forget, r])
-        shift = torch.randint(1, nc, (forget.numel(),), generator=gen)
-        target = torch.cat([(c + shift) % nc, labels[r]])  # never c for the forget samples
-        chunks = torch.randperm(idx.numel(), generator=gen).split(batch_size)
-        _fine_tune_mode(model)
-        for pos, (x, _) in zip(chunks, iter_batches(train_data, [idx[q] for q in chunks])):
-            loss = nn.functional.cross_entropy(model(x.to(dev)), target[pos].to(dev))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            with torch.no_grad():
-                for p, m, _ in params:
-                    if p.grad is not None:
-                        p.grad.mul_(m)
-            opt.step()
-            with torch.no_grad():
-                for p, m, p0 in params:
-                    p.copy_(torch.where(m, p, p0))
-                    buf = opt.state.get(p, {}).get("momentum_buffer")
-                    if buf is not None:
-                        buf.mul_(m)
+
+    @torch.no_grad()
+    def mask_grads() -> None:
+        for p, m, _ in params:
+            if p.grad is not None:
+                p.grad.mul_(m)
+
+    @torch.no_grad()
+    def restore_outside_mask() -> None:
+        for p, m, p0 in params:
+            p.copy_(torch.where(m, p, p0))
+            buf = opt.state.get(p, {}).get("momentum_buffer")
+            if buf is not None:
+                buf.mul_(m)
+
+    random_label_epochs(model, opt, train_data, labels, c, nc, n_retain, epochs=epochs, batch_size=batch_size,
+                        generator=torch.Generator().manual_seed(int(seed)), device=dev, desc=f"salun class {c}",
+                        progress=progress, after_backward=mask_grads, after_step=restore_outside_mask)
     return model.eval()

@@ -8,54 +8,20 @@ them; fine-tuning on the retain set continues training as training does (retain 
 
 from __future__ import annotations
 
-import copy
 from typing import Callable, Optional
 
 import torch
-from torch import Tensor, nn
-from torch.utils.data import Dataset, Subset
+from torch import nn
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from wfkern.data import dataset_targets, iter_batches
+from wfkern._utils import trainable_copy
+from wfkern.data import dataset_targets, iter_batches, subset_of
 from wfkern.train.trainer import train_model
 
+from ._common import class_split, fine_tune_mode, random_label_epochs, resolve_num_classes
+
 __all__ = ["retrain", "fine_tune", "random_labels", "neg_grad", "subset_of"]
-
-
-def subset_of(dataset: Dataset, indices: Tensor) -> Dataset:
-    """``dataset[indices]``: an in-memory copy for wfkern datasets (``subset``), a ``Subset`` otherwise."""
-    if hasattr(dataset, "subset"):
-        return dataset.subset(indices)
-    return Subset(dataset, indices.tolist())
-
-
-def _labels(dataset: Dataset) -> Tensor:
-    t = dataset_targets(dataset)
-    if t.dim() != 1:
-        raise ValueError(f"wfkern.baselines: train_data must have single-label (N,) targets, got shape {tuple(t.shape)}")
-    return t.long()
-
-
-def _device(model: nn.Module, device) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return next(iter(model.parameters()), torch.empty(0)).device
-
-
-def _trainable_copy(original: nn.Module, device, lr: float, seed: int):
-    """(a trainable deep copy on the device, its Adam optimiser, a seeded generator, the device)."""
-    dev = _device(original, device)
-    model = copy.deepcopy(original).to(dev)
-    for p in model.parameters():
-        p.requires_grad_(True)
-    return model, torch.optim.Adam(model.parameters(), lr=lr), torch.Generator().manual_seed(int(seed)), dev
-
-
-def _fine_tune_mode(model: nn.Module) -> None:
-    model.train()
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eval()
 
 
 def retrain(model_fn: Callable[[], nn.Module], train_data: Dataset, c: int, *, val_data: Optional[Dataset] = None,
@@ -73,10 +39,10 @@ def retrain(model_fn: Callable[[], nn.Module], train_data: Dataset, c: int, *, v
     Returns:
         The trained model, in eval mode.
     """
-    keep = torch.nonzero(_labels(train_data) != c).flatten()
+    keep = class_split(dataset_targets(train_data, single_label=True), c)[1]
     val = None
     if val_data is not None:
-        val = subset_of(val_data, torch.nonzero(_labels(val_data) != c).flatten())
+        val = subset_of(val_data, class_split(dataset_targets(val_data, single_label=True), c)[1])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         model = model_fn()
@@ -108,26 +74,15 @@ def random_labels(original: nn.Module, train_data: Dataset, c: int, *, num_class
     Returns:
         The unlearned model, in eval mode.
     """
-    labels = _labels(train_data)
-    nc = int(num_classes) if num_classes is not None else int(labels.max()) + 1
-    if nc < 2:
-        raise ValueError(f"wfkern.random_labels: num_classes must be >= 2, got {nc}")
-    model, opt, gen, dev = _trainable_copy(original, device, lr, seed)
-    forget = torch.nonzero(labels == c).flatten()
-    retain = torch.nonzero(labels != c).flatten()
+    labels = dataset_targets(train_data, single_label=True)
+    nc = resolve_num_classes(labels, num_classes, "wfkern.random_labels")
+    model, dev = trainable_copy(original, device)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    forget, retain = class_split(labels, c)
     n_retain = min(retain.numel(), int(round(retain_ratio * forget.numel())))
-    for _ in tqdm(range(epochs), desc=f"random-labels class {c}", leave=False, disable=not progress):
-        r = retain[torch.randperm(retain.numel(), generator=gen)[:n_retain]]
-        idx = torch.cat([forget, r])
-        shift = torch.randint(1, nc, (forget.numel(),), generator=gen)
-        target = torch.cat([(c + shift) % nc, labels[r]])  # never c for the forget samples
-        chunks = torch.randperm(idx.numel(), generator=gen).split(batch_size)
-        _fine_tune_mode(model)
-        for pos, (x, _) in zip(chunks, iter_batches(train_data, [idx[p] for p in chunks])):
-            loss = nn.functional.cross_entropy(model(x.to(dev)), target[pos].to(dev))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+    random_label_epochs(model, opt, train_data, labels, c, nc, n_retain, epochs=epochs, batch_size=batch_size,
+                        generator=torch.Generator().manual_seed(int(seed)), device=dev,
+                        desc=f"random-labels class {c}", progress=progress)
     return model.eval()
 
 
@@ -153,11 +108,12 @@ def neg_grad(original: nn.Module, train_data: Dataset, c: int, *, max_epochs: in
     Returns:
         The unlearned model, in eval mode.
     """
-    labels = _labels(train_data)
-    model, opt, gen, dev = _trainable_copy(original, device, lr, seed)
-    forget = torch.nonzero(labels == c).flatten()
+    forget = class_split(dataset_targets(train_data, single_label=True), c)[0]
+    model, dev = trainable_copy(original, device)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(int(seed))
     for _ in tqdm(range(max_epochs), desc=f"neg-grad class {c}", leave=False, disable=not progress):
-        _fine_tune_mode(model)
+        fine_tune_mode(model)
         order = forget[torch.randperm(forget.numel(), generator=gen)]
         for x, y in iter_batches(train_data, order.split(batch_size)):
             y = torch.as_tensor(y).long().to(dev)
@@ -196,14 +152,10 @@ def fine_tune(original: nn.Module, train_data: Dataset, c: int, *, epochs: int =
     Returns:
         The unlearned model, in eval mode.
     """
-    labels = _labels(train_data)
-    retain = torch.nonzero(labels != c).flatten()
+    retain = class_split(dataset_targets(train_data, single_label=True), c)[1]
     if retain.numel() == 0:
         raise ValueError(f"wfkern.fine_tune: train_data must hold samples of classes other than {c}, got none")
-    dev = _device(original, device)
-    model = copy.deepcopy(original).to(dev)
-    for p in model.parameters():
-        p.requires_grad_(True)
+    model, dev = trainable_copy(original, device)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(int(seed))
     model.train()

@@ -11,16 +11,16 @@ largest ratio the data allows (``default_alpha``; docs/evaluation.md).
 
 from __future__ import annotations
 
-import copy
 from typing import Iterable, Optional
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from wfkern.data import iter_batches
+from wfkern._utils import model_device, trainable_copy
+from wfkern.data import dataset_targets, iter_batches
 
-from .single_class import _device, _labels
+from ._common import class_split
 
 __all__ = ["ssd", "fisher_diagonal", "ssd_dampen", "default_alpha"]
 
@@ -36,7 +36,7 @@ def fisher_diagonal(model: nn.Module, data: Dataset, index_batches: Iterable[Ten
     Returns:
         ``{name: importance}`` for every parameter of ``model.named_parameters()`` (zeros where unused), float32.
     """
-    dev = _device(model, device)
+    dev = model_device(model, device)
     model.eval()
     named = list(model.named_parameters())
     imp = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in named}
@@ -118,18 +118,14 @@ def ssd(original: nn.Module, train_data: Dataset, c: int, *, alpha: Optional[flo
         The unlearned model, in eval mode.
     """
     del progress
-    labels = _labels(train_data)
-    forget = torch.nonzero(labels == c).flatten()
+    labels = dataset_targets(train_data, single_label=True)
+    forget, retain = class_split(labels, c)
     if forget.numel() == 0:
         raise ValueError(f"wfkern.ssd: train_data must hold samples of class {c} to forget, got none")
     # D in the reference order: retain samples grouped by class (stable), then the forget samples.
-    retain = torch.nonzero(labels != c).flatten()
     retain = retain[torch.sort(labels[retain], stable=True).indices]
     full = torch.cat([retain, forget])
-    dev = _device(original, device)
-    model = copy.deepcopy(original).to(dev)
-    for p in model.parameters():
-        p.requires_grad_(True)
+    model, dev = trainable_copy(original, device)
     imp_f = fisher_diagonal(model, train_data, forget.split(batch_size), dev)
     imp_d = fisher_diagonal(model, train_data, full.split(batch_size), dev)
     if alpha is None:

@@ -1,0 +1,67 @@
+"""What the single-class baselines share: the class split, the fine-tuning mode, the random-label epochs."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from wfkern.data import iter_batches
+
+__all__ = ["class_split", "resolve_num_classes", "fine_tune_mode", "random_label_epochs"]
+
+
+def class_split(labels: Tensor, c: int) -> tuple[Tensor, Tensor]:
+    """(indices of the class-``c`` samples, indices of all others), each in index order."""
+    return torch.nonzero(labels == c).flatten(), torch.nonzero(labels != c).flatten()
+
+
+def resolve_num_classes(labels: Tensor, num_classes: Optional[int], where: str) -> int:
+    """``num_classes``, or the largest label + 1 when None; at least 2 (``where`` names the caller in the error)."""
+    nc = int(num_classes) if num_classes is not None else int(labels.max()) + 1
+    if nc < 2:
+        raise ValueError(f"{where}: num_classes must be >= 2, got {nc}")
+    return nc
+
+
+def fine_tune_mode(model: nn.Module) -> None:
+    """Train mode with every BatchNorm in eval mode: single-class batches must not skew the running statistics."""
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def random_label_epochs(model: nn.Module, opt: torch.optim.Optimizer, train_data: Dataset, labels: Tensor, c: int,
+                        num_classes: int, n_retain: int, *, epochs: int, batch_size: int, generator: torch.Generator,
+                        device: torch.device, desc: str, progress: bool,
+                        after_backward: Optional[Callable[[], None]] = None,
+                        after_step: Optional[Callable[[], None]] = None) -> None:
+    """Random-label fine-tuning, in place: the loop of ``random_labels`` and SalUn.
+
+    Each epoch relabels every class-``c`` sample uniformly among the ``num_classes - 1`` other classes (a fresh
+    draw), adds ``n_retain`` random retain samples with their true labels, shuffles, and takes one ``opt`` step on
+    the cross-entropy per mini-batch of ``batch_size``, the model in ``fine_tune_mode``. ``after_backward`` runs
+    between the backward pass and the step (e.g. masking the gradients), ``after_step`` after the step.
+    Every draw comes from ``generator``, in a fixed order.
+    """
+    forget, retain = class_split(labels, c)
+    for _ in tqdm(range(epochs), desc=desc, leave=False, disable=not progress):
+        r = retain[torch.randperm(retain.numel(), generator=generator)[:n_retain]]
+        idx = torch.cat([forget, r])
+        shift = torch.randint(1, num_classes, (forget.numel(),), generator=generator)
+        target = torch.cat([(c + shift) % num_classes, labels[r]])  # never c for the forget samples
+        chunks = torch.randperm(idx.numel(), generator=generator).split(batch_size)
+        fine_tune_mode(model)
+        for pos, (x, _) in zip(chunks, iter_batches(train_data, [idx[p] for p in chunks])):
+            loss = nn.functional.cross_entropy(model(x.to(device)), target[pos].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if after_backward is not None:
+                after_backward()
+            opt.step()
+            if after_step is not None:
+                after_step()
