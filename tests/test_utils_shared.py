@@ -73,3 +73,28 @@ def test_random_label_epochs_never_targets_the_class_and_calls_the_hooks_per_ste
     assert targets.numel() == 2 * (4 + 4)                            # forget + n_retain samples, each epoch
     assert int((targets == 1).sum()) == 0                            # retain samples are not of class 1 either
     assert calls == ["b", "s"] * 6                                   # ceil(8 / 3) steps per epoch, hooks in order
+
+
+def test_state_differences_and_few_keys():
+    from wfkern.models.importing import few_keys, state_differences
+
+    expected = {"a": torch.zeros(2), "b": torch.zeros(3), "c": torch.zeros(1)}
+    have = {"b": torch.zeros(4), "c": torch.zeros(1), "d": torch.zeros(1)}
+    assert state_differences(have, expected) == (["a"], ["d"], ["b"])
+    assert state_differences(expected, expected) == ([], [], [])
+    assert few_keys(["k1", "k2"]) == "k1, k2"
+    assert few_keys([f"k{i}" for i in range(6)]) == "k0, k1, k2, k3 and 2 more"
+
+
+def test_model_config_builds_what_the_registry_builds():
+    from wfkern.models import DEFAULT_MODEL, create_model
+    from wfkern.train import ModelConfig
+
+    config = ModelConfig(DEFAULT_MODEL, 4, 1, 8, {"widths": [8, 16, 16]})
+    torch.manual_seed(0)
+    built = config.build()
+    torch.manual_seed(0)
+    direct = create_model(DEFAULT_MODEL, 4, 1, 8, widths=[8, 16, 16])
+    assert built is not config.build() and type(built) is type(direct)
+    a, b = built.state_dict(), direct.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

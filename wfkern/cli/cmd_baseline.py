@@ -11,7 +11,6 @@ from wfkern.cli._common import (add_class_args, add_data_args, add_device_arg, a
                                 check_output_dir, checkpoint_and_splits, parse_class_list, resolve_classes,
                                 resolve_device, with_throughput)
 from wfkern.cli.main import UserError
-from wfkern.models import create_model
 
 __all__ = ["add_parser", "run"]
 
@@ -84,13 +83,9 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(args.out_dir, "--out-dir", files=(COST_FILE,), dirs=("models", "cost"))
     model, config, (train, val) = checkpoint_and_splits(args, device, ("train", "val"))
     classes = resolve_classes(args, config.num_classes)
-
-    def build():
-        return create_model(config.model, config.num_classes, config.in_chans, config.image_size, **config.model_kwargs)
-
     rec = run_baseline(args.method, original=model, train_data=train, out_dir=args.out_dir,
-                       num_classes=config.num_classes, classes=classes, model_fn=build, val_data=val, seed=args.seed,
-                       method_kwargs=_method_kwargs(args, config), resume=not args.no_resume,
+                       num_classes=config.num_classes, classes=classes, model_fn=config.build, val_data=val,
+                       seed=args.seed, method_kwargs=_method_kwargs(args, config), resume=not args.no_resume,
                        progress=not args.no_progress, device=device)
     rec_kw = rec["method_kwargs"]
     print(f"{args.method}: {rec['n_runs']} runs, {rec['seconds_total']:.1f}s, {rec['bytes_total'] / 2**20:.2f} MiB "

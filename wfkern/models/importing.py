@@ -24,7 +24,7 @@ from torch import Tensor
 from wfkern.models.registry import check_model_args, create_model
 
 __all__ = ["import_model", "read_weights", "ImportInfo", "ImportWeightsError", "classifier_name",
-           "library_preprocess", "WRAPPER_PREFIXES", "DEFAULT_WEIGHTS"]
+           "library_preprocess", "WRAPPER_PREFIXES", "DEFAULT_WEIGHTS", "few_keys", "state_differences"]
 
 DEFAULT_WEIGHTS = "default"
 # Prefixes that wrappers add to every key: DataParallel / DDP, torch.compile, Lightning-style modules.
@@ -81,10 +81,21 @@ class ImportInfo:
     library_preprocess: dict = field(default_factory=dict)
 
 
-def _few(keys, n: int = _SHOWN) -> str:
+def few_keys(keys, n: int = _SHOWN) -> str:
+    """The first ``n`` keys, comma-separated, then "and N more": how errors about state dicts name keys."""
     keys = list(keys)
     shown = ", ".join(keys[:n])
     return shown + (f" and {len(keys) - n} more" if len(keys) > n else "")
+
+
+def state_differences(have: Mapping[str, Tensor],
+                      expected: Mapping[str, Tensor]) -> tuple[list[str], list[str], list[str]]:
+    """How the state dict ``have`` differs from ``expected``: (keys only ``expected`` holds, keys only ``have``
+    holds, shared keys whose shapes differ), each in its state dict's order."""
+    missing = [k for k in expected if k not in have]
+    unexpected = [k for k in have if k not in expected]
+    shapes = [k for k in expected if k in have and tuple(have[k].shape) != tuple(expected[k].shape)]
+    return missing, unexpected, shapes
 
 
 def _is_state(obj: Any) -> bool:
@@ -298,9 +309,8 @@ def _check_state(state: dict[str, Tensor], expected: Mapping[str, Tensor], what:
     for k, v in file_head.items():
         if k.endswith("weight") and v.dim() >= 1:
             file_classes = int(v.shape[0])
-    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    missing, unexpected, shapes = state_differences(state, expected)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     head_only_shapes = bool(shapes) and all(k in head_keys for k in shapes)
     if not new_head and file_classes is not None and file_classes != num_classes and head_only_shapes \
             and not missing and not unexpected:
@@ -315,9 +325,9 @@ def _check_state(state: dict[str, Tensor], expected: Mapping[str, Tensor], what:
     if missing or unexpected or shapes:
         parts = []
         if missing:
-            parts.append(f"{len(missing)} missing key{'s' * (len(missing) > 1)} ({_few(missing)})")
+            parts.append(f"{len(missing)} missing key{'s' * (len(missing) > 1)} ({few_keys(missing)})")
         if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key{'s' * (len(unexpected) > 1)} ({_few(unexpected)})")
+            parts.append(f"{len(unexpected)} unexpected key{'s' * (len(unexpected) > 1)} ({few_keys(unexpected)})")
         if shapes:
             shown = "; ".join(f"{k}: weights {list(state[k].shape)}, model {list(expected[k].shape)}"
                               for k in shapes[:_SHOWN])
@@ -394,7 +404,7 @@ def import_model(arch: str, weights: str, *, num_classes: int, in_chans: int = 3
     leftover = [k for k in missing if not k.endswith("num_batches_tracked") and not (
         reset and head is not None and k.startswith(head + "."))]
     if leftover or unexpected:  # pragma: no cover - _check_state names these first
-        raise ImportWeightsError("weights", f"fit {what}", f"missing {_few(leftover)}, unexpected {_few(unexpected)}")
+        raise ImportWeightsError("weights", f"fit {what}", f"missing {few_keys(leftover)}, unexpected {few_keys(unexpected)}")
     info = ImportInfo(arch, num_classes, in_chans, image_size, kwargs, source, stripped, len(state),
                       sorted({str(v.dtype).replace("torch.", "") for v in state.values()}), head, file_classes,
                       reset, library_preprocess(arch, library_model if library_model is not None else model))

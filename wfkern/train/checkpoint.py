@@ -13,6 +13,7 @@ from wfkern._atomic import atomic_write
 from wfkern._utils import model_device
 from wfkern.data.preprocess import preprocess_problem
 from wfkern.models import create_model
+from wfkern.models.importing import few_keys, state_differences
 
 __all__ = ["ModelConfig", "save_checkpoint", "load_checkpoint", "read_checkpoint_config", "save_model", "load_model",
            "CHECKPOINT_FORMAT"]
@@ -45,6 +46,10 @@ class ModelConfig:
     split_seed: int = 0
     extra: dict = field(default_factory=dict)
     preprocess: dict = field(default_factory=dict)
+
+    def build(self) -> nn.Module:
+        """A freshly initialised model of this architecture: ``create_model`` with these sizes and options."""
+        return create_model(self.model, self.num_classes, self.in_chans, self.image_size, **self.model_kwargs)
 
 
 # The metadata keys a checkpoint may carry, with their JSON types (checked on save and on load).
@@ -182,7 +187,7 @@ def read_checkpoint_config(path: str) -> ModelConfig:
 
 def _build(config: ModelConfig, path: str) -> nn.Module:
     try:
-        return create_model(config.model, config.num_classes, config.in_chans, config.image_size, **config.model_kwargs)
+        return config.build()
     except ValueError as e:
         raise ValueError(f"wfkern.load_checkpoint: metadata of {path!r} must describe a model that builds, "
                          f"got: {str(e).strip().splitlines()[0]}") from e
@@ -285,15 +290,12 @@ def _first_conv_channels(model: nn.Module) -> int | None:
 
 def _differences(mine: dict, rebuilt: dict) -> str | None:
     """Missing / unexpected keys and shape mismatches between two state dicts, first few of each; None if none."""
-    missing = [k for k in rebuilt if k not in mine]
-    unexpected = [k for k in mine if k not in rebuilt]
-    shapes = [k for k in rebuilt if k in mine and tuple(mine[k].shape) != tuple(rebuilt[k].shape)]
-    few = lambda ks: ", ".join(ks[:4]) + (f" and {len(ks) - 4} more" if len(ks) > 4 else "")  # noqa: E731
+    missing, unexpected, shapes = state_differences(mine, rebuilt)
     parts = []
     if missing:
-        parts.append(f"{len(missing)} keys the module lacks ({few(missing)})")
+        parts.append(f"{len(missing)} keys the module lacks ({few_keys(missing)})")
     if unexpected:
-        parts.append(f"{len(unexpected)} keys the rebuilt model lacks ({few(unexpected)})")
+        parts.append(f"{len(unexpected)} keys the rebuilt model lacks ({few_keys(unexpected)})")
     if shapes:
         parts.append(f"{len(shapes)} shape mismatches (" + "; ".join(
             f"{k}: module {list(mine[k].shape)}, rebuilt {list(rebuilt[k].shape)}" for k in shapes[:4]) + ")")
