@@ -1,4 +1,4 @@
-"""The `wfkern` command: discovery, help, a tiny train -> unlearn run, and every user-error path."""
+"""The `wfkern` command: its command list, help, a tiny train -> unlearn run, and every user-error path."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from wfkern.cli.main import discover_commands, main
+from wfkern.cli.main import COMMANDS, build_parser, load_commands, main
 from wfkern.models import create_model
 from wfkern.train import ModelConfig, save_checkpoint
 
@@ -39,9 +40,23 @@ def tiny_checkpoint(tmp_path_factory):
     return path
 
 
-def test_commands_are_discovered_sorted():
-    names = [n for n, _ in discover_commands()]
-    assert names == sorted(names) and {"demo", "info", "train", "unlearn"} <= set(names)
+def test_every_command_module_is_listed_and_loaded_in_order():
+    import wfkern.cli
+
+    on_disk = {p.stem[len("cmd_"):] for p in Path(wfkern.cli.__file__).parent.glob("cmd_*.py")}
+    assert set(COMMANDS) == on_disk and list(COMMANDS) == sorted(COMMANDS)
+    loaded = load_commands()
+    assert [n for n, _ in loaded] == list(COMMANDS)
+    assert all(m.__name__ == f"wfkern.cli.cmd_{n}" and callable(m.add_parser) for n, m in loaded)
+
+
+def test_a_command_that_fails_to_import_fails_the_command_line(monkeypatch):
+    # a broken command module must be an error, not a warning and a missing subcommand
+    monkeypatch.setitem(sys.modules, "wfkern.cli.cmd_report", None)  # importing it now raises ImportError
+    with pytest.raises(ImportError, match="wfkern.cli.cmd_report"):
+        build_parser()
+    with pytest.raises(ImportError, match="wfkern.cli.cmd_report"):
+        main(["info"])  # even a command that does not need it
 
 
 @pytest.mark.parametrize("cmd", ["demo", "info", "train", "unlearn"])

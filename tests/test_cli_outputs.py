@@ -10,7 +10,7 @@ import re
 import pytest
 
 import wfkern.cli._common as common
-from wfkern.cli.main import build_parser, discover_commands, main
+from wfkern.cli.main import COMMANDS, build_parser, main
 
 TINY = ["--model-arg", "widths=[8,16,16]"]
 
@@ -203,7 +203,7 @@ def _options_with_defaults(parser: argparse.ArgumentParser):
         yield action
 
 
-@pytest.mark.parametrize("cmd", [name for name, _ in discover_commands()])
+@pytest.mark.parametrize("cmd", COMMANDS)
 def test_help_lists_a_default_for_every_option(cmd, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "100")
     with pytest.raises(SystemExit) as e:

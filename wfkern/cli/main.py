@@ -1,4 +1,4 @@
-"""The ``wfkern`` command: subcommands discovered from the ``wfkern/cli/cmd_*.py`` modules."""
+"""The ``wfkern`` command: the subcommands listed in ``COMMANDS``, one ``wfkern/cli/cmd_<name>.py`` module each."""
 
 from __future__ import annotations
 
@@ -6,12 +6,16 @@ import argparse
 import copy
 import importlib
 import logging
-import pkgutil
 import sys
 from types import ModuleType
 from typing import Sequence
 
-__all__ = ["main", "build_parser", "discover_commands", "UserError", "USER_ERRORS", "DefaultsHelpFormatter"]
+__all__ = ["main", "build_parser", "COMMANDS", "load_commands", "UserError", "USER_ERRORS", "DefaultsHelpFormatter"]
+
+# Every subcommand, in the order ``wfkern --help`` lists them: ``wfkern.cli.cmd_<name>`` provides
+# ``add_parser(subparsers)`` and ``run(args) -> int``. A new command module is added here (a test checks that
+# every cmd_*.py file is listed).
+COMMANDS = ("baseline", "demo", "evaluate", "import", "info", "report", "train", "unlearn")
 
 
 class UserError(Exception):
@@ -56,32 +60,24 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
-def discover_commands() -> list[tuple[str, ModuleType]]:
-    """(name, module) for every ``wfkern.cli.cmd_<name>`` module, sorted by name.
+def load_commands() -> list[tuple[str, ModuleType]]:
+    """(name, module) for every command of ``COMMANDS``, in that order.
 
-    A module that fails to import is left out with a warning naming the cause, so one broken
-    subcommand (e.g. a missing optional dependency) does not take the others down.
+    A command module that fails to import fails here, with its own error: a broken install or a missing
+    dependency is a traceback, never a subcommand that silently disappears.
     """
-    import wfkern.cli as pkg
-
-    found = []
-    for name in sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if m.name.startswith("cmd_")):
-        try:
-            found.append((name[len("cmd_"):], importlib.import_module(f"wfkern.cli.{name}")))
-        except ImportError as e:
-            print(f"wfkern: warning: command {name[len('cmd_'):]!r} is unavailable: {e}", file=sys.stderr)
-    return found
+    return [(name, importlib.import_module(f"wfkern.cli.cmd_{name}")) for name in COMMANDS]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with one sub-parser per discovered command."""
+    """The top-level parser with one sub-parser per command of ``COMMANDS``."""
     parser = _Parser(
         prog="wfkern", description="Class-level machine unlearning by weight filtering (WF-Net).")
     parser.add_argument("--traceback", action="store_true", help="show full tracebacks for errors")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for _, module in discover_commands():
+    for _, module in load_commands():
         module.add_parser(sub)
     return parser
 
