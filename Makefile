@@ -53,7 +53,7 @@ sanitize: deps
 	$(PY) tools/sanitize.py all $(SANITIZE_ARGS)
 
 # The main job: train a small classifier on the embedded digits, untrain every class in one
-# round, and show per-sample forgetting.
+# round, and show per-sample forgetting. Its files go to runs/demo/ (ignored by git).
 demo: build
 	$(VENV)/bin/wfkern demo
 

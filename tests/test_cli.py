@@ -167,3 +167,10 @@ def test_console_entry_prints_one_line_without_traceback(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [
         f"wfkern unlearn: error: --checkpoint must be an existing file, got '{tmp_path / 'x'}'"]
+
+
+def test_demo_writes_under_an_ignored_folder_by_default():
+    assert build_parser().parse_args(["demo"]).out_dir == "runs/demo"  # `make demo` runs in the repository root
+    gitignore = Path(__file__).resolve().parents[1] / ".gitignore"
+    if gitignore.is_file():  # a source checkout: the folder is ignored
+        assert "runs/" in gitignore.read_text().split()

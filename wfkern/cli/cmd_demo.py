@@ -35,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "the small original CNN, untrain every class in one round, print per-class "
                                    "Acc_r / Acc_f of the original and the unlearned model, then one mixed batch in "
                                    "which each sample forgets a different class. Writes the table to OUT_DIR.")
-    p.add_argument("--out-dir", default="wfkern-demo", help="where to write the model, filters and table")
+    p.add_argument("--out-dir", default="runs/demo", help="where to write the model, filters and table")
     p.add_argument("--train-epochs", type=int, default=DEMO_TRAIN["epochs"], help="epochs of the original model")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     add_unlearn_args(p)
