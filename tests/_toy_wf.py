@@ -41,3 +41,24 @@ def one_hot_images(num_classes: int, n_per_class: int) -> tuple[torch.Tensor, to
     y = torch.arange(num_classes).repeat_interleave(n_per_class)
     x = nn.functional.one_hot(y, num_classes).float().reshape(-1, num_classes, 1, 1)
     return x, y
+
+
+def evaluated_wf(insdel_steps: int) -> dict:
+    """``evaluate`` of the known-filter model as a WF model with its "unlearned" gates (acc, ZRF, insertion /
+    deletion over every class), its filter-class relations and a one-run cost record: the WF-Net results of the
+    report tests."""
+    from torch.utils.data import TensorDataset
+
+    from wfkern.metrics import EvalSettings, evaluate, filter_class_relations
+    from wfkern.patch import patch
+
+    model, alpha = known_filter_model(3, 4)
+    wf = patch(model, num_classes=3)
+    with torch.no_grad():
+        wf.wf_layers()["0"].alpha_w.copy_(alpha)
+    x, y = one_hot_images(3, 4)
+    res = evaluate(wf, TensorDataset(x, y), progress=False, class_names=["zero", "one", "two"],
+                   settings=EvalSettings(metrics=("acc", "zrf", "insdel"), insdel_steps=insdel_steps))
+    res["relations"] = filter_class_relations(wf, top_k=2, min_classes=1)
+    res["cost"] = {"method": "wfnet", "all_classes_runs": 1, "all_classes_seconds": 12.0, "all_classes_bytes": 2048}
+    return res

@@ -4,15 +4,12 @@ import base64
 import re
 
 import pytest
-import torch
-from torch.utils.data import TensorDataset
 
-from wfkern.metrics import EvalSettings, PerClassModels, evaluate, filter_class_relations
-from wfkern.patch import patch
+from wfkern.metrics import EvalSettings, PerClassModels, evaluate
 from wfkern.reports import per_class_table, table1, table2, to_html, to_markdown, write_report
 from wfkern.reports.tables import fmt_bytes, fmt_seconds
 
-from _toy_wf import known_filter_model, one_hot_images
+from _toy_wf import evaluated_wf
 from test_metrics_accuracy import ORIGINAL, PREDS, Lookup, _data
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -24,16 +21,7 @@ def results():
                    _data(), progress=False, settings=EvalSettings(metrics=("acc",)), class_names=["zero", "one", "two"])
     toy["cost"] = {"method": "retrain", "all_classes_runs": 3, "all_classes_seconds": 90.0,
                    "all_classes_bytes": 3 * 2**20}
-    model, alpha = known_filter_model(3, 4)
-    wf = patch(model, num_classes=3)
-    with torch.no_grad():
-        wf.wf_layers()["0"].alpha_w.copy_(alpha)
-    x, y = one_hot_images(3, 4)
-    res = evaluate(wf, TensorDataset(x, y), progress=False, class_names=["zero", "one", "two"],
-                   settings=EvalSettings(metrics=("acc", "zrf", "insdel"), insdel_steps=12))
-    res["relations"] = filter_class_relations(wf, top_k=2, min_classes=1)
-    res["cost"] = {"method": "wfnet", "all_classes_runs": 1, "all_classes_seconds": 12.0, "all_classes_bytes": 2048}
-    return {"retrain": toy, "wfnet": res}
+    return {"retrain": toy, "wfnet": evaluated_wf(insdel_steps=12)}
 
 
 def test_formatters():

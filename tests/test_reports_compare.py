@@ -10,17 +10,15 @@ import os
 
 import pytest
 import torch
-from torch.utils.data import TensorDataset
 
-from wfkern.metrics import EvalSettings, PerClassModels, evaluate, filter_class_relations
+from wfkern.metrics import EvalSettings, PerClassModels, evaluate
 from wfkern.metrics.classes import format_classes, select_classes
-from wfkern.patch import patch
 from wfkern.reports import (align_classes, gap_table, gaps, mia_verdict, per_class_table, read_history, table1,
                             write_report)
 from wfkern.reports.figures import plot_relations, relations_explanation
 from wfkern.reports.report import _restrict_relations, report_files
 
-from _toy_wf import known_filter_model, one_hot_images
+from _toy_wf import evaluated_wf
 from test_metrics_accuracy import ORIGINAL, PREDS, Lookup, _data
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -35,16 +33,7 @@ def _toy(classes, method="retrain"):
 
 @pytest.fixture(scope="module")
 def wf_result():
-    model, alpha = known_filter_model(3, 4)
-    wf = patch(model, num_classes=3)
-    with torch.no_grad():
-        wf.wf_layers()["0"].alpha_w.copy_(alpha)
-    x, y = one_hot_images(3, 4)
-    res = evaluate(wf, TensorDataset(x, y), progress=False, class_names=["zero", "one", "two"],
-                   settings=EvalSettings(metrics=("acc", "zrf", "insdel"), insdel_steps=6))
-    res["relations"] = filter_class_relations(wf, top_k=2, min_classes=1)
-    res["cost"] = {"method": "wfnet", "all_classes_runs": 1, "all_classes_seconds": 12.0, "all_classes_bytes": 2048}
-    return json.loads(json.dumps(res))  # as a report reads it back: string keys
+    return json.loads(json.dumps(evaluated_wf(insdel_steps=6)))  # as a report reads it back: string keys
 
 
 # --- which classes ---------------------------------------------------------------------------------------------
