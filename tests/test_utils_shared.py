@@ -98,3 +98,30 @@ def test_model_config_builds_what_the_registry_builds():
     assert built is not config.build() and type(built) is type(direct)
     a, b = built.state_dict(), direct.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_loss_gradients_per_batch_leave_the_model_alone():
+    from wfkern.baselines._common import loss_gradients
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(2, 3)
+            self.unused = nn.Linear(1, 1)  # parameters the loss never reaches: left out
+
+        def forward(self, x):
+            return self.fc(x)
+
+    torch.manual_seed(0)
+    model = Model()
+    data = TensorDataset(torch.randn(5, 2), torch.tensor([0, 1, 2, 0, 1]))
+    batches = [torch.tensor([0, 1]), torch.tensor([2, 3, 4])]
+    out = list(loss_gradients(model, data, batches, torch.device("cpu"), "sum"))
+    assert len(out) == 2 and set(out[0]) == {"fc.weight", "fc.bias"}
+    x, y = data.tensors
+    ref = model.fc(x[2:]).log_softmax(1).gather(1, y[2:, None]).sum().neg()
+    ref.backward()
+    assert torch.allclose(out[1]["fc.weight"], model.fc.weight.grad) and not model.training
+    model.fc.weight.grad = None
+    list(loss_gradients(model, data, batches, torch.device("cpu")))
+    assert model.fc.weight.grad is None  # .grad untouched

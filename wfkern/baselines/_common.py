@@ -1,8 +1,9 @@
-"""What the single-class baselines share: the class split, the fine-tuning mode, the random-label epochs."""
+"""What the single-class baselines share: the class split, the fine-tuning mode, the random-label epochs, the
+per-batch gradients of the loss."""
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import torch
 from torch import Tensor, nn
@@ -11,7 +12,7 @@ from tqdm.auto import tqdm
 
 from wfkern.data import iter_batches
 
-__all__ = ["class_split", "resolve_num_classes", "fine_tune_mode", "random_label_epochs"]
+__all__ = ["class_split", "resolve_num_classes", "fine_tune_mode", "random_label_epochs", "loss_gradients"]
 
 
 def class_split(labels: Tensor, c: int) -> tuple[Tensor, Tensor]:
@@ -65,3 +66,19 @@ def random_label_epochs(model: nn.Module, opt: torch.optim.Optimizer, train_data
             opt.step()
             if after_step is not None:
                 after_step()
+
+
+def loss_gradients(model: nn.Module, data: Dataset, index_batches: Iterable[Tensor], device: torch.device,
+                   reduction: str = "mean") -> Iterator[dict[str, Tensor]]:
+    """Per mini-batch, the gradient of its cross-entropy (true labels, ``reduction`` over the batch) with respect to
+    every parameter, as ``{name: float32 gradient}`` (parameters the loss does not reach are left out).
+
+    The model is put in eval mode; its parameters and ``.grad`` are not modified (SalUn's saliency, SSD's Fisher).
+    """
+    model.eval()
+    named = list(model.named_parameters())
+    for x, y in iter_batches(data, index_batches):
+        loss = nn.functional.cross_entropy(model(x.to(device)), torch.as_tensor(y).long().to(device),
+                                           reduction=reduction)
+        grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
+        yield {n: g.detach().float() for (n, _), g in zip(named, grads) if g is not None}

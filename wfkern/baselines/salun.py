@@ -17,9 +17,9 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from wfkern._utils import model_device, trainable_copy
-from wfkern.data import dataset_targets, iter_batches
+from wfkern.data import dataset_targets
 
-from ._common import class_split, random_label_epochs, resolve_num_classes
+from ._common import class_split, loss_gradients, random_label_epochs, resolve_num_classes
 
 __all__ = ["salun", "saliency_mask"]
 
@@ -47,15 +47,11 @@ def saliency_mask(model: nn.Module, data: Dataset, forget: Tensor, *, fraction: 
         raise ValueError(f"wfkern.saliency_mask: fraction must be in [0, 1], got {fraction!r}")
     if forget.numel() == 0:
         raise ValueError("wfkern.saliency_mask: forget must hold at least one sample, got none")
-    dev = model_device(model, device)
-    model.eval()
     named = list(model.named_parameters())
     grad = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in named}
-    for x, y in iter_batches(data, forget.split(batch_size)):
-        loss = nn.functional.cross_entropy(model(x.to(dev)), torch.as_tensor(y).long().to(dev), reduction="sum")
-        for (n, _), g in zip(named, torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)):
-            if g is not None:
-                grad[n] += g.detach().float()
+    for grads in loss_gradients(model, data, forget.split(batch_size), model_device(model, device), "sum"):
+        for n, g in grads.items():
+            grad[n] += g
     saliency = torch.cat([g.abs().flatten() for g in grad.values()]) / forget.numel()
     k = int(saliency.numel() * fraction)
     keep = torch.zeros(saliency.numel(), dtype=torch.bool, device=saliency.device)

@@ -18,9 +18,9 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from wfkern._utils import model_device, trainable_copy
-from wfkern.data import dataset_targets, iter_batches
+from wfkern.data import dataset_targets
 
-from ._common import class_split
+from ._common import class_split, loss_gradients
 
 __all__ = ["ssd", "fisher_diagonal", "ssd_dampen", "default_alpha"]
 
@@ -36,17 +36,11 @@ def fisher_diagonal(model: nn.Module, data: Dataset, index_batches: Iterable[Ten
     Returns:
         ``{name: importance}`` for every parameter of ``model.named_parameters()`` (zeros where unused), float32.
     """
-    dev = model_device(model, device)
-    model.eval()
-    named = list(model.named_parameters())
-    imp = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in named}
+    imp = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in model.named_parameters()}
     n_batches = 0
-    for x, y in iter_batches(data, index_batches):
-        loss = nn.functional.cross_entropy(model(x.to(dev)), torch.as_tensor(y).long().to(dev))
-        grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
-        for (n, _), g in zip(named, grads):
-            if g is not None:
-                imp[n] += g.detach().float().pow(2)
+    for grads in loss_gradients(model, data, index_batches, model_device(model, device)):
+        for n, g in grads.items():
+            imp[n] += g.pow(2)
         n_batches += 1
     if n_batches == 0:
         raise ValueError("wfkern.fisher_diagonal: index_batches must hold at least one batch, got none")
