@@ -1,15 +1,18 @@
-"""Small helpers every layer shares: where a model lives, a trainable copy of it, the seed arithmetic.
+"""Small helpers every layer shares: where a model lives, a trainable copy of it, the seed arithmetic, the fields
+of the settings dataclasses.
 
 Imports nothing from wfkern, so every layer may use it.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import torch
 from torch import nn
 
-__all__ = ["model_device", "trainable_copy", "SEED_STRIDE", "SEED_SPREAD", "TRAIN_SEED_STRIDE"]
+__all__ = ["model_device", "trainable_copy", "SEED_STRIDE", "SEED_SPREAD", "TRAIN_SEED_STRIDE", "setting",
+           "replace_settings"]
 
 # Seeds derived from a run's seed. Both numbers are primes, so derived streams of neighbouring seeds,
 # classes, epochs and steps never coincide within any realistic run.
@@ -49,3 +52,24 @@ def trainable_copy(model: nn.Module, device: torch.device | str | None = None) -
     for p in work.parameters():
         p.requires_grad_(True)
     return work, dev
+
+
+def setting(default, help: str, **extra) -> dataclasses.Field:
+    """A field of a settings dataclass (``UnlearnConfig``, ``EvalSettings``): its one default and its help.
+
+    The command line makes the field's flag from them (``wfkern.cli._common.add_settings_flags``). ``extra``
+    metadata: ``none`` (what None means), ``choices``, ``metavar``, ``parse`` (the flag's text to the value),
+    ``flag=False`` (no flag).
+    """
+    return dataclasses.field(default=default, metadata={"help": help, **extra})
+
+
+def replace_settings(settings, fn: str, **overrides):
+    """A copy of the settings dataclass ``settings`` with some fields replaced (its ``__post_init__`` checks run
+    again); a name that is no field is a one-line TypeError from ``wfkern.<fn>`` that lists the fields."""
+    names = [f.name for f in dataclasses.fields(settings)]
+    unknown = [k for k in overrides if k not in names]
+    if unknown:
+        raise TypeError(f"wfkern.{fn}: settings must be fields of {type(settings).__name__} ({', '.join(names)}), "
+                        f"got {', '.join(map(repr, unknown))}")
+    return dataclasses.replace(settings, **overrides)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import tempfile
+import typing
 
 import torch
 from torch.utils.data import Dataset
@@ -18,7 +20,8 @@ from wfkern.train.precision import PRECISIONS
 __all__ = ["add_data_args", "add_device_arg", "load_splits", "parse_model_args", "resolve_device",
            "per_class_accuracy", "format_table", "ensure_dir", "ensure_parent", "check_output_file",
            "check_output_dir", "apply_threads", "check_model_choice", "add_loader_args", "with_throughput",
-           "add_class_args", "parse_class_list", "resolve_classes"]
+           "add_class_args", "parse_class_list", "resolve_classes", "add_settings_flags", "settings_given",
+           "NONE_WORDS"]
 
 
 def add_data_args(p: argparse.ArgumentParser, dataset_default: str | None = DEFAULT_DATASET) -> None:
@@ -34,6 +37,85 @@ def add_data_args(p: argparse.ArgumentParser, dataset_default: str | None = DEFA
                    help=f"resize images to this side (default: {image_default})")
     p.add_argument("--split-seed", type=int, default=None,
                    help=f"seed of the train/val/test split (default: {seed_default})")
+
+
+# --- flags made from a settings dataclass (UnlearnConfig, EvalSettings): each default is written there, once ----
+
+# Words that set a setting to None on the command line where None is a choice (``--clip-norm none``: no clipping).
+NONE_WORDS = ("none", "off")
+
+
+def _flag_fields(cls) -> list:
+    """The fields of ``cls`` that are flags: all but those marked ``metadata={"flag": False}``."""
+    return [f for f in dataclasses.fields(cls) if f.metadata.get("flag", True)]
+
+
+def _flag_type(cls, f: dataclasses.Field, hints: dict) -> tuple:
+    """(what argparse converts the flag's text with, the number type where the word 'none' sets None, else None).
+
+    From the field's type; ``metadata["parse"]`` overrides it. An Optional number whose default is not None
+    (None is a choice, e.g. no clipping) keeps its text, converted by ``settings_given``.
+    """
+    hint = hints[f.name]
+    kinds = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]
+    if "parse" in f.metadata:
+        return f.metadata["parse"], None
+    if len(kinds) != 1 or kinds[0] not in (int, float, str):
+        raise TypeError(f"wfkern.cli: {cls.__name__}.{f.name} must be an int, float or str setting (or give "
+                        f"metadata 'parse'), got {hint}")
+    if type(None) in typing.get_args(hint) and f.default is not None:
+        return str, kinds[0]
+    return kinds[0], None
+
+
+def _shown(f: dataclasses.Field, value) -> str:
+    """A setting's value as --help says it: None in the field's own words (``metadata["none"]``)."""
+    return f.metadata.get("none", "none") if value is None else str(value)
+
+
+def add_settings_flags(group, cls, also: tuple[str, dict] | None = None) -> None:
+    """One flag per field of the settings dataclass ``cls`` (``clip_norm`` -> ``--clip-norm``).
+
+    Type, choices, metavar and help come from the field (``metadata``: ``help``, ``choices``, ``metavar``,
+    ``none`` for what None means, ``parse``), "(default: X)" from its default; ``also`` = (where, values):
+    another set of defaults, shown beside it where it differs, e.g. ("--recipe paper", PAPER_RECIPE).
+    argparse's own default is None, "not given": ``settings_given`` reads the flags given, the dataclass
+    keeps the rest.
+    """
+    hints = typing.get_type_hints(cls)
+    for f in _flag_fields(cls):
+        convert, none_number = _flag_type(cls, f, hints)
+        text = f.metadata["help"] + (f"; 'none': {f.metadata['none']}" if none_number else "")
+        default = f"default: {_shown(f, f.default)}"
+        if also is not None and f.name in also[1] and also[1][f.name] != f.default:
+            default += f"; {also[0]}: {_shown(f, also[1][f.name])}"
+        group.add_argument("--" + f.name.replace("_", "-"), type=convert, choices=f.metadata.get("choices"),
+                           default=None, metavar=f.metadata.get("metavar"),
+                           help=f"{text} ({default})".replace("%", "%%"))
+
+
+def settings_given(args: argparse.Namespace, cls) -> dict:
+    """The settings of ``cls`` whose flags were given: {field name: value}.
+
+    Where the word 'none' (or 'off') is taken it is None; other text becomes the field's number, or stays
+    text when it is not a number (for the setting's own check to refuse with its rule).
+    """
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in _flag_fields(cls):
+        value = getattr(args, f.name, None)
+        if value is None:
+            continue
+        none_number = _flag_type(cls, f, hints)[1]
+        if none_number is not None and value.strip().lower() in NONE_WORDS:
+            value = None
+        elif none_number is not None:
+            try:
+                value = none_number(value)
+            except ValueError:
+                pass  # the setting's own rule refuses the text
+        out[f.name] = value
+    return out
 
 
 # --- which classes a command covers: --classes (exactly these) vs --sample-classes (N at random) ---------------

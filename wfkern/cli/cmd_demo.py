@@ -18,7 +18,7 @@ from wfkern.cli.cmd_unlearn import UNLEARN_FILES, add_unlearn_args, unlearn_kwar
 from wfkern.data import iter_batches
 from wfkern.models import DEFAULT_MODEL, create_model
 from wfkern.train import ModelConfig, save_checkpoint, train_model
-from wfkern.unlearn import unlearn
+from wfkern.unlearn import UnlearnConfig, unlearn
 
 __all__ = ["add_parser", "run", "run_demo", "mixed_batch"]
 
@@ -66,10 +66,11 @@ def mixed_batch(wf, test, num_classes: int, seed: int, device: torch.device) -> 
             for a, f, o, p in zip(y, forget, orig, pred)]
 
 
-def run_demo(out_dir: str, train_epochs: int, unlearn_kw: dict, device: torch.device, progress: bool) -> dict:
-    """Train, untrain, measure; returns the numbers (also written to OUT_DIR/demo_results.json)."""
+def run_demo(out_dir: str, train_epochs: int, config: UnlearnConfig, device: torch.device, progress: bool) -> dict:
+    """Train, untrain with ``config`` (its seed also seeds the model), measure; returns the numbers (also written to
+    OUT_DIR/demo_results.json)."""
     t0 = time.perf_counter()
-    seed = unlearn_kw.get("seed", 0)
+    seed = config.seed
     train, val, test = load_splits("digits", None, False, None, 0)
     info = train.info
     torch.manual_seed(seed)
@@ -82,7 +83,7 @@ def run_demo(out_dir: str, train_epochs: int, unlearn_kw: dict, device: torch.de
     original = per_class_accuracy(model, test, info.num_classes, device, wf_forget=False)
     print(f"original {DEFAULT_MODEL}: trained in {tr.seconds:.1f}s, test accuracy {100 * _overall(original, test):.2f}%")
     wf = wfkern.patch(model, num_classes=info.num_classes)
-    res = unlearn(wf, train, val, device=device, out_dir=out_dir, progress=progress, **unlearn_kw)
+    res = unlearn(wf, train, val, config, device=device, out_dir=out_dir, progress=progress)
     unlearned = per_class_accuracy(wf, test, info.num_classes, device)
     mixed = mixed_batch(wf, test, info.num_classes, seed, device)
     seconds = time.perf_counter() - t0
@@ -122,10 +123,10 @@ def render(r: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     apply_threads(args)
     check_train_flags({"--train-epochs": args.train_epochs})
-    kwargs = unlearn_kwargs(args)
+    config = UnlearnConfig(**unlearn_kwargs(args))
     device = resolve_device(args.device)
     out_dir = check_output_dir(args.out_dir, "--out-dir", files=DEMO_FILES)
-    r = run_demo(out_dir, args.train_epochs, kwargs, device, progress=not args.no_progress)
+    r = run_demo(out_dir, args.train_epochs, config, device, progress=not args.no_progress)
     text = render(r)
     print(text)
     atomic_write_text(os.path.join(out_dir, TABLE_FILE), text + "\n")

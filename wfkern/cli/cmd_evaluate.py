@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import re
 import sys
@@ -11,12 +12,11 @@ import time
 
 import wfkern
 from wfkern.baselines import per_class_loader, read_cost, wf_cost
-from wfkern.cli._common import add_loader_args, with_throughput
-from wfkern.cli._common import (add_class_args, add_data_args, add_device_arg, apply_threads, check_output_dir,
-                                checkpoint_and_splits, format_table, parse_class_list, resolve_classes,
-                                resolve_device)
+from wfkern.cli._common import (add_class_args, add_data_args, add_device_arg, add_loader_args, add_settings_flags,
+                                apply_threads, check_output_dir, checkpoint_and_splits, format_table,
+                                parse_class_list, resolve_classes, resolve_device, settings_given, with_throughput)
 from wfkern.cli.main import UserError
-from wfkern.metrics import ALL_METRICS, EvalSettings, PerClassModels, evaluate, filter_class_relations
+from wfkern.metrics import EvalSettings, PerClassModels, evaluate, filter_class_relations
 from wfkern.metrics.classes import format_classes
 from wfkern.metrics.evaluate import RESULTS_FILE
 from wfkern.metrics.store import atomic_write_json
@@ -25,6 +25,9 @@ from wfkern.reports.history import history_path, read_history
 from wfkern.reports.tables import MIA_CHANCE_MARGIN, mia_at_chance
 
 __all__ = ["add_parser", "run", "parse_classes", "wf_untrain_seconds", "baseline_classes"]
+
+# The figure's default top-k is filter_class_relations' own.
+_RELATIONS_TOP_K = inspect.signature(filter_class_relations).parameters["top_k"].default
 
 # Without a terminal (a log file, a pipe), progress is a plain line at most this often instead of a bar.
 PLAIN_PROGRESS_INTERVAL_S = 20.0
@@ -87,38 +90,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run-dir", default=None,
                    help="with --filters: the `wfkern unlearn` folder whose history.jsonl gives the untraining time "
                         "and the report's untraining curve (default: the folder of --filters)")
-    p.add_argument("--metrics", default=None, help=f"comma list from {','.join(ALL_METRICS)} (default: all that apply)")
-    d = EvalSettings()
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of the evaluation (per-class seeds derive from it)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="inference batch size")
-    p.add_argument("--zrf-seed", type=int, default=d.zrf_seed, help="seed of the random-init reference model")
-    p.add_argument("--mia-max-samples", type=int, default=d.mia_max_samples, help="samples per side of the attack")
-    p.add_argument("--rt-samples", type=int, default=d.rt_samples, help="fresh training samples per relearn epoch")
-    p.add_argument("--rt-lr", type=float, default=d.rt_lr, help="relearn learning rate (Adam)")
-    p.add_argument("--rt-batch-size", type=int, default=d.rt_batch_size, help="relearn batch size")
-    p.add_argument("--rt-max-epochs", type=int, default=d.rt_max_epochs, help="relearn cap")
-    p.add_argument("--rt-target", type=float, default=d.rt_target, help="fraction of the original's class accuracy")
-    p.add_argument("--insdel-steps", type=int, default=d.insdel_steps, help="points of the insertion/deletion curves")
-    p.add_argument("--test-per-class", type=int, default=None,
-                   help="keep N test images per class, e.g. 5 for ImageNet (default: all)")
+    add_settings_flags(p.add_argument_group("evaluation settings"), EvalSettings)
     p.add_argument("--relations-layer", default=None, help="WF layer of the filter-class figure (default: the deepest)")
-    p.add_argument("--relations-top-k", type=int, default=10, help="top filters per class in the filter-class figure")
+    p.add_argument("--relations-top-k", type=int, default=_RELATIONS_TOP_K,
+                   help="top filters per class in the filter-class figure")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a partial run")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     add_data_args(p, dataset_default=None)
     add_device_arg(p)
     add_loader_args(p)
     p.set_defaults(run=with_throughput(run))
-
-
-def _settings(args) -> EvalSettings:
-    metrics = None
-    if args.metrics:
-        metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
-    return EvalSettings(metrics=metrics, seed=args.seed, batch_size=args.batch_size, zrf_seed=args.zrf_seed,
-                        mia_max_samples=args.mia_max_samples, rt_samples=args.rt_samples, rt_lr=args.rt_lr,
-                        rt_batch_size=args.rt_batch_size, rt_max_epochs=args.rt_max_epochs,
-                        rt_target=args.rt_target, insdel_steps=args.insdel_steps, test_per_class=args.test_per_class)
 
 
 def _run_dir(args) -> str | None:
@@ -278,7 +259,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         res = evaluate(what, test, train_data=train, num_classes=config.num_classes, classes=classes,
                        class_names=names, out_dir=args.out, resume=not args.no_resume, progress=bars,
-                       settings=_settings(args))
+                       settings=EvalSettings(**settings_given(args, EvalSettings)))
     finally:
         if plain is not None:
             plain.close()

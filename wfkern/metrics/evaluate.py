@@ -92,14 +92,14 @@ def evaluate(model, test_data: Dataset, *, train_data: Optional[Dataset] = None,
             ``results.json``; with ``resume`` a rerun skips the classes already there.
         resume: continue an interrupted run in ``out_dir`` (False starts over).
         progress: tqdm bars over classes and relearn epochs.
-        settings: an ``EvalSettings``; keyword ``overrides`` replace its fields (e.g. ``rt_max_epochs=20``).
+        settings: an ``EvalSettings`` (default ``EvalSettings()``; each field's meaning and default are there).
+        **overrides: fields of ``EvalSettings`` by name, replacing ``settings``' (e.g. ``rt_max_epochs=20``); an
+            unknown name is a TypeError that lists the settings.
     Returns:
         ``{"method", "num_classes", "classes", "class_names", "settings", "fingerprint", "original":
         {"acc", "per_class_acc"}, "per_class": {c: {...}}, "summary": {...}}``; fractions in [0, 1].
     """
-    s = settings if settings is not None else EvalSettings()
-    if overrides:
-        s = EvalSettings(**{**s.as_dict(), **overrides})
+    s = (settings if settings is not None else EvalSettings()).replace(**overrides)
     um = as_unlearned(model, num_classes)
     if s.test_per_class is not None:
         test_data = per_class_subset(test_data, s.test_per_class, s.seed)

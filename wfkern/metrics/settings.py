@@ -1,50 +1,55 @@
-"""Settings of an evaluation run (every metric's knobs, with the paper's defaults)."""
+"""Settings of an evaluation run (every metric's knobs, with the paper's defaults), each default written once."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
-__all__ = ["EvalSettings", "ALL_METRICS"]
+from wfkern._utils import replace_settings, setting
+
+__all__ = ["EvalSettings", "ALL_METRICS", "INSDEL_ORDERS"]
 
 ALL_METRICS = ("acc", "zrf", "mia", "rt", "insdel")
+INSDEL_ORDERS = ("relevance", "random")
+
+
+def _metric_list(text: str) -> Optional[tuple[str, ...]]:
+    """``"acc, zrf"`` -> ("acc", "zrf"); an empty text -> None (every metric the inputs allow)."""
+    return tuple(m.strip() for m in text.split(",") if m.strip()) if text else None
 
 
 @dataclass
 class EvalSettings:
     """Knobs of ``wfkern.evaluate``; ``as_dict()`` is stored with the results and checked on resume.
 
-    Attributes:
-        metrics: subset of ``ALL_METRICS``; None = every metric the inputs allow.
-        seed: base seed (random-init model, MIA subsampling, relearn draws); per class ``seed`` + class offset.
-        batch_size: inference batch size.
-        zrf_seed: seed of the randomly initialised reference model.
-        mia_max_samples: cap on members, non-members and targets fed to the attacker.
-        rt_samples: fresh training samples per relearn epoch (500).
-        rt_lr: Adam learning rate of relearning (1e-3).
-        rt_batch_size: relearn batch size (128).
-        rt_max_epochs: relearn cap (100).
-        rt_target: fraction of the original's accuracy on the class to reach (0.95).
-        insdel_steps: insertion/deletion curve resolution (steps + 1 points).
-        insdel_order: "relevance" (the metric) or "random" (a control).
-        test_per_class: keep only this many test samples per class (seeded; the paper's ImageNet protocol
-            uses 5); None keeps all.
+    Each field's default and help are written here, once; ``wfkern evaluate`` makes a flag of each
+    (``--rt-max-epochs`` for ``rt_max_epochs``) and ``evaluate(..., **overrides)`` replaces fields by name.
     """
 
-    metrics: Optional[tuple[str, ...]] = None
-    seed: int = 0
-    batch_size: int = 256
-    zrf_seed: int = 0
-    mia_max_samples: int = 2000
-    rt_samples: int = 500
-    rt_lr: float = 1e-3
-    rt_batch_size: int = 128
-    rt_max_epochs: int = 100
-    rt_target: float = 0.95
-    insdel_steps: int = 20
-    insdel_order: str = "relevance"
-    test_per_class: Optional[int] = None
-    extra: dict = field(default_factory=dict)
+    metrics: Optional[tuple[str, ...]] = setting(
+        None, f"metrics to compute, a comma list from {','.join(ALL_METRICS)}", none="every metric the inputs allow",
+        parse=_metric_list, metavar="LIST")
+    seed: int = setting(0, "base seed of the evaluation (random-init model, MIA subsampling, relearn draws); "
+                           "each class's seed derives from it")
+    batch_size: int = setting(256, "inference batch size")
+    zrf_seed: int = setting(0, "seed of ZRF's randomly initialised reference model")
+    mia_max_samples: int = setting(2000, "cap on the members, non-members and targets fed to the attacker")
+    rt_samples: int = setting(500, "fresh training samples per relearn epoch")
+    rt_lr: float = setting(1e-3, "Adam learning rate of relearning")
+    rt_batch_size: int = setting(128, "relearn batch size")
+    rt_max_epochs: int = setting(100, "relearn cap, in epochs")
+    rt_target: float = setting(0.95, "fraction of the original's accuracy on the class that relearning must reach")
+    insdel_steps: int = setting(20, "resolution of the insertion/deletion curves: steps + 1 points")
+    insdel_order: str = setting("relevance", "filter order of insertion/deletion: relevance (the metric) or random "
+                                             "(a control)", choices=INSDEL_ORDERS)
+    test_per_class: Optional[int] = setting(
+        None, "keep this many test samples per class, seeded; the paper's ImageNet protocol uses 5",
+        none="all", metavar="N")
+    extra: dict = field(default_factory=dict, metadata={"flag": False, "help": "free-form notes kept with the results"})
+
+    def replace(self, **overrides) -> "EvalSettings":
+        """A copy with some fields replaced; an unknown name is a TypeError that lists the settings."""
+        return replace_settings(self, "evaluate", **overrides)
 
     def as_dict(self) -> dict:
         d = asdict(self)

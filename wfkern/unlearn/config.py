@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import numbers
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 
 import torch.nn as nn
+
+from wfkern._utils import replace_settings, setting
 
 __all__ = ["UnlearnConfig", "setting_problem", "PAPER_RECIPE", "LAMBDA1_DEFAULTS", "model_family_of", "RESUME_KEYS"]
 
@@ -70,14 +71,6 @@ def setting_problem(name: str, value) -> tuple[type[Exception], str] | None:
     raise KeyError(f"wfkern.unlearn: name must be a setting of UnlearnConfig, got {name!r}")
 
 
-def _setting(default, help: str, **extra):
-    """A field of ``UnlearnConfig``: its one default and its help (``wfkern unlearn``'s flag is made from both).
-
-    ``extra``: ``none`` (what None means, for a field that may be None), ``choices``, ``metavar``.
-    """
-    return field(default=default, metadata={"help": help, **extra})
-
-
 @dataclass
 class UnlearnConfig:
     """Every hyperparameter of ``wfkern.unlearn``: each field's default and help are written once, here.
@@ -91,23 +84,23 @@ class UnlearnConfig:
     ``lambda1=None`` is the model family's λ1 (``LAMBDA1_DEFAULTS``), filled in by ``for_model``.
     """
 
-    lambda0: float = _setting(1.0, "weight λ0 of the retain loss, >= 0")
-    lambda1: float | None = _setting(None, "weight λ1 of the forget reciprocal, >= 0", none=_LAMBDA1_FAMILY)
-    lambda2: float = _setting(1.0, "weight λ2 of the gate regulariser, >= 0")
-    eps: float = _setting(1e-6, "guard ε of the forget reciprocal 1/(L_f + ε), > 0")
-    chi: int = _setting(3, "retain copies χ of every retain sample, each under another class's mask")
-    batch_size: int = _setting(128, "global batch size B, >= 2: the first half forgets, the second retains")
-    optimizer: str = _setting("sgd", "optimizer of the gate logits", choices=OPTIMIZERS)
-    lr: float = _setting(100.0, "learning rate on the gate logits (the paper's is 100)")
-    momentum: float = _setting(0.0, "SGD momentum, in [0, 1)")
-    clip_norm: float | None = _setting(0.5, "largest global norm of the gate gradients, > 0", none="no clipping",
-                                       metavar="NORM")
-    lambda1_warmup: float = _setting(0.0, "fraction of the run over which λ1 ramps up from 0, in [0, 1]")
-    alpha_init: float = _setting(3.0, "initial gate logit (σ(3) ≈ 0.95)")
-    max_epochs: int = _setting(30, "epoch cap")
-    evals_per_epoch: int = _setting(5, "validations per epoch (evenly spaced, the last at the epoch's end)")
-    patience: int = _setting(10, "validations without improvement before stopping")
-    seed: int = _setting(0, "seeds the batch order and the drawn rows (nothing else is random)")
+    lambda0: float = setting(1.0, "weight λ0 of the retain loss, >= 0")
+    lambda1: float | None = setting(None, "weight λ1 of the forget reciprocal, >= 0", none=_LAMBDA1_FAMILY)
+    lambda2: float = setting(1.0, "weight λ2 of the gate regulariser, >= 0")
+    eps: float = setting(1e-6, "guard ε of the forget reciprocal 1/(L_f + ε), > 0")
+    chi: int = setting(3, "retain copies χ of every retain sample, each under another class's mask")
+    batch_size: int = setting(128, "global batch size B, >= 2: the first half forgets, the second retains")
+    optimizer: str = setting("sgd", "optimizer of the gate logits", choices=OPTIMIZERS)
+    lr: float = setting(100.0, "learning rate on the gate logits; the paper's is 100")
+    momentum: float = setting(0.0, "SGD momentum, in [0, 1)")
+    clip_norm: float | None = setting(0.5, "largest global norm of the gate gradients, > 0", none="no clipping",
+                                      metavar="NORM")
+    lambda1_warmup: float = setting(0.0, "fraction of the run over which λ1 ramps up from 0, in [0, 1]")
+    alpha_init: float = setting(3.0, "initial gate logit; σ(3) ≈ 0.95")
+    max_epochs: int = setting(30, "epoch cap")
+    evals_per_epoch: int = setting(5, "validations per epoch, evenly spaced, the last at the epoch's end")
+    patience: int = setting(10, "validations without improvement before stopping")
+    seed: int = setting(0, "seeds the batch order and the drawn rows; nothing else is random")
 
     def __post_init__(self) -> None:
         self.validate()
@@ -129,15 +122,10 @@ class UnlearnConfig:
 
     def replace(self, **overrides) -> "UnlearnConfig":
         """A copy with some fields replaced (checked); an unknown name is a TypeError that lists the settings."""
-        names = [f.name for f in fields(self)]
-        unknown = [k for k in overrides if k not in names]
-        if unknown:
-            raise TypeError(f"wfkern.unlearn: settings must be fields of UnlearnConfig ({', '.join(names)}), "
-                            f"got {', '.join(map(repr, unknown))}")
-        return dataclasses.replace(self, **overrides)
+        return replace_settings(self, "unlearn", **overrides)
 
     def for_model(self, wf: nn.Module) -> "UnlearnConfig":
-        """This config with ``lambda1`` resolved: None becomes the model family's λ1 (10 for CNNs, 100 for ViTs)."""
+        """This config with ``lambda1`` resolved: None becomes ``wf``'s family's λ1 (``LAMBDA1_DEFAULTS``)."""
         if self.lambda1 is not None:
             return self.replace()
         return self.replace(lambda1=LAMBDA1_DEFAULTS[model_family_of(wf)])
