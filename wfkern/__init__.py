@@ -7,7 +7,7 @@
 """
 from wfkern.ops import backend, describe_backend, use_reference
 from wfkern.patch import WFModel, bake, load_filters, patch
-from wfkern.unlearn import UnlearnDiverged, UnlearnResult, unlearn
+from wfkern.unlearn import UnlearnConfig, UnlearnDiverged, UnlearnResult, unlearn
 from wfkern.metrics import EvalSettings, evaluate
 from wfkern.data.loader import loader_options
 from wfkern.models.importing import import_model
@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "EvalSettings",
+    "UnlearnConfig",
     "UnlearnDiverged",
     "UnlearnResult",
     "WFModel",

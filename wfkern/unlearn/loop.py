@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import Dataset
 
+from wfkern._utils import SEED_STRIDE
 from wfkern.data import dataset_targets, iter_batches
 from wfkern.train.distributed import DistContext, all_reduce_grads, all_reduce_sum, dist_context
 from wfkern.unlearn.config import UnlearnConfig
@@ -311,7 +312,7 @@ def _start(wf, opt, cfg: UnlearnConfig, state_path: str | None, resume: bool, de
 
 def _train(run: _Run) -> None:
     """Optimiser steps until the epoch cap or patience runs out, validating ``evals_per_epoch`` times an epoch."""
-    prog, seed = run.prog, run.cfg.seed
+    prog = run.prog
     t_start = time.perf_counter() - prog.seconds
     perm_epoch, perm = -1, None
     with run.reporter:
@@ -319,8 +320,8 @@ def _train(run: _Run) -> None:
             epoch, k = divmod(prog.step, run.steps)
             if epoch != perm_epoch:  # the batch order is a function of (seed, epoch) only
                 perm_epoch = epoch
-                perm = torch.randperm(run.targets.shape[0], generator=torch.Generator().manual_seed(
-                    seed * 1_000_003 + epoch))
+                g = torch.Generator().manual_seed(run.cfg.seed * SEED_STRIDE + epoch)
+                perm = torch.randperm(run.targets.shape[0], generator=g)
             lam1 = _lambda1_at(run.cfg, prog.step, run.total)
             _step(run, perm[k * run.batch:(k + 1) * run.batch], lam1, epoch)
             if k + 1 in run.evals_at:
@@ -332,7 +333,8 @@ def _train(run: _Run) -> None:
 def _step(run: _Run, idx: torch.Tensor, lam1: float, epoch: int) -> None:
     """One optimiser step on the global batch ``idx``; every process stops together on a NaN/inf loss or gradient."""
     prog, ctx = run.prog, run.ctx
-    parts = _batch_loss(run, idx, run.cfg.seed * 1_000_003 + 7 * run.total + prog.step, lam1)
+    # The drawn rows are a function of (seed, step) only; 7 × total keeps their seeds off the epochs' orders.
+    parts = _batch_loss(run, idx, run.cfg.seed * SEED_STRIDE + 7 * run.total + prog.step, lam1)
     run.opt.zero_grad(set_to_none=True)
     parts.total.backward()
     all_reduce_grads(run.params, ctx)

@@ -8,13 +8,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from wfkern._utils import SEED_SPREAD
 from wfkern.data import dataset_targets, iter_batches
 from wfkern.train.distributed import DistContext, all_reduce_sum
 from wfkern.unlearn.objective import alpha_regularizer, expand_labels, per_sample_losses, pick_forget_labels
 
 __all__ = ["ValidationPlan", "make_validation_plan", "validation_objective"]
-
-_VAL_SEED_OFFSET = 7919  # the rows are fixed for a run: derived from the seed, never from the step
 
 
 @dataclass
@@ -36,7 +35,7 @@ class ValidationPlan:
 
 def make_validation_plan(val_data: Dataset, num_classes: int, chi: int, seed: int) -> ValidationPlan:
     """Split the validation set in halves (seeded) and draw its fixed forget / retain rows."""
-    g = torch.Generator().manual_seed(int(seed) + _VAL_SEED_OFFSET)
+    g = torch.Generator().manual_seed(int(seed) + SEED_SPREAD)  # fixed for a run: from the seed, never the step
     targets = dataset_targets(val_data)
     perm = torch.randperm(targets.shape[0], generator=g)
     half = perm.numel() // 2
