@@ -233,3 +233,34 @@ def test_help_shows_concrete_defaults(capsys, monkeypatch):
     entries = _help_entries(capsys.readouterr().out)
     assert "(default: 20)" in entries["--epochs"] and "(default: 0.003)" in entries["--lr"]
     assert "(default: small_cnn)" in entries["--model"]
+
+
+# --- the helpers every command opens with -----------------------------------------------------------------------
+
+def test_check_output_dir_can_check_without_creating(tmp_path):
+    target = tmp_path / "a" / "b"
+    assert common.check_output_dir(str(target), "--out", files=("report.md",), create=False) == str(target)
+    assert not (tmp_path / "a").exists()  # nothing made
+    (tmp_path / "f").write_text("")
+    with pytest.raises(common.UserError, match=r"^--out must be a writable directory, got .*, but .*f is a file$"):
+        common.check_output_dir(str(tmp_path / "f" / "x"), "--out", create=False)
+    (target).mkdir(parents=True)
+    (target / "report.md").mkdir()
+    with pytest.raises(common.UserError, match=r"^--out must be a file path, got a directory"):
+        common.check_output_dir(str(target), "--out", files=("report.md",), create=False)
+
+
+def test_start_command_checks_checkpoint_threads_and_device(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(common.torch, "set_num_threads", calls.append)
+    ns = argparse.Namespace
+    with pytest.raises(common.UserError, match=r"^--checkpoint must be an existing file, got '.*missing'$"):
+        common.start_command(ns(checkpoint=str(tmp_path / "missing"), threads=0, device="bogus"))  # checked first
+    with pytest.raises(common.UserError, match=r"^--threads must be >= 1, got 0"):
+        common.start_command(ns(threads=0, device=None))
+    with pytest.raises(common.UserError, match=r"^--device must be cpu, cuda or cuda:N, got 'bogus'$"):
+        common.start_command(ns(threads=None, device="bogus"))
+    ckpt = tmp_path / "m.safetensors"
+    ckpt.write_bytes(b"")
+    assert common.start_command(ns(checkpoint=str(ckpt), threads=3, device="cpu")) == common.torch.device("cpu")
+    assert calls == [3]

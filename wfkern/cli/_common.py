@@ -357,6 +357,21 @@ def format_table(header: list[str], rows: list[list], floatfmt: str = "{:.2f}") 
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in cells])
 
 
+def start_command(args: argparse.Namespace) -> torch.device:
+    """The opening of every command that trains or starts from a checkpoint, before its own checks and work:
+    ``--checkpoint`` (when the command takes one) names an existing file, ``--threads`` is applied, and
+    ``--device`` is checked.
+
+    Returns:
+        the device (a command run under torchrun takes its own from ``init_distributed`` after this).
+    """
+    checkpoint = getattr(args, "checkpoint", None)
+    if checkpoint is not None and not os.path.isfile(checkpoint):
+        raise UserError(f"--checkpoint must be an existing file, got {checkpoint!r}")
+    apply_threads(args)
+    return resolve_device(args.device)
+
+
 def apply_threads(args: argparse.Namespace) -> None:
     """``--threads``: a positive count, set for torch (before any work)."""
     threads = getattr(args, "threads", None)
@@ -421,7 +436,8 @@ def check_output_file(path: str, what: str) -> str:
     return path
 
 
-def check_output_dir(path: str, what: str, files: tuple[str, ...] = (), dirs: tuple[str, ...] = ()) -> str:
+def check_output_dir(path: str, what: str, files: tuple[str, ...] = (), dirs: tuple[str, ...] = (), *,
+                     create: bool = True) -> str:
     """Create the output folder ``path`` and fail now, with one line, if the command could not write in it.
 
     Args:
@@ -429,6 +445,8 @@ def check_output_dir(path: str, what: str, files: tuple[str, ...] = (), dirs: tu
         what: the option's name for messages ("--out-dir").
         files: names of the files the command will write inside it (each may not be a directory).
         dirs: names of the sub-folders it will write into (each may not be a file).
+        create: False checks the same without creating anything (a missing folder: its nearest existing
+            ancestor must take new files), for a command that must leave no folder behind when it fails.
     Returns:
         ``path``.
     """
@@ -440,13 +458,22 @@ def check_output_dir(path: str, what: str, files: tuple[str, ...] = (), dirs: tu
     blocker = _blocking_ancestor(full)
     if blocker is not None:
         raise UserError(f"{what} must be a writable directory, got {path!r}, but {blocker} is a file")
-    try:
-        os.makedirs(full, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"{what} must be a writable directory, got {path!r} ({e.strerror})") from e
-    why = _probe_writable(full)
-    if why is not None:
-        raise UserError(f"{what} must be a writable directory, got {path!r} (creating a file in it fails: {why})")
+    if create:
+        try:
+            os.makedirs(full, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"{what} must be a writable directory, got {path!r} ({e.strerror})") from e
+        why = _probe_writable(full)
+        if why is not None:
+            raise UserError(f"{what} must be a writable directory, got {path!r} (creating a file in it fails: {why})")
+    else:
+        existing = full
+        while not os.path.isdir(existing):
+            existing = os.path.dirname(existing)
+        why = _probe_writable(existing)
+        if why is not None:
+            raise UserError(f"{what} must be a writable directory, got {path!r} (creating a file in {existing} "
+                            f"fails: {why})")
     for name in files:
         _check_target_file(os.path.join(full, name), what, os.path.join(path, name))
     for name in dirs:

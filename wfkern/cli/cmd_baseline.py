@@ -7,9 +7,9 @@ import os
 import sys
 
 from wfkern.baselines import BASELINES, COST_FILE, baseline_setting_problem, run_baseline
-from wfkern.cli._common import (add_class_args, add_data_args, add_device_arg, add_loader_args, apply_threads,
-                                check_output_dir, checkpoint_and_splits, parse_class_list, resolve_classes,
-                                resolve_device, with_throughput)
+from wfkern.cli._common import (add_class_args, add_data_args, add_device_arg, add_loader_args, check_output_dir,
+                                checkpoint_and_splits, parse_class_list, resolve_classes, start_command,
+                                with_throughput)
 from wfkern.cli.main import UserError
 
 __all__ = ["add_parser", "run"]
@@ -75,11 +75,8 @@ def _method_kwargs(args, config) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not os.path.isfile(args.checkpoint):
-        raise UserError(f"--checkpoint must be an existing file, got {args.checkpoint!r}")
+    device = start_command(args)
     parse_class_list(args.classes)  # the syntax of --classes, before any work (the range needs the model)
-    apply_threads(args)
-    device = resolve_device(args.device)
     check_output_dir(args.out_dir, "--out-dir", files=(COST_FILE,), dirs=("models", "cost"))
     model, config, (train, val) = checkpoint_and_splits(args, device, ("train", "val"))
     classes = resolve_classes(args, config.num_classes)

@@ -11,8 +11,8 @@ import torch
 
 import wfkern
 from wfkern._atomic import atomic_write_text
-from wfkern.cli._common import (add_device_arg, add_loader_args, apply_threads, check_output_dir, format_table,
-                                load_splits, per_class_accuracy, resolve_device, with_throughput)
+from wfkern.cli._common import (add_device_arg, add_loader_args, check_output_dir, format_table, load_splits,
+                                per_class_accuracy, start_command, with_throughput)
 from wfkern.cli.cmd_train import DEMO_TRAIN, check_train_flags
 from wfkern.cli.cmd_unlearn import UNLEARN_FILES, add_unlearn_args, unlearn_kwargs
 from wfkern.data import iter_batches
@@ -121,10 +121,9 @@ def render(r: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    apply_threads(args)
+    device = start_command(args)
     check_train_flags({"--train-epochs": args.train_epochs})
     config = UnlearnConfig(**unlearn_kwargs(args))
-    device = resolve_device(args.device)
     out_dir = check_output_dir(args.out_dir, "--out-dir", files=DEMO_FILES)
     r = run_demo(out_dir, args.train_epochs, config, device, progress=not args.no_progress)
     text = render(r)

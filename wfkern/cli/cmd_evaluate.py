@@ -13,14 +13,13 @@ import time
 import wfkern
 from wfkern.baselines import per_class_loader, read_cost, wf_cost
 from wfkern.cli._common import (add_class_args, add_data_args, add_device_arg, add_loader_args, add_settings_flags,
-                                apply_threads, check_output_dir, checkpoint_and_splits, format_table,
-                                parse_class_list, resolve_classes, resolve_device, settings_given, with_throughput)
+                                check_output_dir, checkpoint_and_splits, format_table, parse_class_list,
+                                resolve_classes, settings_given, start_command, with_throughput)
 from wfkern.cli.main import UserError
 from wfkern.metrics import EvalSettings, PerClassModels, evaluate, filter_class_relations
 from wfkern.metrics.classes import format_classes
 from wfkern.metrics.evaluate import RESULTS_FILE
 from wfkern.metrics.store import atomic_write_json
-from wfkern.models import create_model
 from wfkern.reports.history import history_path, read_history
 from wfkern.reports.tables import MIA_CHANCE_MARGIN, mia_at_chance
 
@@ -145,12 +144,9 @@ def _model_under_test(args, model, config, device):
     if not ran:
         raise UserError(f"--baseline-dir must hold a model for at least one class (models/class_<c>.safetensors "
                         f"recorded in cost.json), got none in {args.baseline_dir!r}")
-
-    def build():
-        return create_model(config.model, config.num_classes, config.in_chans, config.image_size, **config.model_kwargs)
-
     method = args.method_name or cost["method"]
-    um = PerClassModels(model, per_class_loader(args.baseline_dir, build), num_classes=config.num_classes, method=method)
+    um = PerClassModels(model, per_class_loader(args.baseline_dir, config.build), num_classes=config.num_classes,
+                        method=method)
     return um, method, cost, None, ran, f"the classes the baseline in {args.baseline_dir!r} ran"
 
 
@@ -238,16 +234,13 @@ def _mia_line(s: dict) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not os.path.isfile(args.checkpoint):
-        raise UserError(f"--checkpoint must be an existing file, got {args.checkpoint!r}")
+    device = start_command(args)
     if args.filters is not None and not os.path.isfile(args.filters):
         raise UserError(f"--filters must be an existing file, got {args.filters!r}")
     parse_class_list(args.classes)  # the syntax of --classes, before any work (the range needs the model)
     if args.sample_classes is not None and args.sample_classes < 1:
         raise UserError(f"--sample-classes must be a count >= 1, got {args.sample_classes}")
     run_dir = _run_dir(args)
-    apply_threads(args)
-    device = resolve_device(args.device)
     check_output_dir(args.out, "--out", files=(RESULTS_FILE, "eval_config.json"), dirs=("classes",))
     model, config, (train, test) = checkpoint_and_splits(args, device, ("train", "test"))
     what, method, cost, wf, pool, pool_what = _model_under_test(args, model, config, device)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from wfkern.cli._common import _blocking_ancestor, _check_target_file, _probe_writable
+from wfkern.cli._common import check_output_dir
 from wfkern.cli.main import UserError
 from wfkern.reports import align_classes, gap_table, load_results, mia_verdict, read_history, table1, to_markdown
 from wfkern.reports import write_report
@@ -33,28 +33,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="the `wfkern unlearn` folder (history.jsonl) of a method, for its untraining curve; "
                         "repeatable (default: the folder `wfkern evaluate --filters` recorded)")
     p.set_defaults(run=run)
-
-
-def _check_out(path: str, files: list[str]) -> None:
-    """--out can take the report: the checks of ``check_output_dir``, creating nothing (a failed report must
-    leave no folder behind)."""
-    if not path:
-        raise UserError("--out must be a directory path, got an empty string")
-    full = os.path.abspath(path)
-    if os.path.exists(full) and not os.path.isdir(full):
-        raise UserError(f"--out must be a directory, got {path!r}, which is a file")
-    blocker = _blocking_ancestor(full)
-    if blocker is not None:
-        raise UserError(f"--out must be a writable directory, got {path!r}, but {blocker} is a file")
-    existing = full
-    while not os.path.isdir(existing):
-        existing = os.path.dirname(existing)
-    why = _probe_writable(existing)
-    if why is not None:
-        raise UserError(f"--out must be a writable directory, got {path!r} (creating a file in {existing} fails: "
-                        f"{why})")
-    for name in files:
-        _check_target_file(os.path.join(full, name), "--out", os.path.join(path, name))
 
 
 def _attach_runs(results: dict, specs: list[str] | None) -> None:
@@ -99,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:  # no class in common: say which each method evaluated
         raise UserError(str(e).split(": ", 1)[1]) from None
     ref = reference_method(aligned, args.reference)
-    _check_out(args.out, report_files(aligned))  # before any figure is drawn
+    # before any figure is drawn; creating nothing: a failed report leaves no folder behind
+    check_output_dir(args.out, "--out", files=tuple(report_files(aligned)), create=False)
     paths = write_report(results, args.out, title=args.title, reference=ref)
     if class_note:
         print(class_note)

@@ -7,8 +7,8 @@ import sys
 
 import torch
 
-from wfkern.cli._common import (add_data_args, add_device_arg, add_loader_args, apply_threads, check_model_choice,
-                                check_output_file, load_splits, parse_model_args, resolve_device, with_throughput)
+from wfkern.cli._common import (add_data_args, add_device_arg, add_loader_args, check_model_choice, check_output_file,
+                                load_splits, parse_model_args, start_command, with_throughput)
 from wfkern.cli.main import UserError
 from wfkern.models import DEFAULT_MODEL, create_model, list_models
 from wfkern.train import ModelConfig, evaluate_accuracy, init_distributed, save_checkpoint, train_model
@@ -54,14 +54,12 @@ def check_train_flags(values: dict[str, object]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    start_command(args)
     check_output_file(args.out, "--out")
-    apply_threads(args)
     check_train_flags({"--epochs": args.epochs, "--batch-size": args.batch_size, "--lr": args.lr,
                        "--weight-decay": args.weight_decay, "--max-shift": args.max_shift})
     kwargs = parse_model_args(args.model_arg)
     check_model_choice(args.model, kwargs)
-    if args.device is not None:
-        resolve_device(args.device)
     ctx, device = init_distributed(args.device)
     split_seed = 0 if args.split_seed is None else args.split_seed
     train, val, test = load_splits(args.dataset, args.data_root, args.download, args.image_size, split_seed)

@@ -7,9 +7,9 @@ import os
 import sys
 
 import wfkern
-from wfkern.cli._common import (add_data_args, add_device_arg, add_loader_args, add_settings_flags, apply_threads,
-                                check_output_dir, checkpoint_and_splits, format_table, per_class_accuracy,
-                                resolve_device, settings_given, with_throughput)
+from wfkern.cli._common import (add_data_args, add_device_arg, add_loader_args, add_settings_flags, check_output_dir,
+                                checkpoint_and_splits, format_table, per_class_accuracy, settings_given,
+                                start_command, with_throughput)
 from wfkern.cli.main import UserError
 from wfkern.train import init_distributed
 from wfkern.unlearn import PAPER_RECIPE, UnlearnConfig, unlearn
@@ -79,15 +79,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not os.path.isfile(args.checkpoint):
-        raise UserError(f"--checkpoint must be an existing file, got {args.checkpoint!r}")
+    start_command(args)
     kwargs = unlearn_kwargs(args)
     if args.resume and not os.path.isdir(args.out_dir):
         raise UserError(f"--out-dir must hold the run to resume, got a missing folder {args.out_dir!r}")
     check_output_dir(args.out_dir, "--out-dir", files=UNLEARN_FILES)
-    apply_threads(args)
-    if args.device is not None:
-        resolve_device(args.device)
     ctx, device = init_distributed(args.device)
     model, config, (train, val, test) = checkpoint_and_splits(args, device, ("train", "val", "test"))
     check_data_matches(train.info, config, args.checkpoint)
