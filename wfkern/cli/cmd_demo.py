@@ -15,7 +15,7 @@ from wfkern.cli._common import (add_device_arg, add_loader_args, check_output_di
                                 per_class_accuracy, start_command, with_throughput)
 from wfkern.cli.cmd_train import DEMO_TRAIN, check_train_flags
 from wfkern.cli.cmd_unlearn import UNLEARN_FILES, add_unlearn_args, unlearn_kwargs
-from wfkern.data import iter_batches
+from wfkern.data import dataset_targets, iter_batches
 from wfkern.models import DEFAULT_MODEL, create_model
 from wfkern.train import ModelConfig, save_checkpoint, train_model
 from wfkern.unlearn import UnlearnConfig, unlearn
@@ -53,7 +53,7 @@ def mixed_batch(wf, test, num_classes: int, seed: int, device: torch.device) -> 
         One dict per sample: true label, forget label, original and WF predictions.
     """
     g = torch.Generator().manual_seed(seed)
-    targets = torch.as_tensor(test.targets)
+    targets = dataset_targets(test, single_label=True)
     idx = torch.stack([torch.nonzero(targets == c).flatten()[torch.randint(0, int((targets == c).sum()), (1,),
                                                                         generator=g)][0] for c in range(num_classes)])
     x, y = next(iter_batches(test, [idx]))
@@ -94,7 +94,7 @@ def run_demo(out_dir: str, train_epochs: int, config: UnlearnConfig, device: tor
 
 def _overall(per_class: list[tuple[float, float]], test) -> float:
     """Overall accuracy of the plain model from its per-class Acc_f (= accuracy on class c) and class sizes."""
-    targets = torch.as_tensor(test.targets)
+    targets = dataset_targets(test, single_label=True)
     counts = torch.bincount(targets, minlength=len(per_class)).double()
     return float(sum(acc * n for (acc, _), n in zip(per_class, counts.tolist())) / counts.sum())
 
