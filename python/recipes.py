@@ -20,7 +20,7 @@ __all__ = ["Recipe", "RECIPES", "SMOKE", "plan", "run_plan"]
 
 @dataclass(frozen=True)
 class Recipe:
-    """One dataset x backbone setting (paper protocol: SPEC.md §3-§5)."""
+    """One dataset x backbone setting (paper protocol: docs/method.md §3–§5)."""
 
     dataset: str
     model: str

@@ -1,4 +1,4 @@
-"""Single-class unlearning baselines (SPEC.md §4, plus FT, SSD and SalUn) and the cost record (wall time, storage) of
+"""Single-class unlearning baselines (docs/method.md §4, plus FT, SSD and SalUn) and the cost record (wall time, storage) of
 every method."""
 
 from .checkpoints import class_checkpoint, load_state, per_class_loader, save_state

@@ -1,4 +1,4 @@
-"""Run a single-class baseline once per class, recording wall time and checkpoint bytes (SPEC.md §4)."""
+"""Run a single-class baseline once per class, recording wall time and checkpoint bytes (docs/method.md §4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Single-class unlearning baselines (SPEC.md §4): retrain without the class, fine-tuning on the retain set, random
+"""Single-class unlearning baselines (docs/method.md §4): retrain without the class, fine-tuning on the retain set, random
 labels, negative gradient.
 
 Each returns a new plain model that has forgotten one class ``c``; the original is never modified. Random labels and
