@@ -50,21 +50,35 @@ def _flag_fields(cls) -> list:
     return [f for f in dataclasses.fields(cls) if f.metadata.get("flag", True)]
 
 
-def _flag_type(cls, f: dataclasses.Field, hints: dict) -> tuple:
-    """(what argparse converts the flag's text with, the number type where the word 'none' sets None, else None).
+def _none_or(number: type):
+    """The text of a flag whose setting may be None: 'none' / 'off' -> None, else ``number`` (text that is no number
+    stays text, for the setting's own check to refuse with its rule)."""
+    def convert(text: str):
+        if text.strip().lower() in NONE_WORDS:
+            return None
+        try:
+            return number(text)
+        except ValueError:
+            return text
+    return convert
 
-    From the field's type; ``metadata["parse"]`` overrides it. An Optional number whose default is not None
-    (None is a choice, e.g. no clipping) keeps its text, converted by ``settings_given``.
+
+def _flag_type(cls, f: dataclasses.Field, hints: dict) -> tuple:
+    """(what argparse converts the flag's text with, what ``settings_given`` converts the parsed value with or None).
+
+    From the field's type. ``metadata["parse"]`` (a comma list, ...) runs in ``settings_given``, so the parsed
+    flags keep the text as typed; so does an Optional number whose default is not None (None is a choice, e.g.
+    no clipping): 'none' sets it.
     """
     hint = hints[f.name]
     kinds = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]
     if "parse" in f.metadata:
-        return f.metadata["parse"], None
+        return str, f.metadata["parse"]
     if len(kinds) != 1 or kinds[0] not in (int, float, str):
         raise TypeError(f"wfkern.cli: {cls.__name__}.{f.name} must be an int, float or str setting (or give "
                         f"metadata 'parse'), got {hint}")
     if type(None) in typing.get_args(hint) and f.default is not None:
-        return str, kinds[0]
+        return str, _none_or(kinds[0])
     return kinds[0], None
 
 
@@ -84,8 +98,9 @@ def add_settings_flags(group, cls, also: tuple[str, dict] | None = None) -> None
     """
     hints = typing.get_type_hints(cls)
     for f in _flag_fields(cls):
-        convert, none_number = _flag_type(cls, f, hints)
-        text = f.metadata["help"] + (f"; 'none': {f.metadata['none']}" if none_number else "")
+        convert = _flag_type(cls, f, hints)[0]
+        none_word = f.default is not None and type(None) in typing.get_args(hints[f.name])  # 'none' is a choice
+        text = f.metadata["help"] + (f"; 'none': {f.metadata['none']}" if none_word else "")
         default = f"default: {_shown(f, f.default)}"
         if also is not None and f.name in also[1] and also[1][f.name] != f.default:
             default += f"; {also[0]}: {_shown(f, also[1][f.name])}"
@@ -95,26 +110,15 @@ def add_settings_flags(group, cls, also: tuple[str, dict] | None = None) -> None
 
 
 def settings_given(args: argparse.Namespace, cls) -> dict:
-    """The settings of ``cls`` whose flags were given: {field name: value}.
-
-    Where the word 'none' (or 'off') is taken it is None; other text becomes the field's number, or stays
-    text when it is not a number (for the setting's own check to refuse with its rule).
-    """
+    """The settings of ``cls`` whose flags were given: {field name: value}, the text converted where the flag
+    keeps it (``metadata["parse"]``; 'none' or 'off' for None where None is a choice)."""
     hints = typing.get_type_hints(cls)
     out = {}
     for f in _flag_fields(cls):
         value = getattr(args, f.name, None)
-        if value is None:
-            continue
-        none_number = _flag_type(cls, f, hints)[1]
-        if none_number is not None and value.strip().lower() in NONE_WORDS:
-            value = None
-        elif none_number is not None:
-            try:
-                value = none_number(value)
-            except ValueError:
-                pass  # the setting's own rule refuses the text
-        out[f.name] = value
+        if value is not None:
+            convert = _flag_type(cls, f, hints)[1]
+            out[f.name] = convert(value) if convert is not None else value
     return out
 
 
