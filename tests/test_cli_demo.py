@@ -40,7 +40,8 @@ def test_demo_one_round_forgets_every_class_and_keeps_the_rest(demo_run):
     mean_f = sum(f for f, _ in unlearned) / 10
     mean_r = sum(r for _, r in unlearned) / 10
     assert mean_f <= 0.01, f"mean Acc_f {mean_f:.4f}"
-    assert mean_r >= 0.95, f"mean Acc_r {mean_r:.4f}"
+    original = demo_run[2]["original_acc"]  # the quality target: within 1 point of the original model
+    assert mean_r >= original - 0.01, f"mean Acc_r {mean_r:.4f}, original {original:.4f}"
 
 
 def test_demo_mixed_batch_and_table_file(demo_run, capsys):

@@ -226,8 +226,9 @@ def test_help_shows_concrete_defaults(capsys, monkeypatch):
     with pytest.raises(SystemExit):
         main(["unlearn", "--help"])
     entries = _help_entries(capsys.readouterr().out)
-    assert "(default: 3)" in entries["--chi"] and "(default: 128)" in entries["--batch-size"]
-    assert "(default: 0.5;" in entries["--clip-norm"] and "'none'" in entries["--clip-norm"]
+    assert "(default: 3)" in entries["--chi"] and "(default: 64)" in entries["--batch-size"]
+    assert "(default: no clipping)" in entries["--clip-norm"] and "'none'" in entries["--clip-norm"]
+    assert "(default: 2.0)" in entries["--temperature"] and "(default: margin;" in entries["--forget-loss"]
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     entries = _help_entries(capsys.readouterr().out)

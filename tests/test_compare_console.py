@@ -69,7 +69,7 @@ def _unlearn(capsys, checkpoint, name, *extra):
     d, ck = checkpoint
     capsys.readouterr()
     argv = ["unlearn", *extra, "--checkpoint", ck, "--out-dir", str(d / name), "--max-epochs", "1",
-            "--evals-per-epoch", "2"]
+            "--batch-size", "128", "--evals-per-epoch", "2"]
     assert main(argv) == 0
     return capsys.readouterr().err
 

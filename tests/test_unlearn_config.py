@@ -17,7 +17,7 @@ from wfkern.cli.main import build_parser
 from wfkern.data import get_dataset
 from wfkern.metrics import EvalSettings, PerClassModels, evaluate
 from wfkern.models import create_model
-from wfkern.unlearn import LAMBDA1_DEFAULTS, PAPER_RECIPE, UnlearnConfig, unlearn
+from wfkern.unlearn import LAMBDA1_DEFAULTS, LAMBDA1_MARGIN, LR_DEFAULTS, PAPER_RECIPE, UnlearnConfig, unlearn
 
 FLAG_FIELDS = {
     UnlearnConfig: list(dataclasses.fields(UnlearnConfig)),
@@ -101,11 +101,12 @@ def test_no_flags_give_the_dataclass_defaults(command):
 def test_every_unlearn_flag_reaches_its_setting():
     other = {"lambda0": "2", "lambda1": "7", "lambda2": "0.5", "eps": "1e-5", "chi": "2", "batch_size": "64",
              "optimizer": "adam", "lr": "0.1", "momentum": "0.5", "clip_norm": "2", "lambda1_warmup": "0.25",
-             "alpha_init": "1.5", "max_epochs": "4", "evals_per_epoch": "3", "patience": "2", "seed": "9"}
+             "alpha_init": "1.5", "max_epochs": "4", "evals_per_epoch": "3", "patience": "2", "seed": "9",
+             "retain_loss": "ce", "forget_loss": "reciprocal", "temperature": "3", "margin": "0.5"}
     assert set(other) == {f.name for f in FLAG_FIELDS[UnlearnConfig]}  # a new field needs a line here
     flags = [x for name, text in other.items() for x in ("--" + name.replace("_", "-"), text)]
     kw = unlearn_kwargs(parse("unlearn", *flags))
-    want = {f.name: type(getattr(UnlearnConfig(lambda1=1.0), f.name))(other[f.name])
+    want = {f.name: type(getattr(UnlearnConfig(lambda1=1.0, lr=1.0, clip_norm=1.0), f.name))(other[f.name])
             for f in FLAG_FIELDS[UnlearnConfig]}
     assert kw == want
     assert UnlearnConfig(**kw).to_dict() == want
@@ -184,16 +185,20 @@ def test_config_and_keywords_run_the_same_and_the_config_is_left_alone(digits_sm
     config = UnlearnConfig(batch_size=64, max_epochs=3, evals_per_epoch=2)
     by_config = tiny_wf()
     res_cfg = unlearn(by_config, *digits_small, config, progress=False, max_epochs=1, lr=10.0, clip_norm=None)
-    assert res_kw.config == res_cfg.config == {**UnlearnConfig().to_dict(), **run, "lambda1": LAMBDA1_DEFAULTS["cnn"]}
+    assert res_kw.config == res_cfg.config == {**UnlearnConfig().to_dict(), **run, "lambda1": LAMBDA1_MARGIN}
     a, b = by_keywords.filters_state_dict(), by_config.filters_state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert config == UnlearnConfig(batch_size=64, max_epochs=3, evals_per_epoch=2)  # not resolved in place
 
 
-def test_lambda1_none_is_the_model_family_default_resolved_once():
+def test_lambda1_and_lr_none_are_resolved_once():
     wf = tiny_wf()
-    assert UnlearnConfig().lambda1 is None
-    assert UnlearnConfig().for_model(wf).lambda1 == LAMBDA1_DEFAULTS["cnn"]
+    assert UnlearnConfig().lambda1 is None and UnlearnConfig().lr is None
+    assert UnlearnConfig().for_model(wf).lambda1 == LAMBDA1_MARGIN  # the margin loss: one λ1 for every family
+    assert UnlearnConfig(forget_loss="reciprocal").for_model(wf).lambda1 == LAMBDA1_DEFAULTS["cnn"]
+    assert UnlearnConfig().for_model(wf).lr == LR_DEFAULTS["adam"]
+    assert UnlearnConfig(optimizer="sgd").for_model(wf).lr == LR_DEFAULTS["sgd"] == 100.0
+    assert UnlearnConfig(lr=0.5).for_model(wf).lr == 0.5
     assert UnlearnConfig(lambda1=2.0).for_model(wf).lambda1 == 2.0
     with pytest.raises(ValueError, match="wfkern.unlearn: lambda1 must be a finite number >= 0, got -1"):
         UnlearnConfig().replace(lambda1=-1)

@@ -45,7 +45,7 @@ def assert_same_filters(a, b, atol=0.0):
 def test_gates_move_and_files_are_written(tmp_path, digits_small):
     wf = tiny_wf()
     res = unlearn(wf, *digits_small, out_dir=str(tmp_path), **FAST)
-    assert res.steps == 8 and res.epochs == 2 and res.config["lambda1"] == 10.0  # CNN default
+    assert res.steps == 8 and res.epochs == 2 and res.config["lambda1"] == 1.0  # the margin loss's λ1
     assert sorted(os.listdir(tmp_path)) == ["filters.safetensors", "history.jsonl", "unlearn_state.safetensors"]
     lines = [json.loads(line) for line in open(tmp_path / "history.jsonl")]
     assert [r["step"] for r in lines] == [2, 4, 6, 8]  # evals_per_epoch=2, 4 steps an epoch
@@ -186,12 +186,15 @@ def test_a_plain_model_is_rejected(digits_small):
         unlearn(torch.nn.Linear(2, 2), *digits_small)
 
 
-def test_vit_family_gets_its_lambda1_default(digits_small):
+def test_vit_family_gets_its_lambda1_default_with_the_reciprocal(digits_small):
     torch.manual_seed(0)
     vit = create_model("vit_t", 10, 1, 8, depth=1, embed_dim=16, num_heads=2).eval()
     wf = wfkern.patch(vit, num_classes=10)
     assert wf.wf_layers()  # the attention qkv projection is wrapped
-    res = unlearn(wf, *digits_small, batch_size=64, max_epochs=1, evals_per_epoch=1, progress=False)
+    res = unlearn(wf, *digits_small, batch_size=64, max_epochs=1, evals_per_epoch=1, progress=False,
+                  forget_loss="reciprocal")
     assert res.config["lambda1"] == 100.0 and math.isfinite(res.best_objective)
+    assert unlearn(tiny_wf(), *digits_small, batch_size=64, max_epochs=1, evals_per_epoch=1, progress=False,
+                   forget_loss="reciprocal").config["lambda1"] == 10.0
     assert unlearn(tiny_wf(), *digits_small, batch_size=64, max_epochs=1, evals_per_epoch=1,
-                   progress=False).config["lambda1"] == 10.0
+                   progress=False).config["lambda1"] == 1.0  # the margin loss: one λ1 for both families

@@ -29,14 +29,14 @@ def test_eq3_hand_computed_on_a_tiny_example():
     recip = 1 / (math.log(4) + 1e-6)
     reg = 2.5 / 6
     assert parts.retain.item() == pytest.approx(retain, rel=1e-6)
-    assert parts.recip.item() == pytest.approx(recip, rel=1e-6)
+    assert parts.forget_term.item() == pytest.approx(recip, rel=1e-6)
     assert parts.reg.item() == pytest.approx(reg, rel=1e-6)
     assert parts.total.item() == pytest.approx(retain + 10 * recip + 2 * reg, rel=1e-6)
 
 
 def test_reciprocal_is_guarded_at_zero_forget_loss():
     parts = untraining_loss(torch.zeros(3), torch.zeros(1, 3), [torch.zeros(1, 1)], 1.0, 10.0, 1.0, eps=1e-6)
-    assert math.isfinite(parts.total.item()) and parts.recip.item() == pytest.approx(1e6)
+    assert math.isfinite(parts.total.item()) and parts.forget_term.item() == pytest.approx(1e6)
 
 
 def test_gradient_flows_only_through_alphas_into_eq3():

@@ -1,6 +1,7 @@
 """The untraining defaults generalise: a second small architecture of ours (SmallVGG: 4 biased convs, no BN,
-max-pool head, MLP classifier), trained on the digits, untrained with the same defaults, reaches
-mean Acc_f <= 5% and mean Acc_r >= 85% (issue 3)."""
+max-pool head, MLP classifier), trained on the digits, untrained with the same defaults, forgets every class
+(mean Acc_f <= 1%) and keeps mean Acc_r within 1 point of the original (measured: 98.44% -> 98.07%, worst
+class 95.56%; docs/untraining.md)."""
 
 from __future__ import annotations
 
@@ -20,12 +21,15 @@ def test_second_architecture_with_the_same_defaults():
     torch.manual_seed(0)
     model = create_model("small_vgg", 10, 1, 8)
     train_model(model, tr, va, seed=0, **{k: v for k, v in DEMO_TRAIN.items()})
-    assert evaluate_accuracy(model, te) >= 0.95
+    original = evaluate_accuracy(model, te)
+    assert original >= 0.95
     wf = wfkern.patch(model, num_classes=10)
     assert all(layer.alpha_b is not None for layer in wf.wf_layers().values())  # biased convs: bias gates too
     unlearn(wf, tr, va, progress=False)
     rows = per_class_accuracy(wf, te, 10, torch.device("cpu"))
     mean_f = sum(f for f, _ in rows) / 10
     mean_r = sum(r for _, r in rows) / 10
-    assert mean_f <= 0.05, f"mean Acc_f {mean_f:.4f}"
-    assert mean_r >= 0.85, f"mean Acc_r {mean_r:.4f}"
+    assert mean_f <= 0.01, f"mean Acc_f {mean_f:.4f}"
+    assert mean_r >= original - 0.01, f"mean Acc_r {mean_r:.4f}, original {original:.4f}"
+    # The worst class's target is 3 points; measured 2.9 below, so the bound leaves room for float-order noise.
+    assert min(r for _, r in rows) >= original - 0.035

@@ -53,9 +53,24 @@ def _flag_fields(cls) -> list:
 def _none_or(number: type):
     """The text of a flag whose setting may be None: 'none' / 'off' -> None, else ``number`` (text that is no number
     stays text, for the setting's own check to refuse with its rule)."""
-    def convert(text: str):
+    def convert(text):
+        if not isinstance(text, str):  # already converted by argparse (``_number_or_none_word``)
+            return text
         if text.strip().lower() in NONE_WORDS:
             return None
+        try:
+            return number(text)
+        except ValueError:
+            return text
+    return convert
+
+
+def _number_or_none_word(number: type):
+    """argparse's converter for a setting whose default is None: a number, or a none word kept as text (for
+    ``settings_given`` to turn into None: argparse's None means "not given")."""
+    def convert(text: str):
+        if text.strip().lower() in NONE_WORDS:
+            return text
         try:
             return number(text)
         except ValueError:
@@ -68,7 +83,8 @@ def _flag_type(cls, f: dataclasses.Field, hints: dict) -> tuple:
 
     From the field's type. ``metadata["parse"]`` (a comma list, ...) runs in ``settings_given``, so the parsed
     flags keep the text as typed; so does an Optional number whose default is not None (None is a choice, e.g.
-    no clipping): 'none' sets it.
+    no clipping): 'none' or 'off' sets it. An Optional number whose default is None (λ1 resolved per model, no
+    clipping) parses as a number, and 'none' / 'off' give the default explicitly (after a --recipe that sets one).
     """
     hint = hints[f.name]
     kinds = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]
@@ -77,7 +93,9 @@ def _flag_type(cls, f: dataclasses.Field, hints: dict) -> tuple:
     if len(kinds) != 1 or kinds[0] not in (int, float, str):
         raise TypeError(f"wfkern.cli: {cls.__name__}.{f.name} must be an int, float or str setting (or give "
                         f"metadata 'parse'), got {hint}")
-    if type(None) in typing.get_args(hint) and f.default is not None:
+    if type(None) in typing.get_args(hint):
+        if f.default is None:
+            return _number_or_none_word(kinds[0]), _none_or(kinds[0])
         return str, _none_or(kinds[0])
     return kinds[0], None
 
@@ -99,7 +117,7 @@ def add_settings_flags(group, cls, also: tuple[str, dict] | None = None) -> None
     hints = typing.get_type_hints(cls)
     for f in _flag_fields(cls):
         convert = _flag_type(cls, f, hints)[0]
-        none_word = f.default is not None and type(None) in typing.get_args(hints[f.name])  # 'none' is a choice
+        none_word = type(None) in typing.get_args(hints[f.name])  # 'none' is a choice
         text = f.metadata["help"] + (f"; 'none': {f.metadata['none']}" if none_word else "")
         default = f"default: {_shown(f, f.default)}"
         if also is not None and f.name in also[1] and also[1][f.name] != f.default:

@@ -9,20 +9,33 @@ from dataclasses import asdict, dataclass, fields
 import torch.nn as nn
 
 from wfkern._utils import replace_settings, setting
+from wfkern.unlearn.objective import FORGET_LOSSES, RETAIN_LOSSES
 
-__all__ = ["UnlearnConfig", "setting_problem", "PAPER_RECIPE", "LAMBDA1_DEFAULTS", "model_family_of", "RESUME_KEYS"]
+__all__ = ["UnlearnConfig", "setting_problem", "PAPER_RECIPE", "LAMBDA1_DEFAULTS", "LAMBDA1_MARGIN", "LR_DEFAULTS",
+           "model_family_of", "RESUME_KEYS"]
 
-# λ1 per model family (docs/method.md §2): CNNs 10, ViTs 100.
+# λ1 of the paper's reciprocal forget loss, per model family (docs/method.md §2): CNNs 10, ViTs 100. The margin
+# loss is bounded, so one λ1 fits both families.
 LAMBDA1_DEFAULTS = {"cnn": 10.0, "vit": 100.0}
-_LAMBDA1_FAMILY = (f"the model family's: {LAMBDA1_DEFAULTS['cnn']:g} for CNNs, "
-                   f"{LAMBDA1_DEFAULTS['vit']:g} for ViTs")
+LAMBDA1_MARGIN = 1.0
+_LAMBDA1_NONE = (f"{LAMBDA1_MARGIN:g} with the margin loss; with the reciprocal the model family's: "
+                 f"{LAMBDA1_DEFAULTS['cnn']:g} for CNNs, {LAMBDA1_DEFAULTS['vit']:g} for ViTs")
 
 OPTIMIZERS = ("sgd", "adam")
+# The learning rate on the gate logits per optimiser (docs/untraining.md): Adam's steps are scale-free, SGD's are
+# the paper's lr 100.
+LR_DEFAULTS = {"adam": 0.2, "sgd": 100.0}
+_LR_NONE = f"the optimizer's: {LR_DEFAULTS['adam']:g} for Adam, {LR_DEFAULTS['sgd']:g} for SGD"
 
-# The paper's setting taken literally (docs/method.md §2.4): plain SGD at lr 100, nothing clipped, no warm-up.
-# It collapses on the digits (docs/untraining.md); pass ``**PAPER_RECIPE`` to ``unlearn`` to run it.
-PAPER_RECIPE = {"optimizer": "sgd", "lr": 100.0, "momentum": 0.0, "clip_norm": None, "lambda1_warmup": 0.0}
+# The paper's setting taken literally (docs/method.md §2.4): its losses (cross-entropy on the retain rows, the
+# reciprocal 1/(L_f + ε) on the forget rows, the gate regulariser at λ2 = 1), plain SGD at lr 100, nothing
+# clipped. It collapses (docs/untraining.md); pass ``**PAPER_RECIPE`` to ``unlearn`` (or ``--recipe paper``).
+PAPER_RECIPE = {"retain_loss": "ce", "forget_loss": "reciprocal", "lambda2": 1.0, "optimizer": "sgd", "lr": 100.0,
+                "momentum": 0.0, "clip_norm": None, "lambda1_warmup": 0.0}
 
+
+# Settings that name one of a few choices.
+_CHOICES = {"optimizer": OPTIMIZERS, "retain_loss": RETAIN_LOSSES, "forget_loss": FORGET_LOSSES}
 
 # Integer settings: (lowest, highest allowed or None, expectation).
 _INT_RULES = {"chi": (1, None, "be >= 1"), "batch_size": (2, None, "be >= 2"), "max_epochs": (1, None, "be >= 1"),
@@ -30,6 +43,8 @@ _INT_RULES = {"chi": (1, None, "be >= 1"), "batch_size": (2, None, "be >= 2"), "
               "seed": (-2**40, 2**40, "be at most 2**40 in absolute value")}
 # Number settings: (test, expectation); every one must also be finite (NaN / inf are never a setting).
 _FLOAT_RULES = {
+    "temperature": (lambda v: v > 0, "be a finite number > 0"),
+    "margin": (lambda v: v >= 0, "be a finite number >= 0"),
     "lambda0": (lambda v: v >= 0, "be a finite number >= 0"),
     "lambda1": (lambda v: v >= 0, "be a finite number >= 0"),
     "lambda2": (lambda v: v >= 0, "be a finite number >= 0"),
@@ -49,9 +64,10 @@ def setting_problem(name: str, value) -> tuple[type[Exception], str] | None:
     which words the same expectation with its flag name. ``clip_norm=None`` turns clipping off;
     ``lambda1=None`` is the model family's λ1.
     """
-    if name == "optimizer":
-        return None if isinstance(value, str) and value in OPTIMIZERS else (
-            ValueError, "be " + " or ".join(map(repr, OPTIMIZERS)))
+    if name in _CHOICES:
+        choices = _CHOICES[name]
+        return None if isinstance(value, str) and value in choices else (
+            ValueError, "be " + " or ".join(map(repr, choices)))
     if name in _INT_RULES:
         lo, hi, expectation = _INT_RULES[name]
         if not isinstance(value, numbers.Integral) or isinstance(value, bool):
@@ -84,20 +100,28 @@ class UnlearnConfig:
     ``lambda1=None`` is the model family's λ1 (``LAMBDA1_DEFAULTS``), filled in by ``for_model``.
     """
 
+    retain_loss: str = setting("distill", "loss of the retain rows: 'distill' (T²·KL to the original model's output "
+                               "at temperature T) or 'ce' (cross-entropy on the labels, the paper's)",
+                               choices=RETAIN_LOSSES)
+    forget_loss: str = setting("margin", "loss of the forget rows: 'margin' (the forgotten class must lose to the best "
+                               "other class by MARGIN logits) or 'reciprocal' (1/(L_f + ε), the paper's)",
+                               choices=FORGET_LOSSES)
+    temperature: float = setting(2.0, "distillation temperature T, > 0")
+    margin: float = setting(3.0, "logits by which the forgotten class must lose, >= 0")
     lambda0: float = setting(1.0, "weight λ0 of the retain loss, >= 0")
-    lambda1: float | None = setting(None, "weight λ1 of the forget reciprocal, >= 0", none=_LAMBDA1_FAMILY)
-    lambda2: float = setting(1.0, "weight λ2 of the gate regulariser, >= 0")
-    eps: float = setting(1e-6, "guard ε of the forget reciprocal 1/(L_f + ε), > 0")
+    lambda1: float | None = setting(None, "weight λ1 of the forget loss, >= 0", none=_LAMBDA1_NONE)
+    lambda2: float = setting(0.0, "weight λ2 of the gate regulariser R = mean(1 − σ(α)), >= 0 (the paper's is 1)")
+    eps: float = setting(1e-6, "guard ε of the reciprocal forget loss 1/(L_f + ε), > 0")
     chi: int = setting(3, "retain copies χ of every retain sample, each under another class's mask")
-    batch_size: int = setting(128, "global batch size B, >= 2: the first half forgets, the second retains")
-    optimizer: str = setting("sgd", "optimizer of the gate logits", choices=OPTIMIZERS)
-    lr: float = setting(100.0, "learning rate on the gate logits; the paper's is 100")
+    batch_size: int = setting(64, "global batch size B, >= 2: the first half forgets, the second retains")
+    optimizer: str = setting("adam", "optimizer of the gate logits", choices=OPTIMIZERS)
+    lr: float | None = setting(None, "learning rate on the gate logits, > 0", none=_LR_NONE)
     momentum: float = setting(0.0, "SGD momentum, in [0, 1)")
-    clip_norm: float | None = setting(0.5, "largest global norm of the gate gradients, > 0", none="no clipping",
+    clip_norm: float | None = setting(None, "largest global norm of the gate gradients, > 0", none="no clipping",
                                       metavar="NORM")
     lambda1_warmup: float = setting(0.0, "fraction of the run over which λ1 ramps up from 0, in [0, 1]")
     alpha_init: float = setting(3.0, "initial gate logit; σ(3) ≈ 0.95")
-    max_epochs: int = setting(30, "epoch cap")
+    max_epochs: int = setting(10, "epoch cap")
     evals_per_epoch: int = setting(5, "validations per epoch, evenly spaced, the last at the epoch's end")
     patience: int = setting(10, "validations without improvement before stopping")
     seed: int = setting(0, "seeds the batch order and the drawn rows; nothing else is random")
@@ -125,10 +149,15 @@ class UnlearnConfig:
         return replace_settings(self, "unlearn", **overrides)
 
     def for_model(self, wf: nn.Module) -> "UnlearnConfig":
-        """This config with ``lambda1`` resolved: None becomes ``wf``'s family's λ1 (``LAMBDA1_DEFAULTS``)."""
-        if self.lambda1 is not None:
-            return self.replace()
-        return self.replace(lambda1=LAMBDA1_DEFAULTS[model_family_of(wf)])
+        """This config with every None resolved: ``lambda1`` (``LAMBDA1_MARGIN``, or with the reciprocal ``wf``'s
+        family's ``LAMBDA1_DEFAULTS``) and ``lr`` (``LR_DEFAULTS`` of the optimizer)."""
+        resolved = {}
+        if self.lambda1 is None:
+            resolved["lambda1"] = (LAMBDA1_MARGIN if self.forget_loss == "margin"
+                                   else LAMBDA1_DEFAULTS[model_family_of(wf)])
+        if self.lr is None:
+            resolved["lr"] = LR_DEFAULTS[self.optimizer]
+        return self.replace(**resolved)
 
     def to_dict(self) -> dict:
         return asdict(self)

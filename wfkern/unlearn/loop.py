@@ -17,7 +17,8 @@ from wfkern._utils import SEED_STRIDE
 from wfkern.data import dataset_targets, iter_batches
 from wfkern.train.distributed import DistContext, all_reduce_grads, all_reduce_sum, dist_context
 from wfkern.unlearn.config import UnlearnConfig
-from wfkern.unlearn.objective import expand_labels, per_sample_losses, pick_forget_labels, untraining_loss
+from wfkern.unlearn.objective import (combine_losses, expand_labels, forget_terms, original_logits, pick_forget_labels,
+                                      retain_terms)
 from wfkern.unlearn.state import FILTERS_FILE, HISTORY_FILE, STATE_FILE, HistoryLog, Progress, load_state, save_state
 from wfkern.unlearn.validation import ValidationPlan, make_validation_plan, validation_objective
 
@@ -66,7 +67,7 @@ def _make_optimizer(params, cfg: UnlearnConfig) -> torch.optim.Optimizer:
 
 
 def _batch_loss(run: _Run, idx: torch.Tensor, step_seed: int, lambda1: float):
-    """Eq. 3 on this process's share of one global batch: first half forgets, second half retains (× χ).
+    """The untraining loss on this process's share of one global batch: first half forgets, second retains (× χ).
 
     The random rows are drawn for the whole global batch from ``step_seed`` and then sharded, so any
     number of processes sees the same pairs as one process.
@@ -84,13 +85,15 @@ def _batch_loss(run: _Run, idx: torch.Tensor, step_seed: int, lambda1: float):
     x, y = next(iter_batches(run.train_data, [torch.cat([f_idx, r_idx])]))
     x, y = x.to(device), y.to(device)
     nf = f_idx.numel()
+    teacher = original_logits(wf, x[nf:], cfg.retain_loss, copies=cfg.chi)
     xs = torch.cat([x[:nf], x[nf:].repeat(cfg.chi, *([1] * (x.dim() - 1)))])
     # Host labels: wf checks them for free and copies them without blocking (no sync per step).
     logits = wf(xs, forget=torch.cat([f_rows, r_rows.reshape(-1)]))
     y_r = y[nf:].repeat(cfg.chi, *([1] * (y.dim() - 1)))
-    loss_f = per_sample_losses(logits[:nf], y[:nf], f_rows.to(device, non_blocking=True) if y.dim() > 1 else None)
-    loss_r = per_sample_losses(logits[nf:], y_r).view(cfg.chi, -1)
-    return untraining_loss(loss_f, loss_r, wf.alpha_parameters(), cfg.lambda0, lambda1, cfg.lambda2, cfg.eps)
+    term, loss_f = forget_terms(logits[:nf], y[:nf], f_rows.to(device, non_blocking=True), cfg.forget_loss,
+                                cfg.margin, cfg.eps)
+    loss_r = retain_terms(logits[nf:], y_r, teacher, cfg.retain_loss, cfg.temperature)
+    return combine_losses(term, loss_f, loss_r, wf.alpha_parameters(), cfg.lambda0, lambda1, cfg.lambda2)
 
 
 def _check_inputs(wf, train_data: Dataset, val_data: Dataset, out_dir: str | None, resume: bool) -> None:
@@ -224,11 +227,15 @@ def unlearn(wf, train_data: Dataset, val_data: Dataset, config: UnlearnConfig | 
     """Untrain every class in one round: train only the gates so that ``wf(x, forget=c)`` forgets class c.
 
     Each global batch of ``batch_size`` is halved. The forget half is masked with each sample's own
-    class, L_f = CE; the retain half is copied ``chi`` times, each copy masked with a class drawn
-    uniformly from the others, L_r = CE (shape (χ, B/2)). Loss (Eq. 3, averaged):
-    ``λ0·mean(L_r) + λ1·mean(1/(L_f+ε)) + λ2·mean(1−σ(alpha))``. Multi-label targets ((N, Nc)
-    multi-hot): the forget row is a random positive label and L_f its ``-log σ(z)``, L_r is BCE.
-    The same objective is evaluated on ``val_data`` (fixed rows) ``evals_per_epoch`` times an epoch;
+    class; the retain half is copied ``chi`` times, each copy masked with a class drawn uniformly from the
+    others. Loss: ``λ0·mean(retain) + λ1·mean(forget) + λ2·mean(1−σ(alpha))``. By default the retain
+    rows are distilled from the original model (``T²·KL`` at temperature T: each class's mask must leave
+    the other classes' outputs as they were) and the forget rows take the margin loss
+    ``relu(z_c − max_{j≠c} z_j + margin)`` (the class must lose by ``margin`` logits, then it stops
+    pushing); the paper's Eq. 3 (CE retain loss, ``1/(L_f + ε)`` forget loss) is ``**PAPER_RECIPE``.
+    Multi-label targets ((N, Nc) multi-hot): the forget row is a random positive label (margin:
+    ``relu(z_c + margin)``; L_f its ``-log σ(z)``), the retain rows a Bernoulli KL per class (or BCE).
+    The same loss is evaluated on ``val_data`` (fixed rows) ``evals_per_epoch`` times an epoch;
     after ``patience`` evaluations without improvement the run stops; the best gates are kept.
     Under torchrun each process takes an equal shard of every global batch; gradients are averaged.
 
@@ -239,7 +246,8 @@ def unlearn(wf, train_data: Dataset, val_data: Dataset, config: UnlearnConfig | 
             docs/untraining.md); each field's meaning and default are written there, once.
         **overrides: fields of ``UnlearnConfig`` by name, replacing ``config``'s (``lr=10``, ``max_epochs=5``,
             ``**PAPER_RECIPE`` for the paper's literal setting). An unknown name is a TypeError that lists the
-            settings. ``lambda1=None`` (the default) is the model family's: 10 for CNNs, 100 for ViTs.
+            settings. ``lambda1=None`` (the default) is 1 with the margin loss, and with the reciprocal the
+            model family's: 10 for CNNs, 100 for ViTs; ``lr=None`` is 0.2 for Adam (the default), 100 for SGD.
         device: where to run (default: the gates' device).  out_dir: writes ``unlearn_state.safetensors``
             (at every validation, atomically), ``history.jsonl`` and the final ``filters.safetensors``.
         resume: continue from ``out_dir``'s checkpoint (same settings: same result as one run).
@@ -261,7 +269,7 @@ def unlearn(wf, train_data: Dataset, val_data: Dataset, config: UnlearnConfig | 
 
 
 def _resolve_config(wf, config: UnlearnConfig | None, overrides: dict) -> UnlearnConfig:
-    """``config`` (default ``UnlearnConfig()``) with ``overrides`` in place and λ1 resolved for ``wf``'s family.
+    """``config`` (default ``UnlearnConfig()``) with ``overrides`` in place and λ1 / lr resolved (``for_model``).
 
     The values as given: ``UnlearnConfig`` refuses a fractional batch size rather than truncating it.
     """
@@ -368,8 +376,7 @@ def _finish(run: _Run) -> UnlearnResult:
 def _validate(run: _Run, lam1: float, epoch: int) -> None:
     """One validation: record it, keep the best gates, update patience, checkpoint."""
     cfg, prog, ctx, reporter = run.cfg, run.prog, run.ctx, run.reporter
-    v = validation_objective(run.wf, run.val_data, run.plan, (cfg.lambda0, cfg.lambda1, cfg.lambda2), cfg.eps,
-                             run.device, ctx)
+    v = validation_objective(run.wf, run.val_data, run.plan, cfg, run.device, ctx)
     prog.evals += 1
     improved = v["objective"] < prog.best_objective
     if improved:
@@ -386,7 +393,7 @@ def _validate(run: _Run, lam1: float, epoch: int) -> None:
     if ctx.rank == 0:
         verdict = "best so far" if improved else f"no improvement ({prog.bad_evals}/{cfg.patience} before stopping)"
         line = (f"unlearn validation {prog.evals} (epoch {epoch + 1}, step {prog.step}): "
-                f"objective {_num(v['objective'])} (L_r {_num(v['retain'])}, 1/L_f {_num(v['recip'])}, "
+                f"objective {_num(v['objective'])} (retain {_num(v['retain'])}, forget {_num(v['forget_term'])}, "
                 f"R {_num(v['reg'])}), acc_r {_pct(v['acc_r'])} acc_f {_pct(v['acc_f'])}; {verdict}")
         # Progress shown (bar or plain lines): the validation goes into it, the full line only with -v (DEBUG).
         log.log(logging.DEBUG if reporter.mode else logging.INFO, line)

@@ -1,4 +1,4 @@
-"""The validation objective: Eq. 3 on a held-out split with fixed (seeded) forget/retain rows."""
+"""The validation objective: the untraining loss on a held-out split with fixed (seeded) forget/retain rows."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from torch.utils.data import Dataset
 from wfkern._utils import SEED_SPREAD
 from wfkern.data import dataset_targets, iter_batches
 from wfkern.train.distributed import DistContext, all_reduce_sum
-from wfkern.unlearn.objective import alpha_regularizer, expand_labels, per_sample_losses, pick_forget_labels
+from wfkern.unlearn.config import UnlearnConfig
+from wfkern.unlearn.objective import (alpha_regularizer, expand_labels, forget_terms, original_logits,
+                                      pick_forget_labels, retain_terms)
 
 __all__ = ["ValidationPlan", "make_validation_plan", "validation_objective"]
 
@@ -46,28 +48,28 @@ def make_validation_plan(val_data: Dataset, num_classes: int, chi: int, seed: in
 
 
 @torch.no_grad()
-def validation_objective(wf, val_data: Dataset, plan: ValidationPlan, lambdas: tuple[float, float, float],
-                         eps: float, device: torch.device, ctx: DistContext, batch_size: int = 512) -> dict:
-    """Evaluate Eq. 3 (and forget / retain accuracies) on the plan; sharded over processes.
+def validation_objective(wf, val_data: Dataset, plan: ValidationPlan, cfg: UnlearnConfig, device: torch.device,
+                         ctx: DistContext, batch_size: int = 512) -> dict:
+    """Evaluate the untraining loss (and forget / retain accuracies) on the plan; sharded over processes.
 
     Args:
         wf: the WF model (eval mode).
         val_data: validation split.  plan: its fixed rows.
-        lambdas: (λ0, λ1, λ2) (the final λ1, never a warm-up value, so evaluations compare).
-        eps: the reciprocal guard.  device: where to run.  ctx: distributed context.
+        cfg: the resolved settings (the final λ1, never a warm-up value, so evaluations compare).
+        device: where to run.  ctx: distributed context.
     Returns:
-        dict with objective, retain (mean L_r), recip (mean 1/(L_f+ε)), forget (mean L_f), reg,
-        acc_f (forget rows still classified as their class) and acc_r (retain rows classified right).
+        dict with objective, retain (mean retain loss), forget_term (mean forget loss as optimised), forget
+        (mean L_f), reg, acc_f (forget rows still classified as their class) and acc_r (retain rows classified right).
     """
-    sums = torch.zeros(5, dtype=torch.float64)  # recip, L_f, forget-correct, L_r, retain-correct
+    sums = torch.zeros(5, dtype=torch.float64)  # forget term, L_f, forget-correct, retain loss, retain-correct
     f_idx, f_rows = plan.forget_idx[ctx.rank::ctx.world_size], plan.forget_rows[ctx.rank::ctx.world_size]
     for chunk in torch.arange(f_idx.numel()).split(batch_size):
         x, y = next(iter_batches(val_data, [f_idx[chunk]]))
         rows = f_rows[chunk]  # host labels: wf checks them for free
         logits = wf(x.to(device), forget=rows)
         rows = rows.to(device, non_blocking=True)
-        lf = per_sample_losses(logits, y.to(device), rows if y.dim() > 1 else None)
-        sums[0] += (1.0 / (lf + eps)).sum().item()
+        term, lf = forget_terms(logits, y.to(device), rows, cfg.forget_loss, cfg.margin, cfg.eps)
+        sums[0] += term.sum().item()
         sums[1] += lf.sum().item()
         sums[2] += (logits.argmax(1) == rows).sum().item()
     r_idx = plan.retain_idx[ctx.rank::ctx.world_size]
@@ -76,10 +78,12 @@ def validation_objective(wf, val_data: Dataset, plan: ValidationPlan, lambdas: t
         x, y = next(iter_batches(val_data, [r_idx[chunk]]))
         chi = r_rows.shape[0]
         rows = r_rows[:, chunk].reshape(-1)
-        xs = x.to(device).repeat(chi, *([1] * (x.dim() - 1)))
+        x = x.to(device)
+        teacher = original_logits(wf, x, cfg.retain_loss, copies=chi)
+        xs = x.repeat(chi, *([1] * (x.dim() - 1)))
         ys = y.to(device).repeat(chi, *([1] * (y.dim() - 1)))
         logits = wf(xs, forget=rows)
-        sums[3] += per_sample_losses(logits, ys).sum().item()
+        sums[3] += retain_terms(logits, ys, teacher, cfg.retain_loss, cfg.temperature).sum().item()
         if ys.dim() == 1:
             sums[4] += (logits.argmax(1) == ys).sum().item()
         else:
@@ -88,8 +92,7 @@ def validation_objective(wf, val_data: Dataset, plan: ValidationPlan, lambdas: t
     nf = max(plan.forget_idx.numel(), 1)
     nr = max(plan.retain_idx.numel() * plan.retain_rows.shape[0], 1)
     reg = alpha_regularizer(wf.alpha_parameters()).item()
-    l0, l1, l2 = lambdas
-    out = {"recip": sums[0].item() / nf, "forget": sums[1].item() / nf, "acc_f": sums[2].item() / nf,
+    out = {"forget_term": sums[0].item() / nf, "forget": sums[1].item() / nf, "acc_f": sums[2].item() / nf,
            "retain": sums[3].item() / nr, "acc_r": sums[4].item() / nr, "reg": reg}
-    out["objective"] = l0 * out["retain"] + l1 * out["recip"] + l2 * reg
+    out["objective"] = cfg.lambda0 * out["retain"] + cfg.lambda1 * out["forget_term"] + cfg.lambda2 * reg
     return out
