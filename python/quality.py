@@ -1,0 +1,96 @@
+"""Untraining quality rows: train a model from scratch, untrain every class in one round, measure.
+
+One row = (model, dataset, input side, training epochs). It trains the original with ``wfkern``'s trainer
+(seed 0), untrains all classes with the default recipe (and, with ``--paper``, the paper's literal recipe
+beside it), and reports the original test accuracy, the mean and worst class's Acc_r, the mean Acc_f, the
+untraining epochs, and the wall times of training and untraining, measured in the same run. The rows in
+docs/untraining.md ("Results") and the README came from this script; tests/test_unlearn_quality.py asserts the
+digits rows.
+
+    python python/quality.py --row vit_digits --paper
+    python python/quality.py --row small_cnn_fashion --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+import wfkern
+from wfkern.data import get_dataset
+from wfkern.metrics import evaluate
+from wfkern.models import create_model
+from wfkern.train import train_model
+from wfkern.unlearn import PAPER_RECIPE
+
+# name: (model, model kwargs, dataset, input side (None: native), training epochs)
+ROWS = {
+    "small_cnn_digits": ("small_cnn", {}, "digits", None, 20),
+    "small_vgg_digits": ("small_vgg", {}, "digits", None, 20),
+    "vit_digits": ("vit_t", {"depth": 4, "embed_dim": 96, "num_heads": 3}, "digits", 16, 100),
+    "small_cnn_fashion": ("small_cnn", {}, "fashion_mnist", 14, 10),
+    "vit_fashion": ("vit_t", {"depth": 4, "embed_dim": 96, "num_heads": 3, "patch_size": 2}, "fashion_mnist", 14, 15),
+    "resnet18_fashion": ("resnet18", {}, "fashion_mnist", 14, 3),
+}
+
+
+def trained_model(row: str, weights: str | None = None) -> tuple[torch.nn.Module, tuple, float]:
+    """The row's original model trained from scratch (seed 0), its (train, val, test) splits, training seconds.
+
+    ``weights``: a state dict saved earlier from the same row's training (``torch.save``), loaded instead of
+    training again (the training time is then reported as 0: take it from the run that trained it)."""
+    arch, kwargs, dataset, side, epochs = ROWS[row]
+    splits = tuple(get_dataset(dataset, split=s, image_size=side) for s in ("train", "val", "test"))
+    x0, _ = splits[0][0]
+    torch.manual_seed(0)
+    model = create_model(arch, num_classes=10, in_chans=x0.shape[0], image_size=x0.shape[-1], **kwargs)
+    t0 = time.perf_counter()
+    if weights is not None:
+        model.load_state_dict(torch.load(weights, weights_only=True))
+        return model.eval(), splits, 0.0
+    train_model(model, splits[0], splits[1], epochs=epochs, seed=0)
+    return model.eval(), splits, time.perf_counter() - t0
+
+
+def untrain_and_measure(model: torch.nn.Module, splits: tuple, **settings) -> dict:
+    """Patch a copy of ``model``, untrain every class (``settings`` override the defaults), evaluate Acc_r / Acc_f."""
+    import copy
+
+    train, val, test = splits
+    wf = wfkern.patch(copy.deepcopy(model), num_classes=10)
+    res = wfkern.unlearn(wf, train, val, progress=False, **settings)
+    out = evaluate(wf, test, progress=False, metrics=("acc",))
+    per_class = out["per_class"]
+    acc_r = [per_class[c]["acc_r"] for c in per_class]
+    acc_f = [per_class[c]["acc_f"] for c in per_class]
+    return {"original": out["original"]["acc"], "acc_r": sum(acc_r) / len(acc_r), "acc_r_worst": min(acc_r),
+            "acc_f": sum(acc_f) / len(acc_f), "epochs": res.epochs, "steps": res.steps,
+            "untrain_s": res.seconds}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--row", choices=sorted(ROWS), required=True)
+    p.add_argument("--paper", action="store_true", help="also untrain with the paper's literal recipe")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--max-epochs", type=int, default=None, help="untraining epoch cap (default: the recipe's)")
+    p.add_argument("--weights", default=None, help="the row's trained state dict (torch.save) instead of training")
+    p.add_argument("--save-weights", default=None, help="save the trained state dict here")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    model, splits, train_s = trained_model(args.row, args.weights)
+    if args.save_weights:
+        torch.save(model.state_dict(), args.save_weights)
+    extra = {} if args.max_epochs is None else {"max_epochs": args.max_epochs}
+    recipes = {"default": {}, **({"paper": PAPER_RECIPE} if args.paper else {})}
+    for name, recipe in recipes.items():
+        row = {"row": args.row, "recipe": name, "train_s": round(train_s, 1), "threads": args.threads,
+               **untrain_and_measure(model, splits, **recipe, **extra)}
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
