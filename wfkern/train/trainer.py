@@ -139,41 +139,24 @@ def train_model(model: nn.Module, train_data: Dataset, val_data: Dataset | None 
         ValueError: a setting outside ``TRAIN_SETTINGS`` (non-integer counts, NaN / inf / negative rates).
     """
     ctx = ctx or dist_context()
-    settings = {"epochs": epochs, "batch_size": batch_size, "max_shift": max_shift, "lr": lr,
-                "weight_decay": weight_decay, "label_smoothing": label_smoothing}
-    for name, value in settings.items():
-        expectation = train_setting_problem(name, value)
-        if expectation is not None:
-            raise ValueError(f"wfkern.train_model: {name} must {expectation}, got {value!r}")
+    _check_settings(epochs=epochs, batch_size=batch_size, max_shift=max_shift, lr=lr, weight_decay=weight_decay,
+                    label_smoothing=label_smoothing)
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     n = len(train_data)
     steps = max(1, n // batch_size)
     gbs = min(batch_size, n)
-    total = epochs * steps
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / max(1, total // 20)) * 0.5 * (1 + math.cos(math.pi * s / total)))
+    sched = _warmup_cosine(opt, epochs * steps)
     result = TrainResult(float("nan"))
     t0 = time.perf_counter()
-    bar = _bar(total, progress and ctx.rank == 0)
+    bar = _bar(epochs * steps, progress and ctx.rank == 0)
     for epoch in range(epochs):
         g = torch.Generator().manual_seed(seed * TRAIN_SEED_STRIDE + epoch)
         perm = torch.randperm(n, generator=g)[: steps * gbs].view(steps, gbs)
         shards = [row[ctx.rank::ctx.world_size] for row in perm]
-        running = 0.0
-        for x, y in iter_batches(train_data, shards):
-            x = random_shift(x, max_shift, g).to(device)
-            loss = _loss(model(x), y.to(device), label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            all_reduce_grads(params, ctx)
-            opt.step()
-            sched.step()
-            running += loss.item()
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.4f}")
+        running = _train_epoch(model, train_data, shards, g, opt, sched, params, ctx, device, max_shift,
+                               label_smoothing, bar)
         rec = {"epoch": epoch + 1, "loss": running / steps, "seconds": time.perf_counter() - t0}
         if val_data is not None:
             rec["val_acc"] = evaluate_accuracy(model, val_data, device=device)
@@ -186,6 +169,39 @@ def train_model(model: nn.Module, train_data: Dataset, val_data: Dataset | None 
     model.eval()
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _check_settings(**settings) -> None:
+    """One-line ValueError naming the first setting outside ``TRAIN_SETTINGS``."""
+    for name, value in settings.items():
+        expectation = train_setting_problem(name, value)
+        if expectation is not None:
+            raise ValueError(f"wfkern.train_model: {name} must {expectation}, got {value!r}")
+
+
+def _warmup_cosine(opt: torch.optim.Optimizer, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over the first 5% of the steps, then cosine decay to 0 (one cycle)."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / max(1, total // 20)) * 0.5 * (1 + math.cos(math.pi * s / total)))
+
+
+def _train_epoch(model, train_data, shards, g, opt, sched, params, ctx, device, max_shift: int,
+                 label_smoothing: float, bar) -> float:
+    """One pass over this process's ``shards`` of the epoch's batches; returns the summed batch losses."""
+    running = 0.0
+    for x, y in iter_batches(train_data, shards):
+        x = random_shift(x, max_shift, g).to(device)
+        loss = _loss(model(x), y.to(device), label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        all_reduce_grads(params, ctx)
+        opt.step()
+        sched.step()
+        running += loss.item()
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+    return running
 
 
 def _bar(total: int, enabled: bool):
