@@ -55,12 +55,13 @@ def trained_model(row: str, weights: str | None = None) -> tuple[torch.nn.Module
     return model.eval(), splits, time.perf_counter() - t0
 
 
-def untrain_and_measure(model: torch.nn.Module, splits: tuple, **settings) -> dict:
-    """Patch a copy of ``model``, untrain every class (``settings`` override the defaults), evaluate Acc_r / Acc_f."""
+def untrain_and_measure(model: torch.nn.Module, splits: tuple, gate_mlp: bool = False, **settings) -> dict:
+    """Patch a copy of ``model`` (``gate_mlp``: also the ViT MLPs' first layers), untrain every class
+    (``settings`` override the defaults), evaluate Acc_r / Acc_f."""
     import copy
 
     train, val, test = splits
-    wf = wfkern.patch(copy.deepcopy(model), num_classes=10)
+    wf = wfkern.patch(copy.deepcopy(model), num_classes=10, gate_mlp=gate_mlp)
     res = wfkern.unlearn(wf, train, val, progress=False, **settings)
     out = evaluate(wf, test, progress=False, metrics=("acc",))
     per_class = out["per_class"]
@@ -79,6 +80,7 @@ def main() -> None:
     p.add_argument("--max-epochs", type=int, default=None, help="untraining epoch cap (default: the recipe's)")
     p.add_argument("--weights", default=None, help="the row's trained state dict (torch.save) instead of training")
     p.add_argument("--save-weights", default=None, help="save the trained state dict here")
+    p.add_argument("--gate-mlp", action="store_true", help="patch(gate_mlp=True): gate the ViT MLPs' first layers too")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     model, splits, train_s = trained_model(args.row, args.weights)
@@ -87,8 +89,8 @@ def main() -> None:
     extra = {} if args.max_epochs is None else {"max_epochs": args.max_epochs}
     recipes = {"default": {}, **({"paper": PAPER_RECIPE} if args.paper else {})}
     for name, recipe in recipes.items():
-        row = {"row": args.row, "recipe": name, "train_s": round(train_s, 1), "threads": args.threads,
-               **untrain_and_measure(model, splits, **recipe, **extra)}
+        row = {"row": args.row, "recipe": name, "gate_mlp": args.gate_mlp, "train_s": round(train_s, 1),
+               "threads": args.threads, **untrain_and_measure(model, splits, args.gate_mlp, **recipe, **extra)}
         print(json.dumps(row), flush=True)
 
 

@@ -364,3 +364,22 @@ def test_patch_folds_batchnorm_only_where_proved():
     with torch.no_grad():
         torch.testing.assert_close(wf_other(x4, forget=torch.tensor([1, 2])),
                                    plain_other(x4, forget=torch.tensor([1, 2])), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name,first_mlp", [("vit_tiny", "blocks.0.mlp.fc1"),
+                                            ("vit_b_16", "encoder.layers.encoder_layer_0.mlp.0")])
+def test_patch_gate_mlp_wraps_the_first_mlp_layer_of_every_block(name, first_mlp):
+    model, x = _build(name)
+    wf = wfkern.patch(model, NUM_CLASSES, gate_mlp=True)
+    mlp = [n for n, m in wf.wf_layers().items() if isinstance(m, WFLinear) and n.endswith(("mlp.fc1", "mlp.0"))]
+    blocks = len(model.blocks) if name == "vit_tiny" else len(model.encoder.layers)
+    assert first_mlp in "\n".join(mlp) and len(mlp) == blocks
+    assert not any(n.endswith(("mlp.fc2", "mlp.3")) for n in wf.wf_layers())  # only the first layer
+    assert len(wf.wf_layers()) == len(wfkern.patch(model, NUM_CLASSES).wf_layers()) + blocks
+    _scramble_alphas(wf)
+    with torch.no_grad():
+        torch.testing.assert_close(wf(x), model(x), atol=0, rtol=0)  # forget nothing: the original
+        for cls in (3, 9):
+            baked = wfkern.bake(wf, forget=cls).eval()
+            torch.testing.assert_close(baked(x), wf(x, forget=cls), atol=1e-4, rtol=1e-4)
+            assert not torch.allclose(wf(x, forget=cls), model(x), atol=1e-3)  # the MLP gates act

@@ -24,11 +24,17 @@ def set_submodule(root: nn.Module, name: str, module: nn.Module) -> nn.Module:
     return root
 
 
-def _target(name: str, module: nn.Module) -> Tuple[Optional[type], Optional[str]]:
+# The first linear layer of a transformer block's MLP: timm ``Mlp.fc1``, torchvision ``MLPBlock``'s ``0``.
+_MLP_FIRST = ("mlp.fc1", "mlp.0")
+
+
+def _target(name: str, module: nn.Module, gate_mlp: bool = False) -> Tuple[Optional[type], Optional[str]]:
     """(WF layer class to wrap ``module`` with, or None; skip reason worth reporting, or None)."""
     if isinstance(module, nn.Conv2d):
         return WFConv2d, None
     if isinstance(module, nn.Linear) and name.rpartition(".")[2] == "qkv":
+        return WFLinear, None
+    if gate_mlp and isinstance(module, nn.Linear) and name.endswith(_MLP_FIRST):
         return WFLinear, None
     if isinstance(module, nn.MultiheadAttention):
         reason = unsupported_reason(module)
@@ -94,6 +100,7 @@ def patch(
     inplace: bool = False,
     include: Optional[Callable[[str, nn.Module], bool]] = None,
     fold_batchnorm: bool = True,
+    gate_mlp: bool = False,
 ) -> WFModel:
     """Wrap every ``nn.Conv2d`` and ViT attention qkv projection of ``model`` in a WF layer.
 
@@ -110,6 +117,10 @@ def patch(
         fold_batchnorm: where tracing proves that a BatchNorm2d reads only a wrapped conv's output,
             let masked inference apply it inside the conv's epilogue (one pass instead of two).
             Outputs are unchanged; ``wf.folded_batchnorms`` lists the pairs.
+        gate_mlp: also wrap the first linear layer of every transformer block's MLP (timm ``mlp.fc1``,
+            torchvision ``mlp.0``): one gate per hidden unit. Not in the paper (qkv only); on a small ViT it
+            closed most of the gap to the original's accuracy (docs/untraining.md), at the cost of one more
+            masked layer per block.
     Returns:
         A :class:`WFModel`; ``.skipped`` lists (name, reason) of targets left unwrapped.
     Raises:
@@ -118,7 +129,7 @@ def patch(
     init = _check_patch_args(model, num_classes, init)
     if not inplace:
         model = copy.deepcopy(model)
-    plan, skipped = _plan(model, include)
+    plan, skipped = _plan(model, include, gate_mlp)
     for param in model.parameters():
         param.requires_grad_(False)
     pairs = conv_batchnorm_pairs(model) if fold_batchnorm else {}
@@ -164,14 +175,15 @@ def _check_patch_args(model: nn.Module, num_classes: int, init: float) -> float:
     return init_value
 
 
-def _plan(model: nn.Module, include: Optional[Callable[[str, nn.Module], bool]]) -> Tuple[list, list]:
+def _plan(model: nn.Module, include: Optional[Callable[[str, nn.Module], bool]],
+          gate_mlp: bool = False) -> Tuple[list, list]:
     """([(name, WF layer class)] to wrap, [(name, reason)] skipped); raises when there is nothing to wrap."""
     plan: List[Tuple[str, type]] = []
     skipped: List[Tuple[str, str]] = []
     for name, module in model.named_modules():
         if any(name.startswith(planned + ".") for planned, _ in plan):
             continue  # inside a module that is wrapped whole
-        cls, reason = _target(name, module)
+        cls, reason = _target(name, module, gate_mlp)
         if cls is not None and include is not None and not include(name, module):
             cls, reason = None, "excluded by include()"
         if cls is not None:
