@@ -89,3 +89,12 @@ def test_train_model_rejects_bad_settings():
                       (dict(label_smoothing=1.0), r"label_smoothing must be in \[0, 1\)")):
         with pytest.raises(ValueError, match="wfkern.train_model: " + match):
             train_model(create_model("small_cnn"), tr, **kw)
+
+
+def test_training_progress_in_a_log_file_is_plain_lines(capsys):
+    """progress=True with stderr not a terminal (pytest's capture, a log file): no bar, no carriage returns."""
+    tr = get_dataset("digits", split="val", seed=0)
+    torch.manual_seed(0)
+    train_model(create_model("small_cnn", 10, 1, 8, widths=(8,)), tr, epochs=1, batch_size=64, progress=True)
+    err = capsys.readouterr().err
+    assert "\r" not in err and "\x1b" not in err

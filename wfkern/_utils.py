@@ -11,7 +11,7 @@ import dataclasses
 import torch
 from torch import nn
 
-__all__ = ["model_device", "trainable_copy", "SEED_STRIDE", "SEED_SPREAD", "TRAIN_SEED_STRIDE", "setting",
+__all__ = ["model_device", "trainable_copy", "interactive", "SEED_STRIDE", "SEED_SPREAD", "TRAIN_SEED_STRIDE", "setting",
            "replace_settings"]
 
 # Seeds derived from a run's seed. Both numbers are primes, so derived streams of neighbouring seeds,
@@ -73,3 +73,18 @@ def replace_settings(settings, fn: str, **overrides):
         raise TypeError(f"wfkern.{fn}: settings must be fields of {type(settings).__name__} ({', '.join(names)}), "
                         f"got {', '.join(map(repr, unknown))}")
     return dataclasses.replace(settings, **overrides)
+
+
+def interactive(stream) -> bool:
+    """A bar can redraw itself here: a terminal, or a notebook (where tqdm.auto draws a widget)."""
+    try:
+        from tqdm.autonotebook import tqdm as notebook_tqdm  # the std class unless running in a notebook
+        from tqdm.std import tqdm as std_tqdm
+        if notebook_tqdm is not std_tqdm:
+            return True
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        pass
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from wfkern._utils import TRAIN_SEED_STRIDE
+from wfkern._utils import TRAIN_SEED_STRIDE, interactive
 from wfkern.data import iter_batches
 from wfkern.train.distributed import DistContext, all_reduce_grads, dist_context
 
@@ -205,7 +206,9 @@ def _train_epoch(model, train_data, shards, g, opt, sched, params, ctx, device, 
 
 
 def _bar(total: int, enabled: bool):
-    if not enabled:
+    """A tqdm bar on a terminal or in a notebook; None otherwise (a log file gets the per-epoch log lines only,
+    never carriage returns or escape codes)."""
+    if not enabled or not interactive(sys.stderr):
         return None
     from tqdm.auto import tqdm
     return tqdm(total=total, desc="train", leave=False, dynamic_ncols=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import Dataset
 
-from wfkern._utils import SEED_STRIDE
+from wfkern._utils import SEED_STRIDE, interactive
 from wfkern.data import dataset_targets, iter_batches
 from wfkern.train.distributed import DistContext, all_reduce_grads, all_reduce_sum, dist_context
 from wfkern.unlearn.config import UnlearnConfig
@@ -438,20 +438,6 @@ def _clock(seconds: float) -> str:
     return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
 
 
-def _interactive(stream) -> bool:
-    """A bar can redraw itself here: a terminal, or a notebook (where tqdm.auto draws a widget)."""
-    try:
-        from tqdm.autonotebook import tqdm as notebook_tqdm  # the std class unless running in a notebook
-        from tqdm.std import tqdm as std_tqdm
-        if notebook_tqdm is not std_tqdm:
-            return True
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        pass
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
-        return False
-
 
 # Plain progress lines (no terminal): one per this fraction of the steps, at least _LINE_MIN_S apart, and one at
 # least every _LINE_MAX_S.
@@ -471,7 +457,7 @@ class _Reporter:
 
     def __init__(self, total: int, initial: int, enabled: bool, stream=None) -> None:
         self.stream = stream if stream is not None else sys.stderr
-        self.mode = None if not enabled else ("bar" if _interactive(self.stream) else "lines")
+        self.mode = None if not enabled else ("bar" if interactive(self.stream) else "lines")
         self.total, self.initial, self.step_now = total, initial, initial
         self.t0 = time.monotonic()
         self.last_t, self.last_step = self.t0, initial
