@@ -11,8 +11,8 @@ import pytest
 
 from wfkern.cli.main import main
 
-loop = importlib.import_module("wfkern.unlearn.loop")  # ``wfkern.unlearn`` is also the function's name
-_num, _pct, _Reporter = loop._num, loop._pct, loop._Reporter
+progress = importlib.import_module("wfkern.unlearn.progress")  # ``wfkern.unlearn`` is also the function's name
+_num, _pct, _Reporter = progress.format_loss, progress.format_pct, progress.Reporter
 
 
 class _TTY(io.StringIO):
@@ -27,7 +27,7 @@ def test_numbers_have_sensible_precision():
 
 
 def test_plain_lines_without_a_terminal(monkeypatch):
-    monkeypatch.setattr(loop, "_LINE_MIN_S", 0.0)
+    monkeypatch.setattr(progress, "_LINE_MIN_S", 0.0)
     out = io.StringIO()
     rep = _Reporter(20, 0, True, stream=out)
     assert rep.mode == "lines"

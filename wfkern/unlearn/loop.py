@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 
 import torch
 from torch.utils.data import Dataset
 
-from wfkern._utils import SEED_STRIDE, interactive
-from wfkern.data import dataset_targets, iter_batches
+from wfkern._utils import SEED_STRIDE
+from wfkern.data import iter_batches
 from wfkern.train.distributed import DistContext, all_reduce_grads, all_reduce_sum, dist_context
+from wfkern.unlearn.checks import check_data, check_inputs
 from wfkern.unlearn.config import UnlearnConfig
 from wfkern.unlearn.objective import (combine_losses, expand_labels, forget_terms, original_logits, pick_forget_labels,
                                       retain_terms)
+from wfkern.unlearn.progress import Reporter, format_loss, format_pct
 from wfkern.unlearn.state import FILTERS_FILE, HISTORY_FILE, STATE_FILE, HistoryLog, Progress, load_state, save_state
 from wfkern.unlearn.validation import ValidationPlan, make_validation_plan, validation_objective
 
@@ -96,99 +96,6 @@ def _batch_loss(run: _Run, idx: torch.Tensor, step_seed: int, lambda1: float):
     return combine_losses(term, loss_f, loss_r, wf.alpha_parameters(), cfg.lambda0, lambda1, cfg.lambda2)
 
 
-def _check_inputs(wf, train_data: Dataset, val_data: Dataset, out_dir: str | None, resume: bool) -> None:
-    if not hasattr(wf, "alpha_parameters") or not hasattr(wf, "wf_layers"):
-        raise TypeError(f"wfkern.unlearn: wf must be a wfkern.WFModel (from wfkern.patch), got {type(wf).__name__}")
-    if not wf.alpha_parameters():
-        raise ValueError("wfkern.unlearn: wf must have at least one WF layer, got none (nothing was patched)")
-    if wf.num_classes < 2:
-        raise ValueError(f"wfkern.unlearn: wf.num_classes must be >= 2, got {wf.num_classes}")
-    for name, data in (("train_data", train_data), ("val_data", val_data)):
-        if len(data) < 2:
-            raise ValueError(f"wfkern.unlearn: {name} must hold at least 2 samples, got {len(data)}")
-    if resume and out_dir is None:
-        raise ValueError("wfkern.unlearn: out_dir must be set to resume, got None")
-    if out_dir is not None and not os.path.isdir(out_dir):
-        raise FileNotFoundError(f"wfkern.unlearn: out_dir must be an existing directory, got {out_dir!r}")
-
-
-def _check_targets(name: str, targets: torch.Tensor, num_classes: int) -> None:
-    """Labels the objective can use: (N,) class indices in [0, Nc), or (N, Nc) multi-hot in [0, 1]."""
-    where = f"wfkern.unlearn: {name} labels"
-    shape_rule = f"must be class indices (N,) or multi-hot targets (N, {num_classes})"
-    if targets.is_complex() or targets.dim() not in (1, 2) or (targets.dim() == 2 and targets.shape[1] != num_classes):
-        raise ValueError(f"{where} {shape_rule}, got {targets.dtype} of shape {tuple(targets.shape)}")
-    if targets.dim() == 1:
-        if targets.is_floating_point():
-            fraction = ((targets != targets.round()) | targets.isinf()).nonzero().flatten()  # NaN included
-            if fraction.numel():
-                i = int(fraction[0])
-                raise ValueError(f"{where} must be integer class indices, got {targets[i].item()} (sample {i})")
-        labels = targets.long()
-        bad = ((labels < 0) | (labels >= num_classes)).nonzero().flatten()
-        if bad.numel():
-            i = int(bad[0])
-            raise ValueError(f"{where} must be in [0, {num_classes}) (the model's classes), got {int(labels[i])} "
-                             f"(sample {i}; {bad.numel()} such samples)")
-        return
-    for start in range(0, targets.shape[0], 65536):  # bounded temporaries for large (N, Nc) targets
-        rows = targets[start:start + 65536]
-        outside = (rows < 0) | (rows > 1)
-        if rows.is_floating_point():
-            outside |= rows.isnan()
-        bad = outside.nonzero()
-        if bad.numel():
-            i, j = (int(v) for v in bad[0])
-            raise ValueError(f"{where} must be multi-hot targets in [0, 1], got {rows[i, j].item()} "
-                             f"(sample {start + i}, class {j})")
-        full = (rows > 0).all(1).nonzero().flatten()
-        if full.numel():
-            raise ValueError(f"{where} must leave at least one class negative in every sample (each is retained "
-                             f"under another class's mask), got sample {start + int(full[0])} with all {num_classes} "
-                             "classes positive")
-
-
-def _check_data(wf, train_data: Dataset, val_data: Dataset) -> torch.Tensor:
-    """Labels in range and one small batch of each split through the model, before any gate changes.
-
-    Returns the training targets (read once: some datasets decode every sample to list them).
-
-    The probe runs without grad in eval mode on the model's current device; every module's train /
-    eval flag is restored afterwards, and the gates are never written.
-    """
-    train_targets = dataset_targets(train_data)
-    _check_targets("train_data", train_targets, wf.num_classes)
-    _check_targets("val_data", dataset_targets(val_data), wf.num_classes)
-    device = wf.alpha_parameters()[0].device
-    first = next(iter(wf.wf_layers().values())).base
-    modes = {m: m.training for m in wf.modules()}
-    try:
-        wf.eval()
-        for name, data in (("train_data", train_data), ("val_data", val_data)):
-            idx = torch.arange(min(2, len(data)))
-            x, _ = next(iter_batches(data, [idx]))
-            try:
-                with torch.no_grad():
-                    out = wf(x.to(device), forget=torch.zeros(idx.numel(), dtype=torch.long))
-            except torch.cuda.OutOfMemoryError:
-                raise
-            except (RuntimeError, ValueError, TypeError, IndexError) as e:
-                why = (str(e).strip().splitlines() or [type(e).__name__])[0]
-                hint = ""
-                if isinstance(first, torch.nn.Conv2d) and x.dim() == 4 and x.shape[1] != first.in_channels:
-                    hint = f" (its first conv takes {first.in_channels}-channel images)"
-                raise ValueError(f"wfkern.unlearn: {name} must yield images the model can run{hint}, got a batch of "
-                                 f"shape {tuple(x.shape)} that fails in the model: {why}") from e
-            if not isinstance(out, torch.Tensor) or tuple(out.shape) != (idx.numel(), wf.num_classes):
-                got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-                raise ValueError(f"wfkern.unlearn: wf must return ({idx.numel()}, {wf.num_classes}) logits for a batch "
-                                 f"of {idx.numel()} {name} images, got {got}")
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
-    return train_targets
-
-
 def _lambda1_at(cfg: UnlearnConfig, step: int, total: int) -> float:
     """λ1, ramped linearly from 0 over the first ``lambda1_warmup`` fraction of the run."""
     ramp = cfg.lambda1_warmup * total
@@ -214,7 +121,7 @@ class _Run:
     best_filters: dict           # the gates of the best validation so far
     history: HistoryLog
     plan: ValidationPlan         # the fixed validation rows
-    reporter: _Reporter
+    reporter: Reporter
     batch: int                   # global batch size (at most the training set)
     steps: int                   # optimiser steps an epoch
     total: int                   # optimiser steps of the whole run
@@ -260,9 +167,9 @@ def unlearn(wf, train_data: Dataset, val_data: Dataset, config: UnlearnConfig | 
     Raises:
         ValueError / TypeError: bad arguments.  UnlearnDiverged: NaN/inf loss or gradient.
     """
-    _check_inputs(wf, train_data, val_data, out_dir, resume)
+    check_inputs(wf, train_data, val_data, out_dir, resume)
     cfg = _resolve_config(wf, config, overrides)
-    targets = _check_data(wf, train_data, val_data)  # before anything touches the gates (reset_alphas, resume)
+    targets = check_data(wf, train_data, val_data)  # before anything touches the gates (reset_alphas, resume)
     run = _open_run(wf, train_data, val_data, targets, cfg, device, out_dir, resume, progress)
     _train(run)
     return _finish(run)
@@ -300,7 +207,7 @@ def _open_run(wf, train_data: Dataset, val_data: Dataset, targets: torch.Tensor,
     return _Run(wf=wf, train_data=train_data, val_data=val_data, targets=targets, cfg=cfg, device=device, ctx=ctx,
                 params=params, opt=opt, state_path=state_path, out_dir=out_dir, prog=prog, best_filters=best_filters,
                 history=history, plan=make_validation_plan(val_data, wf.num_classes, cfg.chi, cfg.seed),
-                reporter=_Reporter(total, prog.step, progress and ctx.rank == 0), batch=batch, steps=steps,
+                reporter=Reporter(total, prog.step, progress and ctx.rank == 0), batch=batch, steps=steps,
                 total=total, evals_at=_eval_points(steps, cfg.evals_per_epoch))
 
 
@@ -393,8 +300,9 @@ def _validate(run: _Run, lam1: float, epoch: int) -> None:
     if ctx.rank == 0:
         verdict = "best so far" if improved else f"no improvement ({prog.bad_evals}/{cfg.patience} before stopping)"
         line = (f"unlearn validation {prog.evals} (epoch {epoch + 1}, step {prog.step}): "
-                f"objective {_num(v['objective'])} (retain {_num(v['retain'])}, forget {_num(v['forget_term'])}, "
-                f"R {_num(v['reg'])}), acc_r {_pct(v['acc_r'])} acc_f {_pct(v['acc_f'])}; {verdict}")
+                f"objective {format_loss(v['objective'])} (retain {format_loss(v['retain'])}, "
+                f"forget {format_loss(v['forget_term'])}, R {format_loss(v['reg'])}), "
+                f"acc_r {format_pct(v['acc_r'])} acc_f {format_pct(v['acc_f'])}; {verdict}")
         # Progress shown (bar or plain lines): the validation goes into it, the full line only with -v (DEBUG).
         log.log(logging.DEBUG if reporter.mode else logging.INFO, line)
         reporter.validation(prog.step, v, improved, prog.best_step, prog.best_objective)
@@ -411,113 +319,3 @@ def _diverged(run: _Run, value: float, epoch: int) -> None:
     where = f"; the last good filters are in {state_path}" if state_path else ""
     raise UnlearnDiverged(f"wfkern.unlearn: loss must stay finite, got {value} (or a non-finite gradient) at step "
                           f"{prog.step + 1} (epoch {epoch + 1}){where}; lower lr or set clip_norm")
-
-
-def _num(x: float) -> str:
-    """A loss-like number with sensible precision: 3 significant digits, never scientific for 1e-3..1e6."""
-    if x is None or not math.isfinite(x):
-        return str(x)
-    a = abs(x)
-    if a == 0:
-        return "0"
-    if a >= 100:
-        return f"{x:.0f}"
-    if a >= 1e-3:
-        return f"{x:#.3g}"
-    return f"{x:.1e}"
-
-
-def _pct(x: float) -> str:
-    """A fraction as a percentage with one decimal: 0.9667 -> "96.7%"."""
-    return f"{100 * x:.1f}%" if x is not None and math.isfinite(x) else str(x)
-
-
-def _clock(seconds: float) -> str:
-    m, sec = divmod(int(round(max(0.0, seconds))), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
-
-
-
-# Plain progress lines (no terminal): one per this fraction of the steps, at least _LINE_MIN_S apart, and one at
-# least every _LINE_MAX_S.
-_LINE_FRACTION = 0.1
-_LINE_MIN_S = 5.0
-_LINE_MAX_S = 60.0
-
-
-class _Reporter:
-    """How the untraining round shows its progress on rank 0.
-
-    ``mode``: "bar" (a terminal or a notebook: a tqdm bar; its postfix holds the running loss and the last
-    validation; log records, e.g. ``-v``'s full validation lines, are written above it, not through it),
-    "lines" (anything else, e.g. a log file: plain periodic lines, no carriage returns or escape codes) or None
-    (progress off: nothing).
-    """
-
-    def __init__(self, total: int, initial: int, enabled: bool, stream=None) -> None:
-        self.stream = stream if stream is not None else sys.stderr
-        self.mode = None if not enabled else ("bar" if interactive(self.stream) else "lines")
-        self.total, self.initial, self.step_now = total, initial, initial
-        self.t0 = time.monotonic()
-        self.last_t, self.last_step = self.t0, initial
-        self.loss = None
-        self.val = ""
-        self.bar = None
-        self._stack = contextlib.ExitStack()
-
-    def __enter__(self) -> "_Reporter":
-        if self.mode == "bar":
-            from tqdm.auto import tqdm
-            from tqdm.contrib.logging import logging_redirect_tqdm
-
-            self.bar = tqdm(total=self.total, initial=self.initial, desc="unlearn", leave=False, dynamic_ncols=True,
-                            file=self.stream)
-            self._stack.enter_context(logging_redirect_tqdm())  # -v lines above the bar, not through it
-        elif self.mode == "lines":
-            self._print(f"unlearn: {self.total} steps" + (f", resuming at step {self.initial}" if self.initial else ""))
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self._stack.close()
-        if self.bar is not None:
-            self.bar.close()
-        elif self.mode == "lines" and exc_type is None and self.step_now > self.last_step:
-            self._line()
-
-    def _print(self, text: str) -> None:
-        print(text, file=self.stream, flush=True)
-
-    def _postfix(self) -> str:
-        parts = [f"loss {_num(self.loss)}"] if self.loss is not None else []
-        return " | ".join(parts + ([self.val] if self.val else []))
-
-    def _line(self) -> None:
-        now = time.monotonic()
-        done = self.step_now - self.initial
-        el = now - self.t0
-        rest = self.total - self.step_now
-        left = f", ~{_clock(el / done * rest)} left" if done > 0 and rest > 0 else ""
-        pct = 100.0 * self.step_now / max(1, self.total)
-        self._print(f"unlearn: step {self.step_now}/{self.total} ({pct:.0f}%), {_clock(el)} elapsed{left}; "
-                    f"{self._postfix()}")
-        self.last_t, self.last_step = now, self.step_now
-
-    def step(self, step: int, running: list) -> None:
-        """After an optimiser step: ``running`` = the running (loss, L_r, L_f, R)."""
-        self.step_now, self.loss = step, running[0] if running else None
-        if self.mode == "bar":
-            self.bar.update(1)
-            self.bar.set_postfix_str(self._postfix(), refresh=False)
-        elif self.mode == "lines":
-            since = time.monotonic() - self.last_t
-            due = (step - self.last_step) >= _LINE_FRACTION * self.total and since >= _LINE_MIN_S
-            if due or since >= _LINE_MAX_S:
-                self._line()
-
-    def validation(self, step: int, v: dict, improved: bool, best_step: int, best_objective: float) -> None:
-        """After a validation: its accuracies and the best objective so far go into the postfix / next line."""
-        best = "best" if improved else f"best {_num(best_objective)} @ {best_step}"
-        self.val = f"val acc_r {_pct(v['acc_r'])} acc_f {_pct(v['acc_f'])} obj {_num(v['objective'])} ({best})"
-        if self.bar is not None:
-            self.bar.set_postfix_str(self._postfix())
