@@ -14,6 +14,7 @@ digits rows.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 
@@ -58,8 +59,6 @@ def trained_model(row: str, weights: str | None = None) -> tuple[torch.nn.Module
 def untrain_and_measure(model: torch.nn.Module, splits: tuple, gate_mlp: bool = False, **settings) -> dict:
     """Patch a copy of ``model`` (``gate_mlp``: also the ViT MLPs' first layers), untrain every class
     (``settings`` override the defaults), evaluate Acc_r / Acc_f."""
-    import copy
-
     train, val, test = splits
     wf = wfkern.patch(copy.deepcopy(model), num_classes=10, gate_mlp=gate_mlp)
     res = wfkern.unlearn(wf, train, val, progress=False, **settings)

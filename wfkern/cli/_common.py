@@ -68,14 +68,8 @@ def _none_or(number: type):
 def _number_or_none_word(number: type):
     """argparse's converter for a setting whose default is None: a number, or a none word kept as text (for
     ``settings_given`` to turn into None: argparse's None means "not given")."""
-    def convert(text: str):
-        if text.strip().lower() in NONE_WORDS:
-            return text
-        try:
-            return number(text)
-        except ValueError:
-            return text
-    return convert
+    as_number = _none_or(number)
+    return lambda text: text if text.strip().lower() in NONE_WORDS else as_number(text)
 
 
 def _flag_type(cls, f: dataclasses.Field, hints: dict) -> tuple:

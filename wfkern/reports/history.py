@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Optional
 
-from wfkern.unlearn.state import HISTORY_FILE
+from wfkern.unlearn.state import HISTORY_FILE, read_history_records
 
 __all__ = ["read_history", "history_path", "HISTORY_KEYS"]
 
@@ -37,19 +36,5 @@ def read_history(run: str | os.PathLike, *, keys: Optional[tuple] = HISTORY_KEYS
     if not path.is_file():
         raise FileNotFoundError(f"wfkern.read_history: run must be a `wfkern unlearn` folder with {HISTORY_FILE} "
                                 f"(or that file), got none at {path}")
-    raw = path.read_bytes()
-    lines = raw.split(b"\n")
-    lines.pop()  # text after the last newline: empty unless the last append was cut short
-    records = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            rec = None
-        if not isinstance(rec, dict):
-            raise ValueError(f"wfkern.read_history: line {number} of {path} must be a JSON record, got "
-                             f"{line[:60].decode('utf-8', 'replace')!r}")
-        records.append({k: rec[k] for k in keys if k in rec} if keys is not None else rec)
-    return records
+    records = read_history_records(path, "wfkern.read_history")
+    return [{k: rec[k] for k in keys if k in rec} for rec in records] if keys is not None else records

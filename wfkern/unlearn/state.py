@@ -133,7 +133,8 @@ class HistoryLog:
         self.path = path
         self.records: list[dict] = []
         if path and keep_until_step is not None and os.path.isfile(path):
-            self.records = [r for r in _read_history(path) if r.get("step", 0) <= keep_until_step]
+            kept = read_history_records(path, "wfkern.unlearn", "; delete the file to resume without it")
+            self.records = [r for r in kept if r.get("step", 0) <= keep_until_step]
             atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in self.records))
         elif path:
             atomic_write_text(path, "")
@@ -151,8 +152,12 @@ class HistoryLog:
                 os.close(fd)
 
 
-def _read_history(path: str) -> list[dict]:
-    """The records of a history file; a torn last line (a run killed mid-append) is left out."""
+def read_history_records(path, who: str, hint: str = "") -> list[dict]:
+    """The records of a ``history.jsonl`` file; a torn last line (a run killed mid-append) is left out.
+
+    Any other line that is not a JSON record is a ValueError from ``who`` naming the file and the line, with
+    ``hint`` (what to do about it) after it.
+    """
     with open(path, "rb") as f:
         raw = f.read()
     lines = raw.split(b"\n")
@@ -166,7 +171,7 @@ def _read_history(path: str) -> list[dict]:
         except (UnicodeDecodeError, json.JSONDecodeError):
             record = None
         if not isinstance(record, dict):
-            raise ValueError(f"wfkern.unlearn: {path!r} line {number} must be a JSON record, got "
-                             f"{line[:60].decode('utf-8', 'replace')!r}; delete the file to resume without it")
+            raise ValueError(f"{who}: line {number} of {path} must be a JSON record, got "
+                             f"{line[:60].decode('utf-8', 'replace')!r}{hint}")
         records.append(record)
     return records
