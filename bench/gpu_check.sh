@@ -8,13 +8,14 @@
 # Stages: device facts; build wfkern._C in place for the visible arch; a check that
 # wfkern.backend() is "cuda" (else FAIL: no CUDA kernel would be tested); then in parallel
 # compute-sanitizer memcheck (then racecheck) on bench/gpu_smoke.py --quick, the native smoke
-# bench/gpu_smoke.py, and the CUDA pytest selection; then bench/gpu_targets.py; then the summary
+# bench/gpu_smoke.py, and the CUDA pytest selection; then a profile (bench/gpu_profile.py: ncu on
+# the epilogue kernels, torch.profiler tables of two forwards); then bench/gpu_targets.py; then the summary
 # (printed last, also $OUT/summary.md).
 #
 # Deadline: GPU_CHECK_BUDGET_S (default 380 s) for the whole run. Every stage gets
 # min(its cap, time left - GPU_CHECK_RESERVE_S (15 s, the summary)) and is recorded as
 # "skipped: no time left" when that is too little. Results go to $OUT (default ./gpu_check_out), at
-# most 8 files: summary.md log.txt build.log smoke.txt sanitizer.txt tests_cuda.xml bench.jsonl
+# most 8 files: summary.md log.txt build.log smoke.txt sanitizer.txt tests_cuda.xml bench.jsonl profile.txt
 # (bench.jsonl: one JSON line per benchmark result and per finished stage, written as they happen).
 #
 # Exit: 0 pass; 1 a failure; 2 nothing to check (no GPU, no python, no torch); 3 incomplete (the
@@ -23,7 +24,8 @@
 # Knobs: PYTHON (default python3, else python), GPU_CHECK_BUDGET_S, GPU_CHECK_RESERVE_S,
 # GPU_CHECK_BUILD_CAP_S (240), GPU_CHECK_GROUP_CAP_S (150; 130 with --full), GPU_CHECK_BENCH_MIN_S
 # (90; 150 with --full: time kept for the benchmarks), GPU_CHECK_BENCH_CAP_S (300), GPU_CHECK_SKIP
-# (comma list of sanitizer, racecheck, smoke, tests, bench; --full skips racecheck), GPU_CHECK_MODELS
+# (comma list of sanitizer, racecheck, smoke, tests, profile, bench; --full skips racecheck),
+# GPU_CHECK_PROFILE_CAP_S (80), GPU_CHECK_MODELS
 # ("resnet18 resnet50 vit_small").
 set -uo pipefail
 
@@ -48,7 +50,7 @@ MODELS=${GPU_CHECK_MODELS:-resnet18 resnet50 vit_small}
 
 LOG=$OUT/log.txt
 JSONL=$OUT/bench.jsonl
-rm -f "$OUT"/{summary.md,build.log,smoke.txt,sanitizer.txt,tests_cuda.xml}
+rm -f "$OUT"/{summary.md,build.log,smoke.txt,sanitizer.txt,tests_cuda.xml,profile.txt}
 : > "$LOG"
 : > "$JSONL"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/wfkern_gpu_check.XXXXXX") || exit 2
@@ -251,10 +253,10 @@ floor=$((l < 60 ? l : 60)) # correctness first: at least a minute when there is 
 section "in parallel for up to ${gcap}s: compute-sanitizer | smoke | CUDA tests"
 group_end=$(($(now) + gcap))
 
-find_sanitizer() {
+find_cuda_tool() { # name: its path from PATH or the toolkit, else fail
   local c
-  for c in "$(command -v compute-sanitizer 2> /dev/null)" /usr/local/cuda/bin/compute-sanitizer \
-    /usr/local/cuda/compute-sanitizer/compute-sanitizer "${CUDA_HOME:-/nonexistent}/bin/compute-sanitizer"; do
+  for c in "$(command -v "$1" 2> /dev/null)" "/usr/local/cuda/bin/$1" "/usr/local/cuda/compute-sanitizer/$1" \
+    "${CUDA_HOME:-/nonexistent}/bin/$1"; do
     [ -n "$c" ] && [ -x "$c" ] && { echo "$c"; return 0; }
   done
   return 1
@@ -262,7 +264,7 @@ find_sanitizer() {
 
 sanitizer_stage() { # runs in the background: memcheck, then racecheck if the group has time left
   local san tool c t0 rc
-  if ! san=$(find_sanitizer); then
+  if ! san=$(find_cuda_tool compute-sanitizer); then
     echo "skipped 0 compute-sanitizer not found (PATH, /usr/local/cuda)" > "$WORK/memcheck.pre"
     echo "skipped 0 compute-sanitizer not found (PATH, /usr/local/cuda)" > "$WORK/racecheck.pre"
     return
@@ -364,6 +366,46 @@ if [ -f "$WORK/tests.rc" ]; then
   append_log "CUDA tests (pytest ${tests[*]} -k cuda)" "$WORK/tests.txt"
 else
   record tests skipped 0 "off (GPU_CHECK_SKIP)"
+fi
+
+# ---- profile: hardware counters of the epilogue kernels, kernel tables of two model forwards ----
+# Informational: a refused or failed profiler makes the stage "incomplete", never the check.
+section "profile (bench/gpu_profile.py: ops under ncu, then models under torch.profiler; profile.txt)"
+c=$(cap "${GPU_CHECK_PROFILE_CAP_S:-80}")
+if skipping profile; then
+  record profile skipped 0 "off (GPU_CHECK_SKIP)"
+elif ((c < 30)); then
+  record profile skipped 0 "skipped: no time left (${c}s)"
+else
+  t0=$(now)
+  ncu_rc=none
+  {
+    if ncu_bin=$(find_cuda_tool ncu); then
+      echo "==== $ncu_bin (SpeedOfLight, Occupancy, LaunchStats) python bench/gpu_profile.py ops"
+      timeout -s INT -k 10 $((c / 2)) "$ncu_bin" --target-processes all \
+        --kernel-name "regex:forward_|backward_|gate_table|reduce_tiles|label_counts|sigmoid_factor|copy" \
+        --section SpeedOfLight --section Occupancy --section LaunchStats "$PY" bench/gpu_profile.py ops
+      ncu_rc=$?
+      echo "(ncu exit $ncu_rc)"
+    else
+      echo "ncu not found (PATH, /usr/local/cuda/bin)"
+    fi
+    echo
+    echo "==== torch.profiler: python bench/gpu_profile.py models --models vit_small resnet18"
+    timeout -s INT -k 10 $((c - ($(now) - t0) > 20 ? c - ($(now) - t0) : 20)) \
+      "$PY" bench/gpu_profile.py models --models vit_small resnet18
+    echo "(models exit $?)"
+  } > "$OUT/profile.txt" 2>&1
+  models_rc=$(sed -n 's/^(models exit \([0-9]*\))$/\1/p' "$OUT/profile.txt")
+  ncu_kernels=$(grep -c -E '^  [A-Za-z_].*\(([0-9]+, ){2}[0-9]+\)x\(' "$OUT/profile.txt")
+  detail="ncu exit $ncu_rc ($ncu_kernels kernels profiled), models exit ${models_rc:-?}"
+  grep -q -m 1 "ERR_NVGPUCTRPERM" "$OUT/profile.txt" && detail="$detail; ncu: no permission for the counters"
+  if [ "$ncu_rc" = 0 ] && [ "${models_rc:-1}" = 0 ]; then
+    record profile ok $(($(now) - t0)) "$detail"
+  else
+    record profile incomplete $(($(now) - t0)) "$detail"
+  fi
+  append_log "profile (profile.txt), first 60 lines" <(head -n 60 "$OUT/profile.txt")
 fi
 
 # ---- benchmarks -----------------------------------------------------------------------------------

@@ -524,7 +524,7 @@ def bad_labels_report(device) -> list:
     valid_labels = torch.where((labels >= -1) & (labels < NUM_CLASSES), labels, -1)  # for the good rows' reference
     case = Case(device, F32, "nchw", labels, True)
 
-    def describe(what, fn):
+    def describe(what, fn, reference):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
@@ -542,7 +542,7 @@ def bad_labels_report(device) -> list:
         nan_rows = [b for b in range(out.shape[0]) if bool(torch.isnan(out[b]).all())]
         some_nan = [b for b in range(out.shape[0]) if bool(torch.isnan(out[b]).any())]
         good = [b for b in range(out.shape[0]) if b not in bad_rows]
-        ref = case.ref(labels=valid_labels)
+        ref = reference()
         diff = float((out[good] - ref[good]).norm() / ref[good].norm())
         lines.append(f"{what}: no exception; rows all-NaN {nan_rows}, rows with NaN {some_nan} (bad label rows "
                      f"{bad_rows}); valid rows rel err {diff:.1e}{warned}")
@@ -566,14 +566,20 @@ def bad_labels_report(device) -> list:
                 lines.append(f"  and the one after it too ({type(again).__name__}): stopping")
                 return False
 
-    for what, fn in (
-        ("wrapper wfkern.ops.mask_epilogue", lambda: wfkern.ops.mask_epilogue(*case.args(case.y()[0]))),
-        ("raw mask_epilogue", lambda: torch.ops.wfkern.mask_epilogue(*case.args(case.y()[0]))),
-        ("raw mask_epilogue_", lambda: _inplace_result(case)),
+    def out_ref():
+        return case.ref(labels=valid_labels)
+
+    def grad_y_ref():
+        return case.ref(labels=valid_labels, grads=True)[1][0]
+
+    for what, fn, reference in (
+        ("wrapper wfkern.ops.mask_epilogue", lambda: wfkern.ops.mask_epilogue(*case.args(case.y()[0])), out_ref),
+        ("raw mask_epilogue", lambda: torch.ops.wfkern.mask_epilogue(*case.args(case.y()[0])), out_ref),
+        ("raw mask_epilogue_", lambda: _inplace_result(case), out_ref),
         ("raw mask_epilogue_backward grad_y",
-         lambda: backward_op(case.grad_out(), case, case.y()[0], True)[0]),
+         lambda: backward_op(case.grad_out(), case, case.y()[0], True)[0], grad_y_ref),
     ):
-        describe(what, fn)
+        describe(what, fn, reference)
         if not next_valid_call(what):
             break
     return lines

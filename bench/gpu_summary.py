@@ -36,7 +36,7 @@ TARGETS = [
 
 OUT_FILES = dict(jsonl="bench.jsonl", smoke="smoke.txt", junit="tests_cuda.xml", sanitizer="sanitizer.txt",
                  build="build.log", log="log.txt", summary="summary.md")
-STAGE_ORDER = ["device", "build", "backend", "memcheck", "racecheck", "smoke", "tests", "bench"]
+STAGE_ORDER = ["device", "build", "backend", "memcheck", "racecheck", "smoke", "tests", "profile", "bench"]
 
 
 # ---- records -------------------------------------------------------------------------------------

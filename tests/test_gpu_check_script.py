@@ -102,6 +102,8 @@ case "${1:-}" in
      echo "$TORCH_CUDA_ARCH_LIST" > "$FAKE_DIR/arch"; exit 0 ;;
   -c) case "${2:-}" in *wfkern.backend*) echo "${FAKE_BACKEND:-cuda}"; echo "compiled core: fake"; exit 0 ;; esac ;;
   bench/gpu_smoke.py) shift; exec "$REAL" bench/gpu_smoke.py "$@" --device cpu --quick ;;
+  bench/gpu_profile.py) shift; exec "$REAL" bench/gpu_profile.py "$@" --device cpu --shapes vit_qkv_rows \
+     --models resnet18 --rows 3 ;;
   bench/gpu_targets.py) shift; echo "$*" > "$FAKE_DIR/targets_args"
      exec "$REAL" bench/gpu_targets.py "$@" --device cpu --only epilogue --rounds 2 ;;
   -m) if [ "${2:-}" = pytest ]; then
@@ -122,6 +124,12 @@ echo "========= ERROR SUMMARY: 0 errors"
 exit $rc
 """
 
+FAKE_NCU = r"""#!/bin/bash
+while [[ "${1:-}" == --* ]]; do shift 2; done
+echo "  void wfkern::forward_rows_kernel<float, 8>(...) (4203, 1, 1)x(144, 1, 1), Context 1, Device 0, CC 9.0"
+exec "$@"
+"""
+
 
 def _cpu_kernel() -> bool:
     import wfkern.ops
@@ -135,6 +143,7 @@ def fake_gpu(fake_bin, tmp_path):
         pytest.skip("wfkern._C has no CPU kernel in this build: the fake GPU runs the smoke on the CPU kernels")
     _exe(fake_bin / "python3", FAKE_PYTHON.replace("__REAL__", sys.executable))
     _exe(fake_bin / "compute-sanitizer", FAKE_SANITIZER)
+    _exe(fake_bin / "ncu", FAKE_NCU)
     (tmp_path / "test_fake_cuda.py").write_text("def test_cuda_kernel_runs():\n    assert True\n")
     return fake_bin
 

@@ -29,7 +29,9 @@ def _grads_match_ref(y, aw, labels, cd):
     torch.testing.assert_close(got[1], want[1].float(), atol=1e-2, rtol=1e-4)
 
 
-@pytest.mark.parametrize("shape", [(65536 + 3, 64), (1, 65536 * 32 + 5, 8)], ids=["batch_65539", "tiles_65537"])
+# one channel: blocks of 256 rows, tiles of 2048 rows, so 65,535 * 2048 + 5 rows make 65,537 tiles
+@pytest.mark.parametrize("shape", [(65536 + 3, 64), (1, 65535 * 2048 + 5, 1), (3, 1000, 8)],
+                         ids=["batch_65539", "tiles_65537", "tiles_cross_samples"])
 def test_cuda_rows_backward_beyond_grid_limits(shape):
     """The rows-layout backward once refused more than 65,535 samples or row tiles; the CPU never did."""
     gen = torch.Generator().manual_seed(0)

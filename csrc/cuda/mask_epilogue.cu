@@ -7,12 +7,14 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
+#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGraphsC10Utils.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <mutex>
@@ -165,33 +167,60 @@ CudaTables gate_tables_cuda(
 }
 
 // ---- forward ------------------------------------------------------------------------------------------
-// out = y * scale + shift. Planes: VEC elements share one (b, c) plane (S % VEC == 0).
-// Rows: VEC consecutive channels of one row (C % VEC == 0). index_t is 32-bit where the tensor
-// allows it: the divisions that find a pack's table entry are then several times cheaper.
-template <typename scalar_t, typename acc_t, typename index_t, int VEC, bool ROWS, bool SHIFT>
-__global__ void forward_kernel(
+// out = y * scale + shift.
+// Planes: VEC elements share one (b, c) plane (S % VEC == 0); a thread per pack. index_t is 32-bit
+// where the tensor allows it: the division that finds a pack's plane is then several times cheaper.
+template <typename scalar_t, typename acc_t, typename index_t, int VEC, bool SHIFT>
+__global__ void forward_planes_kernel(
     const scalar_t* y, scalar_t* out, const acc_t* __restrict__ scale, const acc_t* __restrict__ shift,
-    index_t n_packs, index_t channels, index_t spatial) {
+    index_t n_packs, index_t spatial) {
   const index_t stride = static_cast<index_t>(gridDim.x) * blockDim.x;
   for (index_t v = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; v < n_packs; v += stride) {
     const index_t i0 = v * VEC;
     const Pack<scalar_t, VEC> in = *reinterpret_cast<const Pack<scalar_t, VEC>*>(y + i0);
     Pack<scalar_t, VEC> res;
-    if constexpr (ROWS) {
-      const index_t table0 = (i0 / (spatial * channels)) * channels + i0 % channels;
+    const index_t plane = i0 / spatial;
+    const acc_t a = scale[plane];
+    const acc_t sh = SHIFT ? shift[plane] : acc_t(0);
 #pragma unroll
-      for (int j = 0; j < VEC; ++j) {
-        const acc_t sh = SHIFT ? shift[table0 + j] : acc_t(0);
-        res.v[j] = static_cast<scalar_t>(static_cast<acc_t>(in.v[j]) * scale[table0 + j] + sh);
-      }
-    } else {
-      const index_t plane = i0 / spatial;
-      const acc_t a = scale[plane];
-      const acc_t sh = SHIFT ? shift[plane] : acc_t(0);
-#pragma unroll
-      for (int j = 0; j < VEC; ++j) res.v[j] = static_cast<scalar_t>(static_cast<acc_t>(in.v[j]) * a + sh);
-    }
+    for (int j = 0; j < VEC; ++j) res.v[j] = static_cast<scalar_t>(static_cast<acc_t>(in.v[j]) * a + sh);
     *reinterpret_cast<Pack<scalar_t, VEC>*>(out + i0) = res;
+  }
+}
+
+// Rows (B * S rows of C channels, C % VEC == 0): blocks of (TX, TY) threads, a thread per VEC
+// consecutive channels (x) of every TY-th row (y) of a chunk of consecutive rows. A thread keeps its
+// channels' table entries in registers and reloads them only where the chunk enters the next
+// sample: the tables are read once per sample and thread, not once per pack (a ViT qkv row is
+// 16 bytes of bf16 activation against 64 bytes of fp32 table per pack).
+template <typename scalar_t, typename acc_t, int VEC, bool SHIFT>
+__global__ void forward_rows_kernel(
+    const scalar_t* y, scalar_t* out, const acc_t* __restrict__ scale, const acc_t* __restrict__ shift,
+    int64_t rows, int64_t spatial, int64_t channels, int64_t chunk) {
+  const int64_t c0 = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) * VEC;
+  if (c0 >= channels) return;  // no block-wide synchronisation below
+  const int64_t chunks = (rows + chunk - 1) / chunk;
+  for (int64_t k = blockIdx.y; k < chunks; k += gridDim.y) {
+    const int64_t end = min(rows, (k + 1) * chunk);
+    int64_t next_sample_row = -1;  // first row past the sample whose entries are loaded
+    acc_t a[VEC], sh[VEC];
+    for (int64_t r = k * chunk + threadIdx.y; r < end; r += blockDim.y) {
+      if (r >= next_sample_row) {
+        const int64_t b = r / spatial;
+        next_sample_row = (b + 1) * spatial;
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) {
+          a[j] = scale[b * channels + c0 + j];
+          sh[j] = SHIFT ? shift[b * channels + c0 + j] : acc_t(0);
+        }
+      }
+      const int64_t i = r * channels + c0;
+      const Pack<scalar_t, VEC> in = *reinterpret_cast<const Pack<scalar_t, VEC>*>(y + i);
+      Pack<scalar_t, VEC> res;
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) res.v[j] = static_cast<scalar_t>(static_cast<acc_t>(in.v[j]) * a[j] + sh[j]);
+      *reinterpret_cast<Pack<scalar_t, VEC>*>(out + i) = res;
+    }
   }
 }
 
@@ -209,32 +238,79 @@ int pack_width(const Geometry& g, std::initializer_list<const void*> ptrs) {
   return vec;
 }
 
-template <typename scalar_t, typename acc_t, typename index_t, int VEC, bool ROWS>
-void launch_forward(const Geometry& g, const scalar_t* y, scalar_t* out, const acc_t* scale, const acc_t* shift) {
+// The block shape for a walk over rows of `packs` channel packs: x covers a row's packs in as few
+// blocks as fit kThreads threads (evenly), y stacks rows up to kThreads threads in all.
+struct RowsBlock {
+  int64_t blocks_x;
+  int tx, ty;
+};
+
+RowsBlock rows_block(int64_t packs) {
+  RowsBlock rb;
+  rb.blocks_x = (packs + kThreads - 1) / kThreads;
+  rb.tx = static_cast<int>((packs + rb.blocks_x - 1) / rb.blocks_x);
+  rb.ty = std::max(1, kThreads / rb.tx);
+  return rb;
+}
+
+int multiprocessors() {
+  return at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+}
+
+template <typename scalar_t, typename acc_t, typename index_t, int VEC>
+void launch_forward_planes(const Geometry& g, const scalar_t* y, scalar_t* out, const acc_t* scale, const acc_t* shift) {
   const int64_t n_packs = g.batch * g.channels * g.spatial / VEC;
   const auto stream = c10::cuda::getCurrentCUDAStream();
   const auto blocks = blocks_for(n_packs, kThreads);
-  const auto n = static_cast<index_t>(n_packs), c = static_cast<index_t>(g.channels), s = static_cast<index_t>(g.spatial);
+  const auto n = static_cast<index_t>(n_packs), s = static_cast<index_t>(g.spatial);
   if (shift != nullptr) {
-    forward_kernel<scalar_t, acc_t, index_t, VEC, ROWS, true><<<blocks, kThreads, 0, stream>>>(y, out, scale, shift, n, c, s);
+    forward_planes_kernel<scalar_t, acc_t, index_t, VEC, true><<<blocks, kThreads, 0, stream>>>(y, out, scale, shift, n, s);
   } else {
-    forward_kernel<scalar_t, acc_t, index_t, VEC, ROWS, false><<<blocks, kThreads, 0, stream>>>(y, out, scale, shift, n, c, s);
+    forward_planes_kernel<scalar_t, acc_t, index_t, VEC, false><<<blocks, kThreads, 0, stream>>>(y, out, scale, shift, n, s);
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-template <typename scalar_t, typename acc_t, bool ROWS>
+template <typename scalar_t, typename acc_t, int VEC>
+void launch_forward_rows(const Geometry& g, const scalar_t* y, scalar_t* out, const acc_t* scale, const acc_t* shift) {
+  const int64_t rows = g.batch * g.spatial;
+  const RowsBlock rb = rows_block(g.channels / VEC);
+  // About 32 blocks per multiprocessor, each thread walking 1 to 16 rows of its chunk.
+  const int64_t wanted_chunks = std::max<int64_t>(1, int64_t(multiprocessors()) * 32 / rb.blocks_x);
+  const int64_t rows_per_thread = std::clamp<int64_t>((rows + wanted_chunks * rb.ty - 1) / (wanted_chunks * rb.ty), 1, 16);
+  const int64_t chunk = rows_per_thread * rb.ty;
+  const dim3 grid(static_cast<unsigned>(rb.blocks_x), static_cast<unsigned>(std::min((rows + chunk - 1) / chunk, kMaxGridYZ)));
+  const dim3 block(rb.tx, rb.ty);
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  if (shift != nullptr) {
+    forward_rows_kernel<scalar_t, acc_t, VEC, true><<<grid, block, 0, stream>>>(y, out, scale, shift, rows, g.spatial, g.channels, chunk);
+  } else {
+    forward_rows_kernel<scalar_t, acc_t, VEC, false><<<grid, block, 0, stream>>>(y, out, scale, shift, rows, g.spatial, g.channels, chunk);
+  }
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+template <typename scalar_t, typename acc_t>
 void forward_any_width(const Geometry& g, const scalar_t* y, scalar_t* out, const acc_t* scale, const acc_t* shift) {
+  const int vec = pack_width<scalar_t>(g, {y, out});
+  if (g.layout == Layout::Rows) {
+    switch (vec) {
+      case 8: return launch_forward_rows<scalar_t, acc_t, 8>(g, y, out, scale, shift);
+      case 4: return launch_forward_rows<scalar_t, acc_t, 4>(g, y, out, scale, shift);
+      case 2: return launch_forward_rows<scalar_t, acc_t, 2>(g, y, out, scale, shift);
+      default: return launch_forward_rows<scalar_t, acc_t, 1>(g, y, out, scale, shift);
+    }
+  }
   const bool small = g.batch * g.channels * g.spatial < (int64_t(1) << 31);
-  switch (pack_width<scalar_t>(g, {y, out}) * (small ? 1 : -1)) {
-    case 8: return launch_forward<scalar_t, acc_t, uint32_t, 8, ROWS>(g, y, out, scale, shift);
-    case 4: return launch_forward<scalar_t, acc_t, uint32_t, 4, ROWS>(g, y, out, scale, shift);
-    case 2: return launch_forward<scalar_t, acc_t, uint32_t, 2, ROWS>(g, y, out, scale, shift);
-    case 1: return launch_forward<scalar_t, acc_t, uint32_t, 1, ROWS>(g, y, out, scale, shift);
-    case -8: return launch_forward<scalar_t, acc_t, int64_t, 8, ROWS>(g, y, out, scale, shift);
-    case -4: return launch_forward<scalar_t, acc_t, int64_t, 4, ROWS>(g, y, out, scale, shift);
-    case -2: return launch_forward<scalar_t, acc_t, int64_t, 2, ROWS>(g, y, out, scale, shift);
-    default: return launch_forward<scalar_t, acc_t, int64_t, 1, ROWS>(g, y, out, scale, shift);
+  switch (vec * (small ? 1 : -1)) {
+    case 8: return launch_forward_planes<scalar_t, acc_t, uint32_t, 8>(g, y, out, scale, shift);
+    case 4: return launch_forward_planes<scalar_t, acc_t, uint32_t, 4>(g, y, out, scale, shift);
+    case 2: return launch_forward_planes<scalar_t, acc_t, uint32_t, 2>(g, y, out, scale, shift);
+    case 1: return launch_forward_planes<scalar_t, acc_t, uint32_t, 1>(g, y, out, scale, shift);
+    case -8: return launch_forward_planes<scalar_t, acc_t, int64_t, 8>(g, y, out, scale, shift);
+    case -4: return launch_forward_planes<scalar_t, acc_t, int64_t, 4>(g, y, out, scale, shift);
+    case -2: return launch_forward_planes<scalar_t, acc_t, int64_t, 2>(g, y, out, scale, shift);
+    default: return launch_forward_planes<scalar_t, acc_t, int64_t, 1>(g, y, out, scale, shift);
   }
 }
 
@@ -246,11 +322,7 @@ void launch_epilogue(const at::Tensor& src, at::Tensor& out, const Geometry& g, 
     const acc_t* shift = t.bias_term.defined() ? t.bias_term.data_ptr<acc_t>() : nullptr;
     const scalar_t* in = src.data_ptr<scalar_t>();
     scalar_t* res = out.data_ptr<scalar_t>();
-    if (g.layout == Layout::Rows) {
-      forward_any_width<scalar_t, acc_t, true>(g, in, res, t.scale.data_ptr<acc_t>(), shift);
-    } else {
-      forward_any_width<scalar_t, acc_t, false>(g, in, res, t.scale.data_ptr<acc_t>(), shift);
-    }
+    forward_any_width<scalar_t, acc_t>(g, in, res, t.scale.data_ptr<acc_t>(), shift);
   });
 }
 
@@ -400,25 +472,30 @@ __global__ void backward_planes_kernel(
   }
 }
 
-// Rows layout (B, S, C): a thread per VEC consecutive channels walks a tile of rows (16-byte loads
-// across the warp) and writes partial sums per tile. Blocks stride over tiles (grid y) and
-// samples (grid z): any batch and row count fits the grid.
+// Rows layout (B, S, C): blocks of (TX, TY) threads (rows_block), a thread per VEC consecutive
+// channels (x) of every TY-th row (y) of a tile of `tile_rows` rows of one sample; the TY partial
+// sums meet in shared memory (fixed order: deterministic) and a tile writes one partial sum per
+// channel. Narrow rows (64 channels: 8 packs) stack 32 rows per block instead of leaving most of a
+// warp idle. Blocks stride over tiles (grid y) and samples (grid z): any batch and row count fits.
 template <typename scalar_t, typename acc_t, int VEC, bool GRAD_Y>
 __global__ void backward_rows_kernel(
     const scalar_t* __restrict__ grad, const scalar_t* __restrict__ out, scalar_t* __restrict__ grad_y,
     const acc_t* __restrict__ scale, acc_t* __restrict__ part_go, acc_t* __restrict__ part_g, int64_t batch,
-    int64_t spatial, int64_t channels, int64_t tiles) {
+    int64_t spatial, int64_t channels, int64_t tiles, int64_t tile_rows) {
+  __shared__ acc_t shared_go[kThreads * VEC];
+  __shared__ acc_t shared_g[kThreads * VEC];
   const int64_t c0 = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) * VEC;
-  if (c0 >= channels) return;
+  const bool active = c0 < channels;  // idle threads stay for the barriers
+  const int slot = (threadIdx.y * blockDim.x + threadIdx.x) * VEC;
   for (int64_t b = blockIdx.z; b < batch; b += gridDim.z) {
     acc_t a[VEC];
 #pragma unroll
-    for (int j = 0; j < VEC; ++j) a[j] = scale[b * channels + c0 + j];
+    for (int j = 0; j < VEC; ++j) a[j] = active ? scale[b * channels + c0 + j] : acc_t(0);
     for (int64_t t = blockIdx.y; t < tiles; t += gridDim.y) {
       acc_t acc_go[VEC] = {}, acc_g[VEC] = {};
-      const int64_t s_end = min(spatial, (t + 1) * kRowsPerTile);
+      const int64_t s_end = active ? min(spatial, (t + 1) * tile_rows) : 0;
 #pragma unroll 4
-      for (int64_t s = t * kRowsPerTile; s < s_end; ++s) {
+      for (int64_t s = t * tile_rows + threadIdx.y; s < s_end; s += blockDim.y) {
         const int64_t i = (b * spatial + s) * channels + c0;
         const Pack<scalar_t, VEC> gp = *reinterpret_cast<const Pack<scalar_t, VEC>*>(grad + i);
         const Pack<scalar_t, VEC> op = *reinterpret_cast<const Pack<scalar_t, VEC>*>(out + i);
@@ -432,11 +509,32 @@ __global__ void backward_rows_kernel(
         }
         if constexpr (GRAD_Y) *reinterpret_cast<Pack<scalar_t, VEC>*>(grad_y + i) = gyp;
       }
-      const int64_t o = (b * tiles + t) * channels + c0;
+      if (blockDim.y > 1) {
 #pragma unroll
-      for (int j = 0; j < VEC; ++j) {
-        part_go[o + j] = acc_go[j];
-        part_g[o + j] = acc_g[j];
+        for (int j = 0; j < VEC; ++j) {
+          shared_go[slot + j] = acc_go[j];
+          shared_g[slot + j] = acc_g[j];
+        }
+        __syncthreads();
+        if (threadIdx.y == 0) {
+          for (int y = 1; y < static_cast<int>(blockDim.y); ++y) {
+            const int other = (y * blockDim.x + threadIdx.x) * VEC;
+#pragma unroll
+            for (int j = 0; j < VEC; ++j) {
+              acc_go[j] += shared_go[other + j];
+              acc_g[j] += shared_g[other + j];
+            }
+          }
+        }
+        __syncthreads();  // shared is reused by the next tile
+      }
+      if (active && threadIdx.y == 0) {
+        const int64_t o = (b * tiles + t) * channels + c0;
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) {
+          part_go[o + j] = acc_go[j];
+          part_g[o + j] = acc_g[j];
+        }
       }
     }
   }
@@ -515,20 +613,29 @@ void backward_planes_any_tpp(
 
 template <typename scalar_t, typename acc_t, int VEC>
 void launch_backward_rows(
-    const Geometry& g, const scalar_t* grad, const scalar_t* out, scalar_t* grad_y, const acc_t* scale,
-    at::Tensor& part_go, at::Tensor& part_g) {
-  const int64_t tiles = part_go.size(1), packs = g.channels / VEC;
-  const int threads = static_cast<int>(std::min<int64_t>(kThreads, (packs + 31) / 32 * 32));
-  const dim3 grid((packs + threads - 1) / threads, std::min(tiles, kMaxGridYZ), std::min(g.batch, kMaxGridYZ));
+    const Geometry& g, const scalar_t* grad, const scalar_t* out, scalar_t* grad_y, const TermInputs<acc_t>& in) {
+  const RowsBlock rb = rows_block(g.channels / VEC);
+  // Each thread walks at least 8 rows of a tile; a wide row (one row per block) walks 64.
+  const int64_t tile_rows = std::max<int64_t>(kRowsPerTile, int64_t(rb.ty) * 8);
+  const int64_t tiles = (g.spatial + tile_rows - 1) / tile_rows;
+  const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<acc_t>::value).device(at::kCUDA);
+  at::Tensor part_go = at::empty({g.batch, tiles, g.channels}, options);
+  at::Tensor part_g = at::empty_like(part_go);
+  const dim3 grid(static_cast<unsigned>(rb.blocks_x), static_cast<unsigned>(std::min(tiles, kMaxGridYZ)),
+                  static_cast<unsigned>(std::min(g.batch, kMaxGridYZ)));
+  const dim3 block(rb.tx, rb.ty);
   const auto stream = c10::cuda::getCurrentCUDAStream();
   acc_t *pgo = part_go.data_ptr<acc_t>(), *pg = part_g.data_ptr<acc_t>();
   if (grad_y != nullptr) {
     backward_rows_kernel<scalar_t, acc_t, VEC, true>
-        <<<grid, threads, 0, stream>>>(grad, out, grad_y, scale, pgo, pg, g.batch, g.spatial, g.channels, tiles);
+        <<<grid, block, 0, stream>>>(grad, out, grad_y, in.scale, pgo, pg, g.batch, g.spatial, g.channels, tiles, tile_rows);
   } else {
     backward_rows_kernel<scalar_t, acc_t, VEC, false>
-        <<<grid, threads, 0, stream>>>(grad, out, grad_y, scale, pgo, pg, g.batch, g.spatial, g.channels, tiles);
+        <<<grid, block, 0, stream>>>(grad, out, grad_y, in.scale, pgo, pg, g.batch, g.spatial, g.channels, tiles, tile_rows);
   }
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  const int64_t n = g.batch * g.channels;
+  reduce_tiles_kernel<acc_t><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(pgo, pg, in, g.batch, tiles, g.channels);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -544,20 +651,12 @@ void backward_terms(
       default: return backward_planes_any_tpp<scalar_t, acc_t, 1>(g, grad, saved, grad_y, in);
     }
   }
-  const int64_t tiles = (g.spatial + kRowsPerTile - 1) / kRowsPerTile;
-  const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<acc_t>::value).device(at::kCUDA);
-  at::Tensor part_go = at::empty({g.batch, tiles, g.channels}, options);
-  at::Tensor part_g = at::empty_like(part_go);
   switch (pack_width<scalar_t>(g, {grad, saved, grad_y})) {
-    case 8: launch_backward_rows<scalar_t, acc_t, 8>(g, grad, saved, grad_y, in.scale, part_go, part_g); break;
-    case 4: launch_backward_rows<scalar_t, acc_t, 4>(g, grad, saved, grad_y, in.scale, part_go, part_g); break;
-    case 2: launch_backward_rows<scalar_t, acc_t, 2>(g, grad, saved, grad_y, in.scale, part_go, part_g); break;
-    default: launch_backward_rows<scalar_t, acc_t, 1>(g, grad, saved, grad_y, in.scale, part_go, part_g); break;
+    case 8: return launch_backward_rows<scalar_t, acc_t, 8>(g, grad, saved, grad_y, in);
+    case 4: return launch_backward_rows<scalar_t, acc_t, 4>(g, grad, saved, grad_y, in);
+    case 2: return launch_backward_rows<scalar_t, acc_t, 2>(g, grad, saved, grad_y, in);
+    default: return launch_backward_rows<scalar_t, acc_t, 1>(g, grad, saved, grad_y, in);
   }
-  const int64_t n = g.batch * g.channels;
-  reduce_tiles_kernel<acc_t><<<blocks_for(n, kThreads), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-      part_go.data_ptr<acc_t>(), part_g.data_ptr<acc_t>(), in, g.batch, tiles, g.channels);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 // grad_alpha = (1 - sigmoid(alpha)) * counts^T @ terms: one small kernel, a matmul and another.

@@ -1,0 +1,117 @@
+"""Where the GPU time goes: the inputs for a hardware-counter profile, and a kernel table per model.
+
+    python3 bench/gpu_profile.py ops                 # each epilogue op once on the benchmark shapes
+    ncu --kernel-name regex:'wfkern|copy' ... python3 bench/gpu_profile.py ops   # what gpu_check.sh runs
+    python3 bench/gpu_profile.py models --models vit_small resnet18   # torch.profiler kernel tables
+
+`ops` runs, once each, the forward, in-place forward and backward of the epilogue on the benchmark's 98 MiB bf16 activation (NCHW and
+channels_last) and on a ViT-S/16 qkv output (256 x 197 x 1152 bf16, with bias gates), plus a
+device-to-device copy of each for scale. `models` prints, per model, the CUDA kernels of one plain
+and one WF forward (bf16, batch 256, 224 px, mixed labels) by total time, so that the extra time
+of the WF forward is seen kernel by kernel.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+for path in (os.path.dirname(HERE), HERE):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+import torch  # noqa: E402
+
+from configs import NUM_CLASSES, make_workload, prepare_device  # noqa: E402
+
+OP_SHAPES = {  # name -> (shape, channel dim)
+    "nchw_98MiB": ((256, 64, 56, 56), 1),
+    "channels_last_98MiB": ((256, 64, 56, 56), 1),
+    "vit_qkv_rows": ((256, 197, 1152), -1),
+}
+
+
+def op_inputs(name: str, device: str):
+    """Made on the device in their dtype: no conversion kernel for a profiler to catch."""
+    shape, cd = OP_SHAPES[name]
+    torch.manual_seed(0)
+    y = torch.randn(shape, device=device, dtype=torch.bfloat16)
+    if name.startswith("channels_last"):
+        y = y.contiguous(memory_format=torch.channels_last)
+    channels = shape[cd]
+    aw = torch.randn(NUM_CLASSES, channels, device=device)
+    ab = torch.randn(NUM_CLASSES, channels, device=device)
+    bias = torch.randn(channels, device=device, dtype=torch.bfloat16)
+    labels = torch.randint(-1, NUM_CLASSES, (shape[0],), device=device)
+    return y, aw, labels, ab, bias, cd
+
+
+def run_ops(device: str, names) -> None:
+    """Each op once per shape (a kernel profiler replays every kernel it catches on its own)."""
+    ops = torch.ops.wfkern
+    mark = torch.cuda.nvtx.range if device == "cuda" else contextlib.nullcontext
+    for name in names:
+        y, aw, labels, ab, bias, cd = op_inputs(name, device)
+        grad = torch.randn_like(y)
+        calls = {
+            "copy": lambda: torch.empty_like(y).copy_(y),
+            "forward": lambda: ops.mask_epilogue(y, aw, labels, ab, bias, cd, None, None, False),
+            "inplace": lambda: ops.mask_epilogue_(y, aw, labels, ab, bias, cd, None, None),
+            "backward": lambda: ops.mask_epilogue_backward(grad, y, aw, labels, ab, bias, cd, None, None, True, True),
+        }
+        for what, fn in calls.items():
+            with mark(f"{name} {what}"):
+                fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        print(f"ops {name}: {tuple(y.shape)} {y.dtype} {'channels_last ' if name.startswith('channels_last') else ''}"
+              f"{y.numel() * y.element_size() / 2**20:.0f} MiB: copy, forward, inplace, backward")
+
+
+def run_models(device: str, names, rows: int) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    activity = ProfilerActivity.CUDA if device == "cuda" else ProfilerActivity.CPU
+    for name in names:
+        model, wf, x, labels = make_workload(name, device)
+        with torch.inference_mode():
+            for label, fn in (("plain", lambda: model(x)), ("wf", lambda: wf(x, forget=labels))):
+                for _ in range(3):
+                    fn()
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                with profile(activities=[activity]) as prof:
+                    fn()
+                    if device == "cuda":
+                        torch.cuda.synchronize()
+                sort = "cuda_time_total" if device == "cuda" else "cpu_time_total"
+                print(f"\n### {name} {label} forward (one call, {x.shape[0]} x {x.shape[-1]} px, {x.dtype})")
+                print(prof.key_averages().table(sort_by=sort, row_limit=rows, max_name_column_width=70))
+        del model, wf, x
+        if device == "cuda":
+            torch.cuda.empty_cache()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=["ops", "models"])
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    parser.add_argument("--shapes", nargs="*", default=list(OP_SHAPES), choices=list(OP_SHAPES))
+    parser.add_argument("--models", nargs="*", default=["vit_small", "resnet18"])
+    parser.add_argument("--rows", type=int, default=14, help="kernel table rows per forward")
+    args = parser.parse_args(argv)
+    if not prepare_device(args.device, None, "gpu_profile"):
+        return 2
+    import wfkern  # noqa: F401  (registers the ops)
+
+    if args.what == "ops":
+        run_ops(args.device, args.shapes)
+    else:
+        run_models(args.device, args.models, args.rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
