@@ -370,7 +370,7 @@ fi
 
 # ---- profile: hardware counters of the epilogue kernels, kernel tables of two model forwards ----
 # Informational: a refused or failed profiler makes the stage "incomplete", never the check.
-section "profile (bench/gpu_profile.py: ops under ncu, then models under torch.profiler; profile.txt)"
+section "profile (bench/gpu_profile.py: ops under ncu, then calls and models under torch.profiler; profile.txt)"
 c=$(cap "${GPU_CHECK_PROFILE_CAP_S:-80}")
 if skipping profile; then
   record profile skipped 0 "off (GPU_CHECK_SKIP)"
@@ -391,7 +391,9 @@ else
       echo "ncu not found (PATH, /usr/local/cuda/bin)"
     fi
     echo
-    echo "==== torch.profiler: python bench/gpu_profile.py models --models vit_small resnet18"
+    echo "==== torch.profiler: python bench/gpu_profile.py calls, then models --models vit_small resnet18"
+    timeout -s INT -k 10 30 "$PY" bench/gpu_profile.py calls --shapes nchw_98MiB channels_last_98MiB --rows 10
+    echo "(calls exit $?)"
     timeout -s INT -k 10 $((c - ($(now) - t0) > 20 ? c - ($(now) - t0) : 20)) \
       "$PY" bench/gpu_profile.py models --models vit_small resnet18
     echo "(models exit $?)"

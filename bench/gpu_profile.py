@@ -1,12 +1,15 @@
 """Where the GPU time goes: the inputs for a hardware-counter profile, and a kernel table per model.
 
     python3 bench/gpu_profile.py ops                 # each epilogue op once on the benchmark shapes
-    ncu --kernel-name regex:'wfkern|copy' ... python3 bench/gpu_profile.py ops   # what gpu_check.sh runs
+    ncu --kernel-name regex:'forward_|backward_|...' ... python3 bench/gpu_profile.py ops  # gpu_check.sh
+    python3 bench/gpu_profile.py calls --shapes nchw_98MiB        # host vs device time of op calls
     python3 bench/gpu_profile.py models --models vit_small resnet18   # torch.profiler kernel tables
 
-`ops` runs, once each, the forward, in-place forward and backward of the epilogue on the benchmark's 98 MiB bf16 activation (NCHW and
-channels_last) and on a ViT-S/16 qkv output (256 x 197 x 1152 bf16, with bias gates), plus a
-device-to-device copy of each for scale. `models` prints, per model, the CUDA kernels of one plain
+`ops` runs, once each, the forward, in-place forward and backward of the epilogue on the
+benchmark's 98 MiB bf16 activation (NCHW and channels_last) and on a ViT-S/16 qkv output
+(256 x 197 x 1152 bf16, with bias gates), plus a device-to-device copy of each for scale. `calls`
+times whole op calls with torch.profiler (host and device time: is a call launch-bound?). `models`
+prints, per model, the CUDA kernels of one plain
 and one WF forward (bf16, batch 256, 224 px, mixed labels) by total time, so that the extra time
 of the WF forward is seen kernel by kernel.
 """
@@ -70,6 +73,36 @@ def run_ops(device: str, names) -> None:
               f"{y.numel() * y.element_size() / 2**20:.0f} MiB: copy, forward, inplace, backward")
 
 
+def run_calls(device: str, names, reps: int, rows: int) -> None:
+    """Host and device time of whole op calls (reps back to back, after a warm-up): a call whose
+    host time exceeds its kernels' time is launch-bound, whatever the kernels' bandwidth."""
+    from torch.profiler import ProfilerActivity, profile
+
+    ops = torch.ops.wfkern
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    for name in names:
+        y, aw, labels, ab, bias, cd = op_inputs(name, device)
+        grad, buf = torch.randn_like(y), y.clone()
+        calls = {
+            "copy": lambda: buf.copy_(y),
+            "forward": lambda: ops.mask_epilogue(y, aw, labels, ab, bias, cd, None, None, False),
+            "inplace": lambda: ops.mask_epilogue_(buf, aw, labels, ab, bias, cd, None, None),
+            "backward": lambda: ops.mask_epilogue_backward(grad, y, aw, labels, ab, bias, cd, None, None, False, True),
+        }
+        for what, fn in calls.items():
+            fn()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            with profile(activities=activities) as prof:
+                for _ in range(reps):
+                    fn()
+                if device == "cuda":
+                    torch.cuda.synchronize()
+            sort = "cuda_time_total" if device == "cuda" else "cpu_time_total"
+            print(f"\n### {name} {what}: {reps} calls back to back")
+            print(prof.key_averages().table(sort_by=sort, row_limit=rows, max_name_column_width=60))
+
+
 def run_models(device: str, names, rows: int) -> None:
     from torch.profiler import ProfilerActivity, profile
 
@@ -96,11 +129,12 @@ def run_models(device: str, names, rows: int) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["ops", "models"])
+    parser.add_argument("what", choices=["ops", "calls", "models"])
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--shapes", nargs="*", default=list(OP_SHAPES), choices=list(OP_SHAPES))
     parser.add_argument("--models", nargs="*", default=["vit_small", "resnet18"])
     parser.add_argument("--rows", type=int, default=14, help="kernel table rows per forward")
+    parser.add_argument("--reps", type=int, default=5, help="calls per op for `calls`")
     args = parser.parse_args(argv)
     if not prepare_device(args.device, None, "gpu_profile"):
         return 2
@@ -108,6 +142,8 @@ def main(argv=None) -> int:
 
     if args.what == "ops":
         run_ops(args.device, args.shapes)
+    elif args.what == "calls":
+        run_calls(args.device, args.shapes, args.reps, args.rows)
     else:
         run_models(args.device, args.models, args.rows)
     return 0

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from wfkern._utils import model_device
-from wfkern.ops import mask_epilogue, mask_epilogue_
+from wfkern.ops import mask_epilogue, mask_epilogue_, mask_epilogue_ref
 
 __all__ = ["ForgetContext", "WFLayer", "find_wf_layers"]
 
@@ -157,10 +157,14 @@ class WFLayer(nn.Module):
         check_batch(labels, y)
         alpha_w = self.alpha_w if alpha_w is None else alpha_w
         alpha_b = (self.alpha_b if alpha_b is None else alpha_b) if bias is not None else None
-        # y is the base layer's fresh output: overwrite it when autograd will not need it. Under
-        # torch.compile the functional op lets inductor re-inplace (and avoids its mutation paths).
+        if torch.compiler.is_compiling():
+            # Plain tensor ops: inductor fuses the per-sample multiply-add with the BatchNorm,
+            # activation or reshape around it (one pass, as in the plain compiled model), where an
+            # opaque kernel would cost a pass of its own.
+            return mask_epilogue_ref(y, alpha_w, labels, alpha_b, bias, channel_dim)
+        # y is the base layer's fresh output: overwrite it when autograd will not need it.
         needs_grad = torch.is_grad_enabled() and (y.requires_grad or alpha_w.requires_grad)
-        if needs_grad or torch.compiler.is_compiling():
+        if needs_grad:
             return mask_epilogue(y, alpha_w, labels, alpha_b, bias, channel_dim, save_output=save_output)
         return mask_epilogue_(y, alpha_w, labels, alpha_b, bias, channel_dim)
 
