@@ -30,6 +30,7 @@ class WFConv2d(WFLayer):
     """
 
     kind = "conv"
+    compile_as_tensor_ops = True  # inductor fuses them with the BatchNorm and activation that follow
 
     def __init__(self, base: nn.Conv2d, num_classes: int, context: ForgetContext, init: float = 3.0) -> None:
         super().__init__(base, num_classes, base.out_channels, base.bias is not None, context, init)
