@@ -18,6 +18,7 @@ from wfkern.data import get_dataset
 from wfkern.metrics import EvalSettings, PerClassModels, evaluate
 from wfkern.models import create_model
 from wfkern.unlearn import LAMBDA1_DEFAULTS, LAMBDA1_MARGIN, LR_DEFAULTS, PAPER_RECIPE, UnlearnConfig, unlearn
+from wfkern.unlearn.config import MAX_EPOCHS_DEFAULTS, PATIENCE_DEFAULTS
 
 FLAG_FIELDS = {
     UnlearnConfig: list(dataclasses.fields(UnlearnConfig)),
@@ -106,8 +107,8 @@ def test_every_unlearn_flag_reaches_its_setting():
     assert set(other) == {f.name for f in FLAG_FIELDS[UnlearnConfig]}  # a new field needs a line here
     flags = [x for name, text in other.items() for x in ("--" + name.replace("_", "-"), text)]
     kw = unlearn_kwargs(parse("unlearn", *flags))
-    want = {f.name: type(getattr(UnlearnConfig(lambda1=1.0, lr=1.0, clip_norm=1.0), f.name))(other[f.name])
-            for f in FLAG_FIELDS[UnlearnConfig]}
+    resolved = UnlearnConfig(lambda1=1.0, lr=1.0, clip_norm=1.0, max_epochs=1, patience=1)
+    want = {f.name: type(getattr(resolved, f.name))(other[f.name]) for f in FLAG_FIELDS[UnlearnConfig]}
     assert kw == want
     assert UnlearnConfig(**kw).to_dict() == want
 
@@ -185,7 +186,8 @@ def test_config_and_keywords_run_the_same_and_the_config_is_left_alone(digits_sm
     config = UnlearnConfig(batch_size=64, max_epochs=3, evals_per_epoch=2)
     by_config = tiny_wf()
     res_cfg = unlearn(by_config, *digits_small, config, progress=False, max_epochs=1, lr=10.0, clip_norm=None)
-    assert res_kw.config == res_cfg.config == {**UnlearnConfig().to_dict(), **run, "lambda1": LAMBDA1_MARGIN}
+    resolved = {"lambda1": LAMBDA1_MARGIN, "patience": PATIENCE_DEFAULTS["cnn"]}
+    assert res_kw.config == res_cfg.config == {**UnlearnConfig().to_dict(), **run, **resolved}
     a, b = by_keywords.filters_state_dict(), by_config.filters_state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert config == UnlearnConfig(batch_size=64, max_epochs=3, evals_per_epoch=2)  # not resolved in place
@@ -202,3 +204,21 @@ def test_lambda1_and_lr_none_are_resolved_once():
     assert UnlearnConfig(lambda1=2.0).for_model(wf).lambda1 == 2.0
     with pytest.raises(ValueError, match="wfkern.unlearn: lambda1 must be a finite number >= 0, got -1"):
         UnlearnConfig().replace(lambda1=-1)
+
+
+def test_run_length_is_the_model_familys_unless_given():
+    """A ViT (gates on qkv only) converges about three times slower than a CNN: longer cap, more patience."""
+    cnn = tiny_wf()
+    vit = wfkern.patch(create_model("vit_t", 10, 1, 8, depth=1, embed_dim=12, num_heads=2, patch_size=4).eval(), 10)
+    assert UnlearnConfig().max_epochs is None and UnlearnConfig().patience is None
+    for wf, family in ((cnn, "cnn"), (vit, "vit")):
+        resolved = UnlearnConfig().for_model(wf)
+        assert (resolved.max_epochs, resolved.patience) == (MAX_EPOCHS_DEFAULTS[family], PATIENCE_DEFAULTS[family])
+        assert UnlearnConfig(forget_loss="reciprocal").for_model(wf).lambda1 == LAMBDA1_DEFAULTS[family]
+        given = UnlearnConfig(max_epochs=2, patience=1).for_model(wf)
+        assert (given.max_epochs, given.patience) == (2, 1)
+    assert MAX_EPOCHS_DEFAULTS["vit"] > MAX_EPOCHS_DEFAULTS["cnn"]
+    with pytest.raises(TypeError, match="wfkern.unlearn: max_epochs must be an integer >= 1, got 2.5"):
+        UnlearnConfig(max_epochs=2.5)
+    with pytest.raises(ValueError, match="wfkern.unlearn: patience must be >= 1, got 0"):
+        UnlearnConfig(patience=0)

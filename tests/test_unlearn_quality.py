@@ -29,11 +29,11 @@ def test_cnn_rows_meet_the_targets(row):
     assert got["acc_r_worst"] >= got["original"] - 0.03
 
 
-def test_small_vit_forgets_and_stays_within_two_points():
-    # Measured 1.0-1.3 points short of the 1-point target (docs/untraining.md): asserted at what it reaches.
+def test_small_vit_meets_the_targets_with_its_family_run_length():
+    # With a CNN's run length (10 epochs) it was 1.0-1.4 points short; the ViT default is 30 epochs, patience 30.
     model, splits, _ = trained_model("vit_digits")
     got = untrain_and_measure(model, splits)
     assert got["original"] >= 0.96
     assert got["acc_f"] <= 0.01
-    assert got["acc_r"] >= got["original"] - 0.02
+    assert got["acc_r"] >= got["original"] - 0.01
     assert got["acc_r_worst"] >= got["original"] - 0.03
