@@ -73,10 +73,30 @@ def run_ops(device: str, names) -> None:
               f"{y.numel() * y.element_size() / 2**20:.0f} MiB: copy, forward, inplace, backward")
 
 
+def print_profile(title: str, fn, device: str, activities, rows: int, *, warmup: int, reps: int, width: int) -> None:
+    """Warm up, profile ``reps`` calls of ``fn`` (synchronised at the end), print the table by device time."""
+    from torch.profiler import profile
+
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    for _ in range(warmup):
+        fn()
+    sync()
+    with profile(activities=activities) as prof:
+        for _ in range(reps):
+            fn()
+        sync()
+    sort = "cuda_time_total" if device == "cuda" else "cpu_time_total"
+    print(f"\n### {title}")
+    print(prof.key_averages().table(sort_by=sort, row_limit=rows, max_name_column_width=width))
+
+
 def run_calls(device: str, names, reps: int, rows: int) -> None:
     """Host and device time of whole op calls (reps back to back, after a warm-up): a call whose
     host time exceeds its kernels' time is launch-bound, whatever the kernels' bandwidth."""
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import ProfilerActivity
 
     ops = torch.ops.wfkern
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
@@ -90,38 +110,20 @@ def run_calls(device: str, names, reps: int, rows: int) -> None:
             "backward": lambda: ops.mask_epilogue_backward(grad, y, aw, labels, ab, bias, cd, None, None, False, True),
         }
         for what, fn in calls.items():
-            fn()
-            if device == "cuda":
-                torch.cuda.synchronize()
-            with profile(activities=activities) as prof:
-                for _ in range(reps):
-                    fn()
-                if device == "cuda":
-                    torch.cuda.synchronize()
-            sort = "cuda_time_total" if device == "cuda" else "cpu_time_total"
-            print(f"\n### {name} {what}: {reps} calls back to back")
-            print(prof.key_averages().table(sort_by=sort, row_limit=rows, max_name_column_width=60))
+            print_profile(f"{name} {what}: {reps} calls back to back", fn, device, activities, rows,
+                          warmup=1, reps=reps, width=60)
 
 
 def run_models(device: str, names, rows: int) -> None:
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import ProfilerActivity
 
     activity = ProfilerActivity.CUDA if device == "cuda" else ProfilerActivity.CPU
     for name in names:
         model, wf, x, labels = make_workload(name, device)
         with torch.inference_mode():
             for label, fn in (("plain", lambda: model(x)), ("wf", lambda: wf(x, forget=labels))):
-                for _ in range(3):
-                    fn()
-                if device == "cuda":
-                    torch.cuda.synchronize()
-                with profile(activities=[activity]) as prof:
-                    fn()
-                    if device == "cuda":
-                        torch.cuda.synchronize()
-                sort = "cuda_time_total" if device == "cuda" else "cpu_time_total"
-                print(f"\n### {name} {label} forward (one call, {x.shape[0]} x {x.shape[-1]} px, {x.dtype})")
-                print(prof.key_averages().table(sort_by=sort, row_limit=rows, max_name_column_width=70))
+                print_profile(f"{name} {label} forward (one call, {x.shape[0]} x {x.shape[-1]} px, {x.dtype})",
+                              fn, device, [activity], rows, warmup=3, reps=1, width=70)
         del model, wf, x
         if device == "cuda":
             torch.cuda.empty_cache()
