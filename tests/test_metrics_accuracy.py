@@ -48,6 +48,7 @@ def test_evaluate_accuracy_per_class_and_mean():
     assert res["summary"]["acc_r"] == pytest.approx((3 / 5 + 1 + 4 / 5) / 3)
     assert res["original"]["acc"] == pytest.approx(7 / 8)
     assert [res["per_class"][c]["orig_acc"] for c in range(3)] == pytest.approx([2 / 3, 1.0, 1.0])
+    assert [res["per_class"][c]["orig_acc_r"] for c in range(3)] == pytest.approx([5 / 5, 5 / 6, 4 / 5])  # the one original error (sample 2) falls outside class 0
     assert "zrf" not in res["per_class"][0]
 
 

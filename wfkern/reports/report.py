@@ -75,7 +75,7 @@ def _is_int(v) -> bool:
 
 
 _NUMBER_KEYS = ("acc_r", "acc_f", "zrf", "mia", "mia_prob", "attack_acc", "rt", "insertion_auc", "deletion_auc")
-_ROW_KEYS = _NUMBER_KEYS + ("orig_acc",)
+_ROW_KEYS = _NUMBER_KEYS + ("orig_acc", "orig_acc_r")
 _COST_NUMBERS = ("all_classes_runs", "all_classes_seconds", "all_classes_bytes")
 
 
