@@ -18,7 +18,7 @@ from wfkern.data import get_dataset
 from wfkern.metrics import EvalSettings, PerClassModels, evaluate
 from wfkern.models import create_model
 from wfkern.unlearn import LAMBDA1_DEFAULTS, LAMBDA1_MARGIN, LR_DEFAULTS, PAPER_RECIPE, UnlearnConfig, unlearn
-from wfkern.unlearn.config import MAX_EPOCHS_DEFAULTS, PATIENCE_DEFAULTS
+from wfkern.unlearn.config import MAX_EPOCHS_DEFAULTS, MAX_STEPS_PER_CLASS, PATIENCE_DEFAULTS
 
 FLAG_FIELDS = {
     UnlearnConfig: list(dataclasses.fields(UnlearnConfig)),
@@ -102,12 +102,12 @@ def test_no_flags_give_the_dataclass_defaults(command):
 def test_every_unlearn_flag_reaches_its_setting():
     other = {"lambda0": "2", "lambda1": "7", "lambda2": "0.5", "eps": "1e-5", "chi": "2", "batch_size": "64",
              "optimizer": "adam", "lr": "0.1", "momentum": "0.5", "clip_norm": "2", "lambda1_warmup": "0.25",
-             "alpha_init": "1.5", "max_epochs": "4", "evals_per_epoch": "3", "patience": "2", "seed": "9",
-             "retain_loss": "ce", "forget_loss": "reciprocal", "temperature": "3", "margin": "0.5"}
+             "alpha_init": "1.5", "max_epochs": "4", "max_steps": "50", "evals_per_epoch": "3", "patience": "2",
+             "seed": "9", "retain_loss": "ce", "forget_loss": "reciprocal", "temperature": "3", "margin": "0.5"}
     assert set(other) == {f.name for f in FLAG_FIELDS[UnlearnConfig]}  # a new field needs a line here
     flags = [x for name, text in other.items() for x in ("--" + name.replace("_", "-"), text)]
     kw = unlearn_kwargs(parse("unlearn", *flags))
-    resolved = UnlearnConfig(lambda1=1.0, lr=1.0, clip_norm=1.0, max_epochs=1, patience=1)
+    resolved = UnlearnConfig(lambda1=1.0, lr=1.0, clip_norm=1.0, max_epochs=1, max_steps=1, patience=1)
     want = {f.name: type(getattr(resolved, f.name))(other[f.name]) for f in FLAG_FIELDS[UnlearnConfig]}
     assert kw == want
     assert UnlearnConfig(**kw).to_dict() == want
@@ -186,7 +186,7 @@ def test_config_and_keywords_run_the_same_and_the_config_is_left_alone(digits_sm
     config = UnlearnConfig(batch_size=64, max_epochs=3, evals_per_epoch=2)
     by_config = tiny_wf()
     res_cfg = unlearn(by_config, *digits_small, config, progress=False, max_epochs=1, lr=10.0, clip_norm=None)
-    resolved = {"lambda1": LAMBDA1_MARGIN, "patience": PATIENCE_DEFAULTS["cnn"]}
+    resolved = {"lambda1": LAMBDA1_MARGIN, "patience": PATIENCE_DEFAULTS["cnn"], "max_steps": MAX_STEPS_PER_CLASS["cnn"] * 10}
     assert res_kw.config == res_cfg.config == {**UnlearnConfig().to_dict(), **run, **resolved}
     a, b = by_keywords.filters_state_dict(), by_config.filters_state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -214,10 +214,16 @@ def test_run_length_is_the_model_familys_unless_given():
     for wf, family in ((cnn, "cnn"), (vit, "vit")):
         resolved = UnlearnConfig().for_model(wf)
         assert (resolved.max_epochs, resolved.patience) == (MAX_EPOCHS_DEFAULTS[family], PATIENCE_DEFAULTS[family])
+        assert resolved.max_steps == MAX_STEPS_PER_CLASS[family] * 10  # the step cap scales with the classes
         assert UnlearnConfig(forget_loss="reciprocal").for_model(wf).lambda1 == LAMBDA1_DEFAULTS[family]
-        given = UnlearnConfig(max_epochs=2, patience=1).for_model(wf)
-        assert (given.max_epochs, given.patience) == (2, 1)
+        given = UnlearnConfig(max_epochs=2, max_steps=7, patience=1).for_model(wf)
+        assert (given.max_epochs, given.max_steps, given.patience) == (2, 7, 1)
     assert MAX_EPOCHS_DEFAULTS["vit"] > MAX_EPOCHS_DEFAULTS["cnn"]
+    assert MAX_STEPS_PER_CLASS["vit"] > MAX_STEPS_PER_CLASS["cnn"]
+    hundred = wfkern.patch(create_model("small_cnn", 100, 1, 8, widths=(8, 16, 16)).eval(), num_classes=100)
+    assert UnlearnConfig().for_model(hundred).max_steps == MAX_STEPS_PER_CLASS["cnn"] * 100
+    with pytest.raises(ValueError, match="wfkern.unlearn: max_steps must be >= 1, got 0"):
+        UnlearnConfig(max_steps=0)
     with pytest.raises(TypeError, match="wfkern.unlearn: max_epochs must be an integer >= 1, got 2.5"):
         UnlearnConfig(max_epochs=2.5)
     with pytest.raises(ValueError, match="wfkern.unlearn: patience must be >= 1, got 0"):

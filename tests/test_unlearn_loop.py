@@ -78,6 +78,19 @@ def test_early_stopping_keeps_the_best_gates(monkeypatch, digits_small):
     assert_same_filters(filters(wf), snapshots[2])
 
 
+def test_a_step_cap_ends_the_run_mid_epoch_with_a_last_validation(tmp_path, digits_small):
+    """max_steps=5 with 4 steps an epoch: 5 steps, validated at 2 and 4 (the plan) and after step 5, whose gates
+    the run may keep; ``stopped_early`` stays False (a cap, not patience)."""
+    res = unlearn(tiny_wf(), *digits_small, batch_size=64, max_epochs=10, max_steps=5, evals_per_epoch=2,
+                  progress=False, out_dir=str(tmp_path))
+    assert res.steps == 5 and res.epochs == 2 and not res.stopped_early and res.config["max_steps"] == 5
+    assert [r["step"] for r in res.history] == [2, 4, 5]
+    # The epoch cap still comes first when it is shorter.
+    res = unlearn(tiny_wf(), *digits_small, batch_size=64, max_epochs=1, max_steps=100, evals_per_epoch=2,
+                  progress=False)
+    assert res.steps == 4 and [r["step"] for r in res.history] == [2, 4]
+
+
 class _Interrupt(Exception):
     pass
 

@@ -203,7 +203,7 @@ def _open_run(wf, train_data: Dataset, val_data: Dataset, targets: torch.Tensor,
     n = targets.shape[0]
     batch = min(cfg.batch_size, n)
     steps = max(1, n // batch)
-    total = steps * cfg.max_epochs
+    total = min(steps * cfg.max_epochs, cfg.max_steps)
     return _Run(wf=wf, train_data=train_data, val_data=val_data, targets=targets, cfg=cfg, device=device, ctx=ctx,
                 params=params, opt=opt, state_path=state_path, out_dir=out_dir, prog=prog, best_filters=best_filters,
                 history=history, plan=make_validation_plan(val_data, wf.num_classes, cfg.chi, cfg.seed),
@@ -226,7 +226,8 @@ def _start(wf, opt, cfg: UnlearnConfig, state_path: str | None, resume: bool, de
 
 
 def _train(run: _Run) -> None:
-    """Optimiser steps until the epoch cap or patience runs out, validating ``evals_per_epoch`` times an epoch."""
+    """Optimiser steps until a cap (epochs, steps) or patience runs out, validating ``evals_per_epoch`` times an
+    epoch and after the last step (a step cap can end the run between two validations)."""
     prog = run.prog
     t_start = time.perf_counter() - prog.seconds
     perm_epoch, perm = -1, None
@@ -239,7 +240,7 @@ def _train(run: _Run) -> None:
                 perm = torch.randperm(run.targets.shape[0], generator=g)
             lam1 = _lambda1_at(run.cfg, prog.step, run.total)
             _step(run, perm[k * run.batch:(k + 1) * run.batch], lam1, epoch)
-            if k + 1 in run.evals_at:
+            if k + 1 in run.evals_at or prog.step == run.total:
                 prog.seconds = time.perf_counter() - t_start
                 _validate(run, lam1, epoch)
     prog.seconds = time.perf_counter() - t_start
