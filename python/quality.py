@@ -83,6 +83,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--row", choices=sorted(ROWS), required=True)
     p.add_argument("--paper", action="store_true", help="also untrain with the paper's literal recipe")
+    p.add_argument("--no-default", action="store_true", help="skip the default recipe (with --paper: only the paper's)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-epochs", type=int, default=None, help="untraining epoch cap (default: the recipe's)")
     p.add_argument("--weights", default=None, help="the row's trained state dict (torch.save) instead of training")
@@ -91,12 +92,14 @@ def main() -> None:
     p.add_argument("--filters", default=None, help="save the default recipe's gates here (safetensors)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     args = p.parse_args()
+    recipes = {**({} if args.no_default else {"default": {}}), **({"paper": PAPER_RECIPE} if args.paper else {})}
+    if not recipes:
+        p.error("--no-default needs --paper: no recipe left to run")
     torch.set_num_threads(args.threads)
     model, splits, train_s = trained_model(args.row, args.weights)
     if args.save_weights:
         torch.save(model.state_dict(), args.save_weights)
     extra = {} if args.max_epochs is None else {"max_epochs": args.max_epochs}
-    recipes = {"default": {}, **({"paper": PAPER_RECIPE} if args.paper else {})}
     for name, recipe in recipes.items():
         row = {"row": args.row, "recipe": name, "gate_mlp": args.gate_mlp, "train_s": round(train_s, 1),
                "threads": args.threads, **untrain_and_measure(model, splits, args.gate_mlp, not args.quiet,
