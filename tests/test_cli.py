@@ -92,6 +92,31 @@ def test_train_then_unlearn_then_resume(tmp_path, capsys, tiny_checkpoint):
     assert rc == 0 and f"untrained {steps} steps" in out  # nothing left to do: the finished run is reported
 
 
+def test_gate_mlp_unlearn_then_evaluate_and_resume(tmp_path, capsys):
+    """--gate-mlp gates each ViT block's fc1 too; `evaluate` patches the model as the filters say, and a resume
+    that would patch it differently is refused up front, naming the flag."""
+    from wfkern.patch import filters_layer_names
+
+    ckpt = tmp_path / "vit.safetensors"
+    vit = ["--model", "vit_t", "--model-arg", "depth=1", "--model-arg", "embed_dim=12", "--model-arg", "num_heads=2",
+           "--model-arg", "patch_size=4"]
+    assert main(["train", *vit, "--epochs", "1", "--out", str(ckpt), "--no-progress"]) == 0
+    out_dir = tmp_path / "run"
+    fast = ["--max-epochs", "1", "--max-steps", "2", "--evals-per-epoch", "1", "--no-progress"]
+    rc, _, _ = run_cli(capsys, "unlearn", "--checkpoint", str(ckpt), "--out-dir", str(out_dir), "--gate-mlp", *fast)
+    filters = out_dir / "filters.safetensors"
+    names = filters_layer_names(filters)
+    assert rc == 0 and any(n.endswith("mlp.fc1") for n in names) and any(n.endswith("attn.qkv") for n in names)
+    rc, out, _ = run_cli(capsys, "evaluate", "--checkpoint", str(ckpt), "--filters", str(filters), "--out",
+                         str(tmp_path / "eval"), "--metrics", "acc", "--classes", "0,1", "--no-progress")
+    assert rc == 0 and "2 classes evaluated" in out
+    assert_user_error(capsys, ["unlearn", "--checkpoint", str(ckpt), "--out-dir", str(out_dir), "--resume", *fast],
+                      "--gate-mlp must match the run being resumed, which was started with it; got it not given")
+    rc, out, _ = run_cli(capsys, "unlearn", "--checkpoint", str(ckpt), "--out-dir", str(out_dir), "--resume",
+                         "--gate-mlp", *fast)
+    assert rc == 0 and "untrained 2 steps" in out
+
+
 def test_paper_recipe_flag_reaches_unlearn():
     from wfkern.cli.main import build_parser
     from wfkern.cli.cmd_unlearn import unlearn_kwargs

@@ -20,6 +20,7 @@ from wfkern.metrics import EvalSettings, PerClassModels, evaluate, filter_class_
 from wfkern.metrics.classes import format_classes
 from wfkern.metrics.evaluate import RESULTS_FILE
 from wfkern.metrics.store import atomic_write_json
+from wfkern.patch import filters_layer_names, gates_mlp
 from wfkern.reports.history import history_path, read_history
 from wfkern.reports.tables import MIA_CHANCE_MARGIN, mia_at_chance
 
@@ -124,7 +125,9 @@ def _model_under_test(args, model, config, device):
     if args.filters:
         if not os.path.isfile(args.filters):
             raise UserError(f"--filters must be an existing file, got {args.filters!r}")
-        wf = wfkern.patch(model, num_classes=config.num_classes)
+        # Patched as the filters were learnt (with MLP gates or not); load_filters checks every layer.
+        gate_mlp = gates_mlp(filters_layer_names(args.filters))
+        wf = wfkern.patch(model, num_classes=config.num_classes, gate_mlp=gate_mlp)
         wfkern.load_filters(wf, args.filters)
         layers = list(wf.wf_layers())
         if args.relations_layer is not None and args.relations_layer not in layers:  # before the evaluation runs

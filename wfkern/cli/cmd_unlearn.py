@@ -11,10 +11,11 @@ from wfkern.cli._common import (add_data_args, add_device_arg, add_loader_args, 
                                 checkpoint_and_splits, format_table, per_class_accuracy, settings_given,
                                 start_command, with_throughput)
 from wfkern.cli.main import UserError
+from wfkern.patch import gates_mlp
 from wfkern.train import init_distributed
 from wfkern.unlearn import PAPER_RECIPE, UnlearnConfig, unlearn
 from wfkern.unlearn.config import setting_problem
-from wfkern.unlearn.state import FILTERS_FILE, HISTORY_FILE, STATE_FILE
+from wfkern.unlearn.state import FILTERS_FILE, HISTORY_FILE, STATE_FILE, load_state
 
 __all__ = ["add_parser", "run", "add_unlearn_args", "unlearn_kwargs", "check_data_matches", "UNLEARN_FILES"]
 
@@ -68,6 +69,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="model checkpoint from `wfkern train`")
     p.add_argument("--out-dir", required=True, help="folder for filters, history and checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from OUT_DIR's last checkpoint")
+    p.add_argument("--gate-mlp", action="store_true",
+                   help="ViTs: also gate the first MLP layer of every block (not in the paper, which gates qkv only; "
+                        "closer to the original's accuracy at one more masked layer per block, docs/untraining.md). "
+                        "`wfkern evaluate` reads it from the filters")
     p.add_argument("--no-progress", action="store_true",
                    help="hide the progress (a bar on a terminal, a plain line every 10%% of the steps otherwise)")
     p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
@@ -88,7 +93,9 @@ def run(args: argparse.Namespace) -> int:
     ctx, device = init_distributed(args.device)
     model, config, (train, val, test) = checkpoint_and_splits(args, device, ("train", "val", "test"))
     check_data_matches(train.info, config, args.checkpoint)
-    wf = wfkern.patch(model, num_classes=config.num_classes)
+    if args.resume:
+        _check_resume_patch(args)
+    wf = wfkern.patch(model, num_classes=config.num_classes, gate_mlp=args.gate_mlp)
     result = unlearn(wf, train, val, UnlearnConfig(**kwargs), device=device, out_dir=args.out_dir,
                      resume=args.resume, progress=not args.no_progress and ctx.rank == 0)
     if ctx.rank == 0:
@@ -103,3 +110,16 @@ def run(args: argparse.Namespace) -> int:
               f"{result.best_objective:.4f} at step {result.best_step}; filters -> "
               f"{os.path.join(args.out_dir, 'filters.safetensors')}", file=sys.stdout)
     return 0
+
+
+def _check_resume_patch(args: argparse.Namespace) -> None:
+    """A resumed run must patch the model as the run it continues did (--gate-mlp or not): said up front."""
+    path = os.path.join(args.out_dir, STATE_FILE)
+    if not os.path.isfile(path):
+        return  # unlearn() says the checkpoint is missing
+    current, _, _, _ = load_state(path)
+    started_with = gates_mlp(key.rpartition(".")[0] for key in current)
+    if started_with != args.gate_mlp:
+        given = "given" if args.gate_mlp else "not given"
+        started = "with" if started_with else "without"
+        raise UserError(f"--gate-mlp must match the run being resumed, which was started {started} it; got it {given}")

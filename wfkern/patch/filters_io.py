@@ -19,7 +19,7 @@ from wfkern.layers import FoldedBatchNorm2d, WFLayer
 if TYPE_CHECKING:  # the type only: model.py imports this module
     from wfkern.patch.model import WFModel
 
-__all__ = ["base_fingerprint", "load_filters", "read_filters", "save_filters"]
+__all__ = ["base_fingerprint", "filters_layer_names", "load_filters", "read_filters", "save_filters"]
 
 FORMAT = "wfkern-filters"
 FORMAT_VERSION = "1"
@@ -173,6 +173,13 @@ def _check_metadata(path: str, metadata: Dict[str, str]) -> Tuple[int, list, str
     if not isinstance(extra, dict):
         raise _bad_metadata(path, "extra", "a JSON object", metadata["extra"])
     return int(num_classes), layers, fingerprint, extra
+
+
+def filters_layer_names(path: str) -> list:
+    """The names of the WF layers a filters file was saved from, in order (its metadata checked for form)."""
+    path = os.fspath(path)
+    _, metadata = read_filters(path)
+    return [record["name"] for record in _check_metadata(path, metadata)[1]]
 
 
 def load_filters(wf: "WFModel", path: str, *, check_fingerprint: bool = True) -> dict:

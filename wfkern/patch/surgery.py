@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch.fx
 from torch import nn
@@ -26,6 +26,13 @@ def set_submodule(root: nn.Module, name: str, module: nn.Module) -> nn.Module:
 
 # The first linear layer of a transformer block's MLP: timm ``Mlp.fc1``, torchvision ``MLPBlock``'s ``0``.
 _MLP_FIRST = ("mlp.fc1", "mlp.0")
+
+
+def gates_mlp(layer_names: Iterable[str]) -> bool:
+    """Whether these WF layer names include a transformer MLP's first layer, i.e. the model was patched with
+    ``gate_mlp=True``: how the CLI patches a model again to match saved gates (``load_filters`` then checks
+    the whole layer table)."""
+    return any(name.endswith(_MLP_FIRST) for name in layer_names)
 
 
 def _target(name: str, module: nn.Module, gate_mlp: bool = False) -> Tuple[Optional[type], Optional[str]]:
