@@ -1,7 +1,7 @@
 """The untraining defaults generalise: a second small architecture of ours (SmallVGG: 4 biased convs, no BN,
 max-pool head, MLP classifier), trained on the digits, untrained with the same defaults, forgets every class
-(mean Acc_f <= 1%) and keeps mean Acc_r within 1 point of the original (measured: 98.44% -> 98.07%, worst
-class 95.56%; docs/untraining.md)."""
+(mean Acc_f <= 1%) and keeps mean Acc_r within 1 point of the original (measured: 98.44% -> 98.05-98.07%,
+worst class 95.56-96.05% on one and two threads; docs/untraining.md)."""
 
 from __future__ import annotations
 
