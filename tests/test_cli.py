@@ -89,7 +89,7 @@ def test_train_then_unlearn_then_resume(tmp_path, capsys, tiny_checkpoint):
     rc, out, _ = run_cli(capsys, "unlearn", "--checkpoint", str(tiny_checkpoint), "--out-dir", str(out_dir),
                          "--max-epochs", "1", "--evals-per-epoch", "2", "--no-progress", "--resume")
     steps = history[-1]["step"]  # one epoch of the embedded digits at the default batch size
-    assert rc == 0 and f"untrained {steps} steps" in out  # nothing left to do: the finished run is reported
+    assert rc == 0 and f"untrained {steps} steps (epoch cap)" in out  # nothing left to do: the finished run is reported
 
 
 def test_gate_mlp_unlearn_then_evaluate_and_resume(tmp_path, capsys):
@@ -114,7 +114,7 @@ def test_gate_mlp_unlearn_then_evaluate_and_resume(tmp_path, capsys):
                       "--gate-mlp must match the run being resumed, which was started with it; got it not given")
     rc, out, _ = run_cli(capsys, "unlearn", "--checkpoint", str(ckpt), "--out-dir", str(out_dir), "--resume",
                          "--gate-mlp", *fast)
-    assert rc == 0 and "untrained 2 steps" in out
+    assert rc == 0 and "untrained 2 steps (step cap)" in out
 
 
 def test_paper_recipe_flag_reaches_unlearn():

@@ -186,7 +186,8 @@ def test_config_and_keywords_run_the_same_and_the_config_is_left_alone(digits_sm
     config = UnlearnConfig(batch_size=64, max_epochs=3, evals_per_epoch=2)
     by_config = tiny_wf()
     res_cfg = unlearn(by_config, *digits_small, config, progress=False, max_epochs=1, lr=10.0, clip_norm=None)
-    resolved = {"lambda1": LAMBDA1_MARGIN, "patience": PATIENCE_DEFAULTS["cnn"], "max_steps": MAX_STEPS_PER_CLASS["cnn"] * 10}
+    resolved = {"lambda1": LAMBDA1_MARGIN, "patience": PATIENCE_DEFAULTS["cnn"],
+                "max_steps": MAX_STEPS_PER_CLASS["cnn"] * 10}
     assert res_kw.config == res_cfg.config == {**UnlearnConfig().to_dict(), **run, **resolved}
     a, b = by_keywords.filters_state_dict(), by_config.filters_state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)

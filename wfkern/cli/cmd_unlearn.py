@@ -105,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
         table = format_table(["class", "Acc_r %", "Acc_f %"],
                              [[c, 100 * r, 100 * f] for c, (f, r) in enumerate(rows)] + [["mean", 100 * mean_r, 100 * mean_f]])
         print(table)
-        stop = "early stop" if result.stopped_early else "epoch cap"
+        stop = ("early stop" if result.stopped_early else
+                "step cap" if result.steps >= result.config["max_steps"] else "epoch cap")
         print(f"untrained {result.steps} steps ({stop}) in {result.seconds:.1f}s; best val objective "
               f"{result.best_objective:.4f} at step {result.best_step}; filters -> "
               f"{os.path.join(args.out_dir, 'filters.safetensors')}", file=sys.stdout)
