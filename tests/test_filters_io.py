@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 import wfkern
-from wfkern.patch import read_filters
+from wfkern.patch import filters_layer_names, read_filters
 
 
 class SmallNet(nn.Module):
@@ -56,6 +56,8 @@ def test_filters_round_trip(tmp_path):
     layers = json.loads(metadata["layers"])
     assert [layer["name"] for layer in layers] == ["conv1", "conv2"]
     assert [layer["bias_gates"] for layer in layers] == [True, False]
+    assert read_filters(str(path), tensors=False) == ({}, metadata)  # metadata only
+    assert filters_layer_names(str(path)) == ["conv1", "conv2"]
     assert sorted(os.listdir(tmp_path)) == ["f.safetensors"]  # no temporary file or folder left
 
 

@@ -117,20 +117,22 @@ def save_filters(wf: "WFModel", path: str, extra_metadata: Optional[dict] = None
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
-def read_filters(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
-    """(tensors, metadata) of a filters file, or a ValueError saying why it is not one."""
+def read_filters(path: str, tensors: bool = True) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
+    """(tensors, metadata) of a filters file, or a ValueError saying why it is not one.
+
+    ``tensors=False`` reads the metadata only (the tensors dict is empty)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"wfkern.load_filters: path must be an existing filters file, got {path!r}")
     try:
         with safe_open(path, framework="pt", device="cpu") as f:
             metadata = dict(f.metadata() or {})
-            tensors = {key: f.get_tensor(key) for key in f.keys()}
+            gates = {key: f.get_tensor(key) for key in f.keys()} if tensors else {}
     except Exception as err:  # safetensors raises several types for truncated / foreign files
         raise ValueError(f"wfkern.load_filters: {path!r} must be a safetensors filters file, got unreadable data ({err})") from err
     if metadata.get("format") != FORMAT:
         raise ValueError(f"wfkern.load_filters: {path!r} must be a wfkern filters file, got format {metadata.get('format')!r}")
-    return tensors, metadata
+    return gates, metadata
 
 
 _LAYER_KEYS = {"name": str, "kind": str, "channels": int, "bias_gates": bool}
@@ -178,7 +180,7 @@ def _check_metadata(path: str, metadata: Dict[str, str]) -> Tuple[int, list, str
 def filters_layer_names(path: str) -> list:
     """The names of the WF layers a filters file was saved from, in order (its metadata checked for form)."""
     path = os.fspath(path)
-    _, metadata = read_filters(path)
+    _, metadata = read_filters(path, tensors=False)
     return [record["name"] for record in _check_metadata(path, metadata)[1]]
 
 
