@@ -1,51 +1,95 @@
-"""wfkern.bake: export a plain model with one class's gates folded into its weights."""
+"""wfkern.bake: export a plain model with the gates of a set of classes folded into its weights."""
 from __future__ import annotations
 
 import copy
+from typing import List, Sequence, Union
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from wfkern.layers import FoldedBatchNorm2d, WFLayer, find_wf_layers
+from wfkern.ops import gate_table_ref
 from wfkern.patch.model import WFModel
 from wfkern.patch.surgery import set_submodule
 
-__all__ = ["bake"]
+__all__ = ["bake", "forget_set"]
 
 _BAKEABLE = {"conv": nn.Conv2d, "linear": nn.Linear, "mha": nn.MultiheadAttention}
 
+ForgetSet = Union[int, Sequence[int], Tensor]
 
-def _fold(layer: WFLayer, cls: int) -> None:
+
+def forget_set(forget: ForgetSet, num_classes: int, where: str = "wfkern.bake") -> List[int]:
+    """The distinct classes of ``forget`` (an int, a list / tuple or a 0-d / 1-d integer tensor), sorted.
+
+    ``-1`` entries mean nothing; an empty set or only ``-1`` gives ``[]``; a class listed twice counts once.
+
+    Raises:
+        TypeError: not an int, a sequence of ints or an integer tensor.
+        ValueError: a class outside ``[-1, num_classes)`` (the first one is named).
+    """
+    if isinstance(forget, Tensor):
+        if forget.dtype == torch.bool or forget.is_floating_point() or forget.is_complex() or forget.dim() > 1:
+            raise TypeError(f"{where}: forget must be an int, a list of ints or a 0-d / 1-d integer tensor, got a "
+                            f"{forget.dim()}-d {forget.dtype} tensor")
+        items = [int(v) for v in forget.reshape(-1).tolist()]
+    elif isinstance(forget, (list, tuple)):
+        items = list(forget)
+    else:
+        items = [forget]
+    for v in items:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"{where}: forget must be an int, a list of ints or an integer tensor, got "
+                            f"{type(v).__name__} {v!r}")
+        if not -1 <= v < num_classes:
+            shown = "" if isinstance(forget, int) else f" in the set {items}"
+            raise ValueError(f"{where}: forget must be an int in [-1, {num_classes}), got {v}{shown}; -1 means "
+                             "nothing, a set is a list or tensor of such ints")
+    return sorted({v for v in items if v >= 0})
+
+
+def _fold(layer: WFLayer, classes: Tensor) -> None:
+    """Scale ``layer.base``'s weight and bias in place by the gates of ``classes`` (one (K,) forget row)."""
     base = layer.base
     if type(base) is not _BAKEABLE[layer.kind]:
         raise ValueError(
             f"wfkern.bake: layers must be plain {_BAKEABLE[layer.kind].__name__} to fold gates into weights, "
             f"got {type(base).__name__} (its forward may not be linear in the weight)"
         )
-    gate_w, gate_b = layer.gates(cls)
     weight = base.in_proj_weight if layer.kind == "mha" else base.weight
     bias = base.in_proj_bias if layer.kind == "mha" else base.bias
+    row = classes.to(layer.alpha_w.device)[None]
     with torch.no_grad():
+        # The gate of a set is the product over its classes: the same table a (B, K) forget row selects.
+        gate_w = gate_table_ref(layer.alpha_w.detach(), row, torch.float32)[0]
         weight.mul_(gate_w.to(weight.dtype).view(-1, *([1] * (weight.dim() - 1))))
-        if bias is not None:
-            bias.mul_(gate_b.to(bias.dtype))
+        if bias is not None and layer.alpha_b is not None:
+            bias.mul_(gate_table_ref(layer.alpha_b.detach(), row, torch.float32)[0].to(bias.dtype))
 
 
-def bake(wf: WFModel, forget: int) -> nn.Module:
-    """A plain ``nn.Module`` (the original classes) that behaves like ``wf(x, forget=forget)``.
+def bake(wf: WFModel, forget: ForgetSet) -> nn.Module:
+    """A plain ``nn.Module`` (the original classes) that behaves like ``wf(x, forget=[forget] * B)``.
 
-    Weights are ``W * sigmoid(alpha_w[forget])`` per output channel, biases likewise; ``forget=-1``
-    gives a copy of the original model. All parameters of the result require grad, like a freshly
-    built model (e.g. for relearn-time fine-tuning).
+    Args:
+        wf: the patched model.
+        forget: the class(es) to fold in: an int, a list / tuple of ints or an integer tensor of ids. A set's
+            gates multiply, exactly as a ``(B, K)`` forget row does; a class listed twice counts once; ``-1``
+            entries and an empty set forget nothing (the result is a copy of the original model).
+    Returns:
+        The original architecture (same module classes and state-dict keys) with weights
+        ``W * prod_c sigmoid(alpha_w[c])`` per output channel, biases likewise. All parameters require grad,
+        like a freshly built model (e.g. for relearn-time fine-tuning).
+    Raises:
+        TypeError: ``wf`` is not a WFModel, or ``forget`` is not made of ints.
+        ValueError: a class outside ``[-1, Nc)``.
     """
     if not isinstance(wf, WFModel):
         raise TypeError(f"wfkern.bake: wf must be a WFModel (from wfkern.patch), got {type(wf).__name__}")
-    if isinstance(forget, bool) or not isinstance(forget, int) or not -1 <= forget < wf.num_classes:
-        raise ValueError(f"wfkern.bake: forget must be an int in [-1, {wf.num_classes}), got {forget!r}")
+    classes = torch.tensor(forget_set(forget, wf.num_classes), dtype=torch.long)
     model = copy.deepcopy(wf.model)
     for name, layer in find_wf_layers(model).items():
-        if forget >= 0:
-            _fold(layer, forget)
+        if classes.numel():
+            _fold(layer, classes)
         model = set_submodule(model, name, layer.base)
     for name, module in list(model.named_modules()):
         if isinstance(module, FoldedBatchNorm2d):
