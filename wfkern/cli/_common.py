@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
+import re
 import tempfile
 import typing
 
@@ -20,7 +22,7 @@ from wfkern.train.precision import PRECISIONS
 __all__ = ["add_data_args", "add_device_arg", "load_splits", "parse_model_args", "resolve_device",
            "per_class_accuracy", "format_table", "ensure_dir", "ensure_parent", "check_output_file",
            "check_output_dir", "apply_threads", "check_model_choice", "add_loader_args", "with_throughput",
-           "add_class_args", "parse_class_list", "resolve_classes", "add_settings_flags", "settings_given",
+           "add_class_args", "class_list_items", "parse_class_list", "resolve_classes", "add_settings_flags", "settings_given",
            "NONE_WORDS"]
 
 
@@ -152,31 +154,66 @@ def add_class_args(p: argparse.ArgumentParser, all_means: str = "all classes") -
                    help="seed of --sample-classes (same seed, same classes)")
 
 
-def parse_class_list(text: str | None, option: str = "--classes") -> list[int] | None:
-    """``None`` -> None (all); ``"3"`` -> [3]; ``"0,3,5"`` -> [0, 3, 5]; ``"0-4,7"`` -> [0, 1, 2, 3, 4, 7].
+# One item of a class list: an index or a range low-high (ASCII digits; spaces around the dash allowed).
+_CLASS_ITEM = re.compile(r"([0-9]+)(?:\s*-\s*([0-9]+))?")
+_NEGATIVE_ITEM = re.compile(r"-\s*[0-9]+(?:\s*-\s*-?\s*[0-9]+)?|[0-9]+\s*-\s*-\s*[0-9]+")
+# An index with more digits than this is larger than any model's class count: it is compared, never converted.
+_MAX_CLASS_DIGITS = 30
 
-    Sorted and distinct; empty items are skipped (``"3,"`` is class 3). Raises a one-line ``UserError``.
+
+def _class_number(digits: str) -> float:
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= _MAX_CLASS_DIGITS else math.inf
+
+
+def class_list_items(text: str, option: str = "--classes") -> list[tuple[float, float, str]]:
+    """The items of a class list as (low, high, the item as typed), checked for form, never expanded.
+
+    ``"0-4,7"`` -> [(0, 4, "0-4"), (7, 7, "7")]. Raises a one-line ``UserError`` for anything that is not a
+    list of indices >= 0 and ranges low-high (names, negative numbers, reversed ranges, nothing at all).
     """
-    if text is None:
-        return None
     hint = "; for N random classes use --sample-classes N" if option == "--classes" else ""
-    out: set[int] = set()
+    items = []
     for item in str(text).split(","):
         item = item.strip()
         if not item:
             continue
-        lo, sep, hi = item.partition("-")
-        try:
-            a = int(lo)
-            b = int(hi) if sep else a
-        except ValueError:
-            raise UserError(f"{option} must be class indices like 3, 0,3,5 or 0-4, got {text!r}{hint}") from None
-        if a < 0 or b < a:
+        match = _CLASS_ITEM.fullmatch(item)
+        if match is None:
+            if _NEGATIVE_ITEM.fullmatch(item):
+                raise UserError(f"{option} must be class indices >= 0 and ranges low-high, got {item!r} in {text!r}")
+            raise UserError(f"{option} must be class indices like 3, 0,3,5 or 0-4, got {text!r}{hint}")
+        low = _class_number(match.group(1))
+        high = _class_number(match.group(2)) if match.group(2) is not None else low
+        if high < low:
             raise UserError(f"{option} must be class indices >= 0 and ranges low-high, got {item!r} in {text!r}")
-        out.update(range(a, b + 1))
-    if not out:
+        items.append((low, high, item))
+    if not items:
         raise UserError(f"{option} must name at least one class, got {text!r}{hint}")
-    return sorted(out)
+    return items
+
+
+def parse_class_list(text: str | None, num_classes: int, option: str = "--classes") -> list[int] | None:
+    """The classes of a class list, each checked against the model's class count before any range is expanded.
+
+    ``None`` -> None (all); ``"3"`` -> [3]; ``"0,3,5"`` -> [0, 3, 5]; ``"0-4,7"`` -> [0, 1, 2, 3, 4, 7].
+    Sorted and distinct (``"3,1-3"`` is [1, 2, 3]); empty items are skipped (``"3,"`` is class 3). The form alone
+    (before the model is known) is ``class_list_items``.
+
+    Args:
+        text: the option's text.  num_classes: the model's class count; every index must be below it.
+        option: the option's name for messages.
+    Raises:
+        UserError: one line, naming the items outside ``[0, num_classes)`` as typed (``0-99999999999``).
+    """
+    if text is None:
+        return None
+    items = class_list_items(text, option)
+    outside = [item for _, high, item in items if high >= num_classes]
+    if outside:
+        raise UserError(f"{option} must be class indices in [0, {num_classes}) (the model has {num_classes} "
+                        f"classes), got {', '.join(outside)}")
+    return sorted({c for low, high, _ in items for c in range(int(low), int(high) + 1)})
 
 
 def resolve_classes(args: argparse.Namespace, num_classes: int, pool: list[int] | None = None,
@@ -195,12 +232,8 @@ def resolve_classes(args: argparse.Namespace, num_classes: int, pool: list[int] 
     """
     from wfkern.metrics.classes import format_classes, select_classes
 
-    listed = parse_class_list(getattr(args, "classes", None))
+    listed = parse_class_list(getattr(args, "classes", None), num_classes)
     if listed is not None:
-        bad = [c for c in listed if c >= num_classes]
-        if bad:
-            raise UserError(f"--classes must be class indices in [0, {num_classes}) (the model has {num_classes} "
-                            f"classes), got {format_classes(bad)}")
         if pool is not None:
             missing = sorted(set(listed) - set(pool))
             if missing:

@@ -8,7 +8,7 @@ import sys
 
 from wfkern.baselines import BASELINES, COST_FILE, baseline_setting_problem, run_baseline
 from wfkern.cli._common import (add_class_args, add_data_args, add_device_arg, add_loader_args, check_output_dir,
-                                checkpoint_and_splits, parse_class_list, resolve_classes, start_command,
+                                checkpoint_and_splits, class_list_items, resolve_classes, start_command,
                                 with_throughput)
 from wfkern.cli.main import UserError
 
@@ -76,7 +76,8 @@ def _method_kwargs(args, config) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     device = start_command(args)
-    parse_class_list(args.classes)  # the syntax of --classes, before any work (the range needs the model)
+    if args.classes is not None:  # the form of --classes, before any work (the bounds need the model)
+        class_list_items(args.classes)
     check_output_dir(args.out_dir, "--out-dir", files=(COST_FILE,), dirs=("models", "cost"))
     model, config, (train, val) = checkpoint_and_splits(args, device, ("train", "val"))
     classes = resolve_classes(args, config.num_classes)

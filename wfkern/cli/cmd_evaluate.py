@@ -13,7 +13,7 @@ import time
 import wfkern
 from wfkern.baselines import per_class_loader, read_cost, wf_cost
 from wfkern.cli._common import (add_class_args, add_data_args, add_device_arg, add_loader_args, add_settings_flags,
-                                check_output_dir, checkpoint_and_splits, format_table, parse_class_list,
+                                check_output_dir, checkpoint_and_splits, format_table, class_list_items,
                                 resolve_classes, settings_given, start_command, with_throughput)
 from wfkern.cli.main import UserError
 from wfkern.metrics import EvalSettings, PerClassModels, evaluate, filter_class_relations
@@ -24,19 +24,13 @@ from wfkern.patch import filters_layer_names, gates_mlp
 from wfkern.reports.history import history_path, read_history
 from wfkern.reports.tables import MIA_CHANCE_MARGIN, mia_at_chance
 
-__all__ = ["add_parser", "run", "parse_classes", "wf_untrain_seconds", "baseline_classes"]
+__all__ = ["add_parser", "run", "wf_untrain_seconds", "baseline_classes"]
 
 # The figure's default top-k is filter_class_relations' own.
 _RELATIONS_TOP_K = inspect.signature(filter_class_relations).parameters["top_k"].default
 
 # Without a terminal (a log file, a pipe), progress is a plain line at most this often instead of a bar.
 PLAIN_PROGRESS_INTERVAL_S = 20.0
-
-
-def parse_classes(text: str | None) -> list[int] | None:
-    """``None`` -> all; ``"3"`` -> [3] (class 3); ``"0,3,5"`` / ``"0-4"`` -> those classes. A count of random
-    classes is ``--sample-classes``, never ``--classes``."""
-    return parse_class_list(text)
 
 
 def wf_untrain_seconds(filters_path: str, run_dir: str | None = None) -> float | None:
@@ -240,7 +234,8 @@ def run(args: argparse.Namespace) -> int:
     device = start_command(args)
     if args.filters is not None and not os.path.isfile(args.filters):
         raise UserError(f"--filters must be an existing file, got {args.filters!r}")
-    parse_class_list(args.classes)  # the syntax of --classes, before any work (the range needs the model)
+    if args.classes is not None:  # the form of --classes, before any work (the bounds need the model)
+        class_list_items(args.classes)
     if args.sample_classes is not None and args.sample_classes < 1:
         raise UserError(f"--sample-classes must be a count >= 1, got {args.sample_classes}")
     run_dir = _run_dir(args)

@@ -41,6 +41,11 @@ def select_classes(num_classes: int, classes: Optional[Union[int, Sequence[int]]
         raise ValueError(f"wfkern.select_classes: num_classes must be >= 1, got {num_classes}")
     if classes is None:
         pool = list(range(num_classes))
+    elif isinstance(classes, range) and classes and not (0 <= min(classes[0], classes[-1])
+                                                             and max(classes[0], classes[-1]) < num_classes):
+        # a range is checked by its ends, before it is expanded (range(10**12) is no list to build)
+        raise ValueError(f"wfkern.select_classes: classes must be a non-empty list of indices in "
+                         f"[0, {num_classes}) or one index, got {classes!r}")
     else:
         given = [classes] if isinstance(classes, numbers.Integral) or isinstance(classes, bool) else list(classes)
         pool = sorted({_index(c, num_classes) for c in given})
