@@ -24,7 +24,8 @@ from torch import Tensor
 from wfkern.models.registry import check_model_args, create_model
 
 __all__ = ["import_model", "read_weights", "ImportInfo", "ImportWeightsError", "classifier_name",
-           "library_preprocess", "WRAPPER_PREFIXES", "DEFAULT_WEIGHTS", "few_keys", "state_differences"]
+           "library_preprocess", "WRAPPER_PREFIXES", "DEFAULT_WEIGHTS", "few_keys", "state_differences",
+           "non_finite_weights"]
 
 DEFAULT_WEIGHTS = "default"
 # Prefixes that wrappers add to every key: DataParallel / DDP, torch.compile, Lightning-style modules.
@@ -96,6 +97,33 @@ def state_differences(have: Mapping[str, Tensor],
     unexpected = [k for k in have if k not in expected]
     shapes = [k for k in expected if k in have and tuple(have[k].shape) != tuple(expected[k].shape)]
     return missing, unexpected, shapes
+
+
+def non_finite_weights(state: Mapping[str, Tensor]) -> str | None:
+    """None when every floating-point (and complex) tensor of ``state`` is finite, else what is not, naming the
+    keys: ``"2 NaN and 1 inf values in 'conv1.weight'"`` (``" (and in 3 more tensors: ...)"`` when several are).
+
+    The one check that imported weights and loaded checkpoints both pass: a NaN or inf weight makes every
+    output it reaches NaN, so such a file is refused where it comes in, not found later as a broken model.
+    """
+    bad = []
+    for key, value in state.items():
+        if not (value.is_floating_point() or value.is_complex()) or value.numel() == 0:
+            continue
+        finite = torch.isfinite(value if value.dtype in _ISFINITE_DTYPES or value.is_complex() else value.float())
+        if not bool(finite.all()):
+            nans = int(torch.isnan(value.float() if not value.is_complex() else value).sum())
+            bad.append((key, nans, int((~finite).sum()) - nans))
+    if not bad:
+        return None
+    key, nans, infs = bad[0]
+    counts = " and ".join(f"{n} {word} value{'s' * (n != 1)}" for n, word in ((nans, "NaN"), (infs, "inf")) if n)
+    more = f" (and in {len(bad) - 1} more tensor{'s' * (len(bad) > 2)}: {few_keys([k for k, _, _ in bad[1:]])})" \
+        if len(bad) > 1 else ""
+    return f"{counts} in {key!r}{more}"
+
+
+_ISFINITE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def _is_state(obj: Any) -> bool:
@@ -360,7 +388,8 @@ def import_model(arch: str, weights: str, *, num_classes: int, in_chans: int = 3
         (the model in eval mode, on the CPU, float32; an ImportInfo saying what was done).
     Raises:
         ImportWeightsError (a ValueError): an unreadable file, a head of another size, missing / unexpected
-            keys or shape mismatches (named), or default weights the machine cannot fetch.
+            keys or shape mismatches (named), NaN or inf weights (the key named), or default weights the machine
+            cannot fetch.
         ModelArgError (a ValueError): an unknown architecture or option.
     """
     kwargs = check_model_args(arch, num_classes, in_chans, image_size, model_kwargs)
@@ -400,6 +429,11 @@ def import_model(arch: str, weights: str, *, num_classes: int, in_chans: int = 3
         w = mapped.get(head + ".weight")
         reset = reset or (w is not None and w.shape[0] != num_classes)
     mapped, file_classes = _check_state(mapped, expected, what, head, reset, num_classes)
+    problem = non_finite_weights(mapped)  # the tensors to be loaded (a head being replaced is not)
+    if problem is not None:
+        raise ImportWeightsError("weights", "hold finite values (no NaN or inf)",
+                                 f"{problem} of {'the pretrained weights' if library_model is not None else repr(weights)}",
+                                 "the weights are damaged or come from a run that diverged")
     missing, unexpected = model.load_state_dict(mapped, strict=False)
     leftover = [k for k in missing if not k.endswith("num_batches_tracked") and not (
         reset and head is not None and k.startswith(head + "."))]

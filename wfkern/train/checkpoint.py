@@ -13,7 +13,7 @@ from wfkern._atomic import atomic_write
 from wfkern._utils import model_device
 from wfkern.data.preprocess import preprocess_problem
 from wfkern.models import create_model
-from wfkern.models.importing import few_keys, state_differences
+from wfkern.models.importing import few_keys, non_finite_weights, state_differences
 
 __all__ = ["ModelConfig", "save_checkpoint", "load_checkpoint", "read_checkpoint_config", "save_model", "load_model",
            "CHECKPOINT_FORMAT"]
@@ -221,8 +221,8 @@ def load_checkpoint(path: str, device: str | torch.device = "cpu") -> tuple[nn.M
     Returns:
         (the model in eval mode, its ModelConfig).
     Raises:
-        FileNotFoundError, ValueError: missing file, foreign file, bad metadata (file and key named), or
-            weights that do not fit the model.
+        FileNotFoundError, ValueError: missing file, foreign file, bad metadata (file and key named), weights
+            that do not fit the model, or NaN / inf weights (the key named).
     """
     from safetensors.torch import load_file
 
@@ -234,6 +234,10 @@ def load_checkpoint(path: str, device: str | torch.device = "cpu") -> tuple[nn.M
                          f"{mismatch} ({path!r})")
     model = _build(config, path)
     state = load_file(path, device=str(device))
+    problem = non_finite_weights(state)
+    if problem is not None:
+        raise ValueError(f"wfkern.load_checkpoint: weights must be finite (no NaN or inf), got {problem} in "
+                         f"{path!r}; the file is damaged or was saved from a run that diverged")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
