@@ -19,13 +19,15 @@ from .accuracy import accuracy
 from .classes import select_classes
 from .per_class import EvalContext, class_seed, evaluate_class
 from .providers import as_unlearned
-from .settings import ALL_METRICS, EvalSettings
+from .settings import ALL_METRICS, OPT_IN_METRICS, RETAIN_FT_PARTS, EvalSettings
 from .store import atomic_write_json, read_json
 
 __all__ = ["evaluate", "summarize", "per_class_subset", "RESULTS_FILE"]
 
 RESULTS_FILE = "results.json"
-_SUMMARY_KEYS = ("acc_r", "acc_f", "zrf", "mia", "mia_prob", "attack_acc", "rt", "insertion_auc", "deletion_auc")
+_SUMMARY_KEYS = ("acc_r", "acc_f", "zrf", "mia", "mia_prob", "attack_acc", "rt", "insertion_auc", "deletion_auc",
+                 "probe_acc_f", "probe_acc_r", "rft_acc_f", "rft_acc_r", "mia_eff", "mia_eff_entropy",
+                 "mia_eff_m_entropy")
 
 
 def _nanmean(values: list) -> Optional[float]:
@@ -38,6 +40,10 @@ def summarize(per_class: dict) -> dict:
     rows = list(per_class.values())
     out = {k: _nanmean([r.get(k) for r in rows]) for k in _SUMMARY_KEYS}
     out["rt_capped"] = sum(1 for r in rows if r.get("rt_capped"))
+    layers = [spec for r in rows for spec in (r.get("probe") or {})]
+    if layers:  # every probed layer's means, in the order first seen
+        out["probe"] = {spec: {k: _nanmean([(r.get("probe") or {}).get(spec, {}).get(k) for r in rows])
+                               for k in ("acc_f", "acc_r", "train_acc")} for spec in dict.fromkeys(layers)}
     out["n_classes"] = len(rows)
     return out
 
@@ -54,7 +60,29 @@ def _resolve_metrics(requested, um, has_train: bool) -> set:
         raise ValueError("wfkern.evaluate: train_data must be given for the 'mia' and 'rt' metrics, got None")
     if "insdel" in metrics and um.wf is None:
         raise ValueError(f"wfkern.evaluate: model must be a WF model for 'insdel', got method {um.method!r}")
+    if metrics & set(OPT_IN_METRICS) and not has_train:
+        raise ValueError(f"wfkern.evaluate: train_data must be given for {sorted(metrics & set(OPT_IN_METRICS))}, "
+                         "got None")
     return metrics
+
+
+def _check_settings(s: EvalSettings, metrics: set) -> None:
+    """The opt-in metrics' budgets, before any class runs."""
+    checks = []
+    if "probe" in metrics:
+        checks += [("probe_max_samples", s.probe_max_samples >= 2), ("probe_max_iter", s.probe_max_iter >= 1),
+                   ("probe_inv_reg", s.probe_inv_reg > 0), ("probe_layers", len(s.probe_layers) >= 1)]
+    if "retain_ft" in metrics:
+        checks += [("rft_epochs", s.rft_epochs >= 0), ("rft_samples", s.rft_samples >= 1), ("rft_lr", s.rft_lr > 0),
+                   ("rft_batch_size", s.rft_batch_size >= 1), ("rft_part", s.rft_part in RETAIN_FT_PARTS)]
+    for name, ok in checks:
+        if not ok:
+            raise ValueError(f"wfkern.evaluate: {name} must be {_RULE_WORDS[name]}, got {getattr(s, name)!r}")
+
+
+_RULE_WORDS = {"probe_max_samples": ">= 2", "probe_max_iter": ">= 1", "probe_inv_reg": "> 0",
+               "probe_layers": "at least one layer", "rft_epochs": ">= 0", "rft_samples": ">= 1", "rft_lr": "> 0",
+               "rft_batch_size": ">= 1", "rft_part": f"one of {list(RETAIN_FT_PARTS)}"}
 
 
 def _check_resume(out_dir: Path, header: dict, resume: bool) -> None:
@@ -104,6 +132,7 @@ def evaluate(model, test_data: Dataset, *, train_data: Optional[Dataset] = None,
     if s.test_per_class is not None:
         test_data = per_class_subset(test_data, s.test_per_class, s.seed)
     metrics = _resolve_metrics(s.metrics, um, train_data is not None)
+    _check_settings(s, metrics)
     chosen = select_classes(um.num_classes, classes, classes_seed, sample=sample_classes)
     names = [str(n) for n in class_names] if class_names is not None else [str(c) for c in range(um.num_classes)]
     um.set_eval()

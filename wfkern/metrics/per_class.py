@@ -17,6 +17,9 @@ from .accuracy import accuracy, accuracy_split
 from .divergence import zrf_score
 from .insertion import insertion_deletion
 from .mia import mia_attack, mia_features
+from .mia_efficacy import efficacy_features, mia_efficacy
+from .probe import class_probe
+from .recovery import retain_recovery
 from .providers import Unlearned
 from .relearn import relearn_time
 from .settings import EvalSettings
@@ -56,20 +59,33 @@ def _sample(indices: Tensor, n: int, gen: torch.Generator) -> Tensor:
     return indices[torch.randperm(indices.numel(), generator=gen)[:n]]
 
 
-def _mia(um: Unlearned, c: int, ctx: EvalContext, s: EvalSettings, seed: int) -> dict:
+def _mia_logits(um: Unlearned, c: int, ctx: EvalContext, s: EvalSettings, seed: int) -> dict:
+    """{group: (logits, labels)} of the attack groups: members (retain-class training samples), targets (class-c
+    training samples), non-members (retain-class test samples), each a seeded draw of at most mia_max_samples."""
     gen = torch.Generator().manual_seed(seed)
     fn = lambda x: um.logits(x, c)  # noqa: E731
     groups = {
-        "member": _sample(class_indices(ctx.train_labels, c, exclude=True), s.mia_max_samples, gen),
-        "target": _sample(class_indices(ctx.train_labels, c), s.mia_max_samples, gen),
+        "member": (ctx.train_data, _sample(class_indices(ctx.train_labels, c, exclude=True), s.mia_max_samples, gen)),
+        "target": (ctx.train_data, _sample(class_indices(ctx.train_labels, c), s.mia_max_samples, gen)),
+        "nonmember": (ctx.test_data, _sample(class_indices(ctx.test_labels, c, exclude=True), s.mia_max_samples, gen)),
     }
-    feats = {}
-    for name, idx in groups.items():
-        logits, labels = predict_logits(fn, ctx.train_data, idx, batch_size=s.batch_size, device=ctx.device)
-        feats[name] = mia_features(logits, labels) if len(idx) else torch.zeros(0, 2, dtype=torch.float64)
-    non_idx = _sample(class_indices(ctx.test_labels, c, exclude=True), s.mia_max_samples, gen)
-    logits, labels = predict_logits(fn, ctx.test_data, non_idx, batch_size=s.batch_size, device=ctx.device)
-    return mia_attack(feats["member"], mia_features(logits, labels), feats["target"], seed=seed)
+    out = {}
+    for name, (data, idx) in groups.items():
+        logits, labels = predict_logits(fn, data, idx, batch_size=s.batch_size, device=ctx.device)
+        out[name] = (logits.reshape(len(idx), um.num_classes), labels)
+    return out
+
+
+def _mia(um: Unlearned, c: int, ctx: EvalContext, s: EvalSettings, seed: int, metrics: set) -> dict:
+    groups = _mia_logits(um, c, ctx, s, seed)
+    out: dict = {}
+    if "mia" in metrics:
+        feats = {k: mia_features(*v) for k, v in groups.items()}
+        out.update(mia_attack(feats["member"], feats["nonmember"], feats["target"], seed=seed))
+    if "mia_eff" in metrics:
+        feats = {k: efficacy_features(*v) for k, v in groups.items()}
+        out.update(mia_efficacy(feats["member"], feats["nonmember"], feats["target"], seed=seed))
+    return out
 
 
 def _stack_inputs(dataset: Dataset, indices: Tensor, device: torch.device) -> Tensor:
@@ -98,12 +114,14 @@ def evaluate_class(um: Unlearned, c: int, ctx: EvalContext, s: EvalSettings, met
         c: the forgotten class.
         ctx: shared data and reference outputs.
         s: settings.
-        metrics: subset of {"acc", "zrf", "mia", "rt", "insdel"} ("acc" always runs).
+        metrics: subset of ``ALL_METRICS`` ("acc" always runs).
         progress: tqdm bar for the relearn epochs.
     Returns:
         A JSON-able dict: ``class, n_forget_test, orig_acc, orig_acc_r, acc_f, acc_r`` and, when requested, ``zrf``;
         ``mia, mia_prob, attack_acc``; ``rt, rt_capped, rt_target``; ``insertion_auc, deletion_auc`` and
-        ``insdel`` (the curves); plus ``seconds``. Accuracies and ZRF are fractions in [0, 1].
+        ``insdel`` (the curves); ``probe_acc_f, probe_acc_r, probe`` (``probe.class_probe``); ``rft_acc_f,
+        rft_acc_r, rft_history`` (``recovery.retain_recovery``); ``mia_eff, mia_eff_entropy, mia_eff_m_entropy``
+        (``mia_efficacy``); plus ``seconds``. Accuracies and ZRF are fractions in [0, 1].
     """
     t0 = time.perf_counter()
     seed = class_seed(s.seed, c)
@@ -114,8 +132,19 @@ def evaluate_class(um: Unlearned, c: int, ctx: EvalContext, s: EvalSettings, met
     out: dict = {"class": int(c), "n_forget_test": int(idx_c.numel()), "orig_acc": orig_acc, "orig_acc_r": orig_acc_r}
     um.set_eval()
     out.update(_forward_metrics(um, c, ctx, s, metrics))
-    if "mia" in metrics and ctx.train_data is not None:
-        out.update(_mia(um, c, ctx, s, seed))
+    if metrics & {"mia", "mia_eff"} and ctx.train_data is not None:
+        out.update(_mia(um, c, ctx, s, seed, metrics))
+    if "probe" in metrics and ctx.train_data is not None:
+        out.update(class_probe(um, c, ctx.train_data, ctx.train_labels, ctx.test_data, ctx.test_labels, s, seed,
+                               ctx.device))
+    if "retain_ft" in metrics and ctx.train_data is not None and idx_c.numel() > 0:
+        module = um.plain_model(c)
+        if module is not None:
+            res = retain_recovery(module, ctx.train_data, ctx.train_labels, ctx.test_data, ctx.test_labels, c,
+                                  um.num_classes, eval_batch_size=s.batch_size, progress=progress, part=s.rft_part,
+                                  epochs=s.rft_epochs, samples_per_epoch=s.rft_samples, lr=s.rft_lr,
+                                  batch_size=s.rft_batch_size, seed=seed, device=ctx.device)
+            out.update(rft_acc_f=res["acc_f"], rft_acc_r=res["acc_r"], rft_history=res["history"])
     if "rt" in metrics and ctx.train_data is not None and idx_c.numel() > 0:
         module = um.relearn_model(c)
         if module is not None:

@@ -49,6 +49,16 @@ class Unlearned:
         """A randomly initialised, untrained model of the same architecture (fixed seed)."""
         raise NotImplementedError
 
+    def feature_root(self, c: int) -> Optional[nn.Module]:
+        """The module whose submodules run, under their plain-model names, when ``logits(x, c)`` is called (the
+        linear probe hooks them); None when there is none to hook."""
+        return None
+
+    def plain_model(self, c: int) -> Optional[nn.Module]:
+        """A plain module that computes ``logits(x, c)`` (fine-tuned on a copy by the retain recovery); default
+        ``relearn_model(c)``."""
+        return self.relearn_model(c)
+
     def fingerprint(self) -> dict:
         """JSON-able facts that identify what is evaluated (checked when a run resumes)."""
         return {"method": self.method, "num_classes": self.num_classes}
@@ -79,6 +89,9 @@ class WFUnlearned(Unlearned):
         from wfkern.patch import bake
 
         return bake(self.wf, forget=int(c))
+
+    def feature_root(self, c: int) -> nn.Module:
+        return self.wf.model  # the base model: wrapped layers keep their names, gated while forget=c runs
 
     def random_model(self, seed: int) -> Callable[[Tensor], Tensor]:
         skip = list(self.wf.alpha_parameters()) if hasattr(self.wf, "alpha_parameters") else []
@@ -130,6 +143,12 @@ class PerClassModels(Unlearned):
         return self.original(x)
 
     def relearn_model(self, c: int) -> nn.Module:
+        return self._get(int(c))
+
+    def feature_root(self, c: int) -> nn.Module:
+        return self._get(int(c))
+
+    def plain_model(self, c: int) -> nn.Module:
         return self._get(int(c))
 
     def random_model(self, seed: int) -> Callable[[Tensor], Tensor]:

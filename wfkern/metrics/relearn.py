@@ -14,11 +14,11 @@ from wfkern._utils import trainable_copy
 from ._data import index_batches
 from .accuracy import accuracy
 
-__all__ = ["relearn_time"]
+__all__ = ["relearn_time", "fine_tune_epoch", "class_accuracy"]
 
 
 @torch.no_grad()
-def _class_accuracy(model: nn.Module, dataset: Dataset, indices: Tensor, c: int, batch_size: int,
+def class_accuracy(model: nn.Module, dataset: Dataset, indices: Tensor, c: int, batch_size: int,
                     device: torch.device) -> float:
     model.eval()
     preds = [model(x.to(device)).argmax(dim=1).cpu() for x, _ in index_batches(dataset, indices, batch_size)]
@@ -61,23 +61,34 @@ def relearn_time(model: nn.Module, train_data: Dataset, eval_data: Dataset, eval
     work, device = trainable_copy(model, device)
     opt = torch.optim.Adam(work.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(int(seed))
-    n_train = len(train_data)
-    history = [_class_accuracy(work, eval_data, eval_indices, forget_class, 256, device)]
+    history = [class_accuracy(work, eval_data, eval_indices, forget_class, 256, device)]
     if history[0] >= target_acc:
         return {"rt": 0, "capped": False, "acc_history": history}
     bar = tqdm(range(1, max_epochs + 1), desc=f"relearn class {forget_class}", leave=False, disable=not progress)
     for epoch in bar:
-        idx = torch.randperm(n_train, generator=gen)[: min(samples_per_epoch, n_train)]
-        work.train()
-        for x, y in index_batches(train_data, idx, batch_size, shuffle=True, generator=gen):
-            opt.zero_grad(set_to_none=True)
-            loss = nn.functional.cross_entropy(work(x.to(device)), torch.as_tensor(y).long().to(device))
-            loss.backward()
-            opt.step()
-        history.append(_class_accuracy(work, eval_data, eval_indices, forget_class, 256, device))
+        fine_tune_epoch(work, opt, train_data, None, samples_per_epoch, batch_size, gen, device)
+        history.append(class_accuracy(work, eval_data, eval_indices, forget_class, 256, device))
         bar.set_postfix(acc=f"{history[-1]:.3f}", target=f"{target_acc:.3f}")
         if history[-1] >= target_acc:
             bar.close()
             return {"rt": epoch, "capped": False, "acc_history": history}
     bar.close()
     return {"rt": max_epochs, "capped": True, "acc_history": history}
+
+
+def fine_tune_epoch(work: nn.Module, opt: torch.optim.Optimizer, train_data: Dataset, pool: Optional[Tensor],
+                    samples_per_epoch: int, batch_size: int, gen: torch.Generator, device: torch.device, *,
+                    train_mode: bool = True) -> None:
+    """One relearning epoch, in place: ``samples_per_epoch`` fresh samples drawn uniformly without replacement
+    from ``pool`` (indices into ``train_data``; None: all of it), shuffled into batches of ``batch_size``, one
+    ``opt`` step on the cross-entropy per batch. ``train_mode`` False keeps every module in eval mode."""
+    n = len(train_data) if pool is None else pool.numel()
+    idx = torch.randperm(n, generator=gen)[: min(samples_per_epoch, n)]
+    if pool is not None:
+        idx = pool[idx]
+    work.train(train_mode)
+    for x, y in index_batches(train_data, idx, batch_size, shuffle=True, generator=gen):
+        opt.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(work(x.to(device)), torch.as_tensor(y).long().to(device))
+        loss.backward()
+        opt.step()
