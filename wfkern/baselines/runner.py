@@ -11,11 +11,11 @@ from typing import Callable, Optional, Sequence
 
 from torch import nn
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from wfkern.metrics.store import atomic_write_json
 
 from .checkpoints import class_checkpoint, save_state
+from .progress import ClassProgress
 from .salun import salun
 from .single_class import fine_tune, neg_grad, random_labels, retrain
 from .ssd import ssd
@@ -125,7 +125,9 @@ def run_baseline(method: str, *, original: Optional[nn.Module], train_data: Data
         seed: per-class seed base (class ``c`` uses ``seed + c``; "ssd" is deterministic and takes none).
         method_kwargs: passed to the method (e.g. ``{"epochs": 2}``, train_model's kwargs for "retrain").
         resume: skip classes whose checkpoint and cost record already exist.
-        progress: tqdm bars.
+        progress: show the progress on stderr: on a terminal (or in a notebook) a bar over the classes and the
+            methods' per-epoch bars; otherwise (a log file, a pipe) a plain line as classes finish (at most every
+            10 s, and after the last), never carriage returns (``ClassProgress``).
         device: where to train (default the original's device; "retrain": train_model's default).
     Returns:
         The cost record (also in ``out_dir/cost.json``): wall seconds and checkpoint bytes per class and in total,
@@ -139,18 +141,21 @@ def run_baseline(method: str, *, original: Optional[nn.Module], train_data: Data
     out = Path(out_dir)
     classes = list(range(num_classes)) if classes is None else [int(c) for c in classes]
     per_class = {}
-    for c in tqdm(classes, desc=f"baseline {method}", disable=not progress):
-        ckpt, rec_path = class_checkpoint(out, c), out / "cost" / f"class_{c:05d}.json"
-        if resume and ckpt.exists() and rec_path.exists():
-            per_class[c] = json.loads(rec_path.read_text())
-            continue
-        t0 = time.perf_counter()
-        model = _unlearn_one(method, c, original, model_fn, train_data, val_data, num_classes, seed + c,
-                             dict(method_kwargs or {}), progress, device)
-        seconds = time.perf_counter() - t0
-        nbytes = save_state(ckpt, model, {"method": method, "class": c, "num_classes": num_classes})
-        per_class[c] = {"seconds": seconds, "bytes": nbytes}
-        atomic_write_json(rec_path, per_class[c])
+    with ClassProgress(f"baseline {method}", len(classes), progress) as shown:
+        for c in classes:
+            ckpt, rec_path = class_checkpoint(out, c), out / "cost" / f"class_{c:05d}.json"
+            if resume and ckpt.exists() and rec_path.exists():
+                per_class[c] = json.loads(rec_path.read_text())
+                shown.class_done(c, ran=False)
+                continue
+            t0 = time.perf_counter()
+            model = _unlearn_one(method, c, original, model_fn, train_data, val_data, num_classes, seed + c,
+                                 dict(method_kwargs or {}), shown.bars, device)
+            seconds = time.perf_counter() - t0
+            nbytes = save_state(ckpt, model, {"method": method, "class": c, "num_classes": num_classes})
+            per_class[c] = {"seconds": seconds, "bytes": nbytes}
+            atomic_write_json(rec_path, per_class[c])
+            shown.class_done(c, ran=True)
     record = _summary(method, num_classes, per_class, {"classes": classes, "method_kwargs": method_kwargs or {}})
     atomic_write_json(out / COST_FILE, record)
     return record
