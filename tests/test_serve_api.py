@@ -1,0 +1,152 @@
+"""`wfkern serve`, API v1, against a real server subprocess: answers equal wf(x, forget=...) computed alone, the
+tenant registry is applied (a request adds, never removes), metrics and OpenAPI are accurate."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("litserve")
+
+from _serve_helpers import Server, make_model, oracle, png_b64, probs_of, request  # noqa: E402
+
+from wfkern.cli.main import main  # noqa: E402
+from wfkern.serve.registry import SQLiteForgetStore  # noqa: E402
+
+DIGITS_MEAN, DIGITS_STD = 0.3053, 0.3760
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("serve")
+    ckpt, filters = make_model(folder)
+    db = folder / "registry.db"
+    store = SQLiteForgetStore(str(db), num_classes=10)
+    admin = store.set_admin_key()
+    alice, alice_key = store.create_tenant("alice")
+    bob, bob_key = store.create_tenant("bob")
+    store.add_classes(alice.id, [3], reason="a request from alice")
+    store.close()
+    server = Server(ckpt, filters, "--max-batch-size", "8", "--batch-timeout", "0.02", "--max-images", "8",
+                    registry=db, log=folder / "server.log")
+    try:
+        server.wait_ready()
+        yield {"url": server.url, "wf": oracle(ckpt, filters), "admin": admin, "alice": (alice.id, alice_key),
+               "bob": (bob.id, bob_key), "db": db, "server": server}
+    finally:
+        server.stop()
+
+
+def expected(wf, x: torch.Tensor, forget: list[int]) -> torch.Tensor:
+    """The oracle: softmax of wf(x, forget=that set) for one image computed alone."""
+    with torch.no_grad():
+        rows = torch.tensor([forget or [-1]])
+        return torch.softmax(wf(x.unsqueeze(0), forget=rows), dim=1)[0]
+
+
+def normalised(pixels01: torch.Tensor) -> torch.Tensor:
+    return ((pixels01 - DIGITS_MEAN) / DIGITS_STD).unsqueeze(0)
+
+
+def test_classes_health_and_fingerprints(setup):
+    status, body, _ = request(setup["url"] + "/v1/classes")
+    assert status == 200 and body["num_classes"] == 10 and body["mode"] == "wf"
+    assert [c["name"] for c in body["classes"]] == [str(i) for i in range(10)]
+    assert len(body["model_fingerprint"]) == 64 and len(body["filters_fingerprint"]) == 64
+    assert request(setup["url"] + "/healthz")[:2] == (200, {"status": "ok"})
+
+
+def test_predict_equals_the_model_with_the_tenant_and_request_forget_sets(setup):
+    url, wf = setup["url"] + "/v1/predict", setup["wf"]
+    _, key = setup["alice"]
+    gen = torch.Generator().manual_seed(0)
+    x01 = torch.rand(8, 8, generator=gen)
+    status, body, _ = request(url, {"images": [{"array": x01.tolist()}], "forget": ["5"], "top_k": 10}, key=key)
+    assert status == 200, body
+    assert body["forget"] == {"applied": [3, 5], "names": ["3", "5"], "tenant": [3], "request": [5]}
+    want = expected(wf, normalised(x01), [3, 5])
+    got = probs_of(body)
+    assert len(got) == 10 and max(abs(got[c] - float(want[c])) for c in range(10)) < 1e-5
+    # the same image without the registry's class differs: the registry really is applied
+    assert (expected(wf, normalised(x01), [5]) - want).abs().max() > 1e-2
+
+
+def test_a_request_cannot_remove_a_tenant_class_and_bob_sees_nothing_of_alice(setup):
+    url = setup["url"] + "/v1/predict"
+    x = {"array": torch.full((8, 8), 0.5).tolist()}
+    _, body, _ = request(url, {"images": [x], "forget": []}, key=setup["alice"][1])
+    assert body["forget"]["applied"] == [3]
+    _, body, _ = request(url, {"images": [x]}, key=setup["bob"][1])
+    assert body["forget"]["applied"] == []
+    status, own, _ = request(setup["url"] + "/v1/forget", key=setup["bob"][1])
+    assert status == 200 and own["tenant"]["name"] == "bob" and own["tenant"]["forgotten"] == []
+    status, audit, _ = request(setup["url"] + "/v1/forget/audit", key=setup["bob"][1])
+    assert status == 200 and {e["tenant_id"] for e in audit} == {setup["bob"][0]}
+
+
+def test_png_images_and_several_per_request(setup):
+    wf = setup["wf"]
+    pix = torch.randint(0, 256, (2, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    body = {"images": [png_b64(pix[0]), {"data": png_b64(pix[1])}], "forget": [1, "7"], "top_k": 3}
+    status, answer, _ = request(setup["url"] + "/v1/predict", body, key=setup["bob"][1])
+    assert status == 200 and len(answer["predictions"]) == 2
+    for i in range(2):
+        want = expected(wf, normalised(pix[i].float() / 255), [1, 7])
+        top = want.topk(3)
+        got = answer["predictions"][i]["top_k"]
+        assert [g["class"] for g in got] == top.indices.tolist()
+        assert max(abs(g["probability"] - float(p)) for g, p in zip(got, top.values)) < 1e-5
+
+
+def test_admin_endpoints_change_the_registry_at_once(setup):
+    url, admin = setup["url"], setup["admin"]
+    status, made, _ = request(url + "/v1/admin/tenants", {"name": "carol"}, key=admin)
+    assert status == 200 and made["api_key"].startswith("wfk_")
+    tid, key = made["tenant"]["id"], made["api_key"]
+    status, changed, _ = request(url + f"/v1/admin/tenants/{tid}/forget", {"classes": [2, "4"], "reason": "test"},
+                                 key=admin)
+    assert status == 200 and changed["forgotten"] == [2, 4]
+    x = {"array": torch.zeros(8, 8).tolist()}
+    assert request(url + "/v1/predict", {"images": [x]}, key=key)[1]["forget"]["applied"] == [2, 4]
+    request(url + f"/v1/admin/tenants/{tid}/unforget", {"classes": [2]}, key=admin)
+    assert request(url + "/v1/predict", {"images": [x]}, key=key)[1]["forget"]["applied"] == [4]
+    status, rotated, _ = request(url + f"/v1/admin/tenants/{tid}/rotate-key", {}, key=admin)
+    assert status == 200 and rotated["api_key"] != key
+    assert request(url + "/v1/predict", {"images": [x]}, key=key)[0] == 403  # the old key stops at once
+    assert request(url + "/v1/predict", {"images": [x]}, key=rotated["api_key"])[0] == 200
+    _, log, _ = request(url + f"/v1/admin/tenants/{tid}/audit", key=admin)
+    assert [(e["action"], e["classes"]) for e in log] == [("created", []), ("added", [2, 4]), ("removed", [2]),
+                                                          ("key_rotated", [])]
+    assert log[1]["reason"] == "test" and log[1]["who"] == "admin"
+    # a tenant key is no admin key; the CLI sees what the endpoints wrote
+    assert request(url + "/v1/admin/tenants", key=rotated["api_key"])[0] == 403
+    assert main(["registry", "list", "--db", str(setup["db"])]) == 0
+
+
+def test_metrics_count_requests_batches_and_latency(setup):
+    status, _, headers = request(setup["url"] + "/v1/predict", {"images": [{"array": [[0.0] * 8] * 8}]})
+    assert status == 401 and headers.get("www-authenticate", headers.get("WWW-Authenticate")) == "Bearer"
+    import urllib.request
+
+    text = urllib.request.urlopen(setup["url"] + "/metrics", timeout=10).read().decode()
+    assert 'wfkern_requests_total{endpoint="/v1/predict",status="401"}' in text
+    assert 'wfkern_requests_total{endpoint="/v1/predict",status="200"}' in text
+    count = [ln for ln in text.splitlines() if ln.startswith("wfkern_batch_size_count")]
+    assert count and float(count[0].split()[-1]) >= 1
+    assert "wfkern_request_latency_seconds_bucket" in text and "wfkern_queue_depth 0.0" in text
+
+
+def test_openapi_describes_api_v1(setup):
+    status, spec, _ = request(setup["url"] + "/openapi.json")
+    assert status == 200
+    paths = spec["paths"]
+    for path in ("/v1/predict", "/v1/classes", "/healthz", "/metrics", "/v1/forget", "/v1/admin/tenants"):
+        assert path in paths, path
+    assert "/predict" not in paths and "/health" not in paths and "/info" not in paths  # LitServe's are gone
+    ref = paths["/v1/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    name = ref.rsplit("/", 1)[1]
+    assert set(spec["components"]["schemas"][name]["properties"]) == {"images", "forget", "top_k"}
+    answer = paths["/v1/predict"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    assert answer.endswith("/PredictResponse")
+    for code in ("401", "403", "413", "422", "503"):
+        assert code in paths["/v1/predict"]["post"]["responses"]
