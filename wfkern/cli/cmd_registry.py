@@ -12,6 +12,8 @@ from wfkern.cli.main import UserError
 
 __all__ = ["add_parser", "run"]
 
+_UNCHECKED = 100_000  # the class-id bound without --num-classes
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("registry", help="manage the per-tenant forget registry of `wfkern serve`",
@@ -29,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             a.add_argument("--classes", required=True, metavar="LIST", help="class ids, e.g. 3 or 0,3,5 or 0-4")
             a.add_argument("--reason", default=None, help="why, for the audit log (default: none)")
             a.add_argument("--num-classes", type=int, default=None,
-                           help="the served model's class count, to check the ids against (default: unchecked)")
+                           help="the served model's class count, to check the ids against (default: ids below 100000)")
         a.set_defaults(run=run)
         return a
 
@@ -74,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
               f"{store.rotate_key(tenant.id)}")
     elif args.action in ("forget", "unforget"):
         tenant = _tenant(store, args.tenant)
-        classes = parse_class_list(args.classes)
+        classes = parse_class_list(args.classes, args.num_classes or _UNCHECKED)
         change = store.add_classes if args.action == "forget" else store.remove_classes
         now = change(tenant.id, classes, reason=args.reason)
         print(f"tenant {tenant.id} {tenant.name!r} forgets: {', '.join(map(str, now)) or 'nothing'}")
