@@ -22,6 +22,7 @@ ALLOWED = {
     "train": {"ops", "layers", "patch", "data", "models"} | BASE,
     "unlearn": {"ops", "layers", "patch", "data", "models", "train"} | BASE,
     "metrics": {"ops", "layers", "patch", "data", "models", "train"} | BASE,
+    "export": {"ops", "layers", "patch", "data", "models", "train"} | BASE,
     "baselines": {"ops", "layers", "patch", "data", "models", "train", "unlearn", "metrics"} | BASE,
     "reports": {"ops", "layers", "patch", "data", "models", "train", "unlearn", "metrics", "baselines"} | BASE,
 }

@@ -15,7 +15,7 @@ __all__ = ["main", "build_parser", "COMMANDS", "load_commands", "UserError", "US
 # Every subcommand, in the order ``wfkern --help`` lists them: ``wfkern.cli.cmd_<name>`` provides
 # ``add_parser(subparsers)`` and ``run(args) -> int``. A new command module is added here (a test checks that
 # every cmd_*.py file is listed).
-COMMANDS = ("baseline", "demo", "evaluate", "import", "info", "registry", "report", "serve", "train", "unlearn")
+COMMANDS = ("baseline", "demo", "evaluate", "export", "import", "info", "registry", "report", "serve", "train", "unlearn")
 
 
 class UserError(Exception):
