@@ -119,7 +119,7 @@ class Server:
 
 def request(url: str, body=None, *, key: str | None = None, method: str | None = None, raw: bytes | None = None,
             timeout: float = 30, headers: dict | None = None) -> tuple[int, dict, dict]:
-    """(status, JSON answer, headers) of one HTTP request."""
+    """(status, JSON answer, headers with lower-case names) of one HTTP request."""
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     hdrs = {"Content-Type": "application/json", **(headers or {})}
     if key is not None:
@@ -128,9 +128,9 @@ def request(url: str, body=None, *, key: str | None = None, method: str | None =
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             text = r.read()
-            return r.status, _parse(text), dict(r.headers)
+            return r.status, _parse(text), {k.lower(): v for k, v in r.headers.items()}
     except urllib.error.HTTPError as e:
-        return e.code, _parse(e.read()), dict(e.headers)
+        return e.code, _parse(e.read()), {k.lower(): v for k, v in e.headers.items()}
 
 
 def _parse(text: bytes):
