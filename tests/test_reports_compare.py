@@ -184,7 +184,7 @@ def test_read_history_and_the_untraining_figure(tmp_path, wf_result):
     hist = read_history(tmp_path / "run")
     assert [r["step"] for r in hist] == [10, 20, 30, 40] and "lambda1" not in hist[0]
     (tmp_path / "bad.jsonl").write_text(text.replace('{"eval": 2', 'oops {"eval": 2'))
-    with pytest.raises(ValueError, match=r"line 2 of .*bad.jsonl must be a JSON record"):
+    with pytest.raises(ValueError, match=r"bad.jsonl:2 must be a JSON record"):
         read_history(tmp_path / "bad.jsonl")
     with pytest.raises(FileNotFoundError, match="must be a `wfkern unlearn` folder with history.jsonl"):
         read_history(tmp_path)

@@ -98,7 +98,7 @@ def test_a_corrupt_line_before_the_end_is_a_clear_error(tmp_path):
     with open(path, "w", encoding="utf-8") as f:
         f.write(json.dumps(records[0]) + "\n" + "garbage\n" + json.dumps(records[2]) + "\n")
     before = path.read_bytes()
-    with pytest.raises(ValueError, match=r"line 2 of .*history.jsonl must be a JSON record, got 'garbage'; delete"):
+    with pytest.raises(ValueError, match=r"history.jsonl:2 must be a JSON record, got 'garbage'; delete"):
         HistoryLog(str(path), keep_until_step=100)
     assert path.read_bytes() == before
 

@@ -17,6 +17,7 @@ from typing import Iterator, Optional
 from wfkern._atomic import atomic_write_text
 from wfkern.metrics.classes import format_classes
 from wfkern.metrics.evaluate import summarize
+from wfkern.unlearn.state import history_record_problem
 
 from .figures import (plot_insertion_deletion, plot_per_class_accuracy, plot_relations, plot_untraining,
                       relations_explanation)
@@ -173,12 +174,13 @@ def check_results(res, source: str) -> None:
     hist = res.get("unlearn_history")
     if hist is not None:
         typed("unlearn_history", hist, list, "be a list of validation records (history.jsonl)")
-        for i, rec in enumerate(hist):
-            typed(f"unlearn_history.{i}", rec, dict, "be a JSON object")
-            if not _is_num(rec.get("step")):
-                bad(f"unlearn_history.{i}.step", "be a number", _short(rec.get("step")))
-            for key in ("val_objective", "val_acc_r", "val_acc_f", "train_loss"):
-                number(f"unlearn_history.{i}.{key}", rec.get(key))
+        previous = None
+        for i, rec in enumerate(hist):  # the rule every reader of history.jsonl applies
+            problem = history_record_problem(rec, previous)
+            if problem is not None:
+                key, expectation, value = problem
+                bad(f"unlearn_history.{i}" + (f".{key}" if key else ""), expectation, _short(value))
+            previous = rec["step"]
 
 
 def _write_text(path: Path, text: str) -> None:

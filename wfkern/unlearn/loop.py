@@ -197,9 +197,8 @@ def _open_run(wf, train_data: Dataset, val_data: Dataset, targets: torch.Tensor,
     wf.to(device).eval()  # the base is frozen: BN uses its running statistics, dropout is off
     opt = _make_optimizer(params, cfg)
     state_path = os.path.join(out_dir, STATE_FILE) if out_dir else None
-    prog, best_filters = _start(wf, opt, cfg, state_path, resume, device)
-    history = HistoryLog(os.path.join(out_dir, HISTORY_FILE) if out_dir and ctx.rank == 0 else None,
-                         keep_until_step=prog.step if resume else None)
+    history_path = os.path.join(out_dir, HISTORY_FILE) if out_dir and ctx.rank == 0 else None
+    prog, best_filters, history = _start(wf, opt, cfg, state_path, history_path, resume, device)
     n = targets.shape[0]
     batch = min(cfg.batch_size, n)
     steps = max(1, n // batch)
@@ -211,18 +210,22 @@ def _open_run(wf, train_data: Dataset, val_data: Dataset, targets: torch.Tensor,
                 total=total, evals_at=_eval_points(steps, cfg.evals_per_epoch))
 
 
-def _start(wf, opt, cfg: UnlearnConfig, state_path: str | None, resume: bool, device) -> tuple[Progress, dict]:
-    """Fresh gates (alpha_init) or the checkpoint's gates and optimiser state; returns (progress, best gates)."""
+def _start(wf, opt, cfg: UnlearnConfig, state_path: str | None, history_path: str | None, resume: bool,
+           device) -> tuple[Progress, dict, HistoryLog]:
+    """Fresh gates (alpha_init) and history, or the checkpoint's gates and optimiser state and the history up to
+    its step; returns (progress, best gates, history). A resume checks the checkpoint and every history record
+    before the gates change."""
     if not resume:
         wf.reset_alphas(cfg.alpha_init)
-        return Progress(config=cfg.to_dict()), wf.filters_state_dict()
+        return Progress(config=cfg.to_dict()), wf.filters_state_dict(), HistoryLog(history_path)
     current, best, opt_state, prog = load_state(state_path)
     bad = cfg.resume_mismatch(prog.config)
     if bad:
         raise ValueError(f"wfkern.unlearn: resume settings must match the checkpoint, got different {bad}")
+    history = HistoryLog(history_path, keep_until_step=prog.step)
     wf.load_filters_state_dict({k: v.to(device) for k, v in current.items()})
     opt.load_state_dict(opt_state)
-    return prog, best
+    return prog, best, history
 
 
 def _train(run: _Run) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass, field
 
@@ -11,8 +12,10 @@ from torch import Tensor
 
 from wfkern._atomic import atomic_write, atomic_write_text
 
-__all__ = ["Progress", "save_state", "load_state", "HistoryLog", "STATE_FILE", "HISTORY_FILE", "FILTERS_FILE",
-           "STATE_FORMAT"]
+__all__ = ["Progress", "save_state", "load_state", "HistoryLog", "read_history_records", "history_record_problem",
+           "STATE_FILE", "HISTORY_FILE", "FILTERS_FILE", "STATE_FORMAT"]
+
+log = logging.getLogger("wfkern.unlearn")
 
 STATE_FILE = "unlearn_state.safetensors"
 HISTORY_FILE = "history.jsonl"
@@ -126,7 +129,7 @@ class HistoryLog:
         path: the .jsonl file, or None to keep the records in memory only.
         keep_until_step: when resuming, the checkpoint's step (later lines are from a lost tail).
     Raises:
-        ValueError: on resume, a line other than a torn last one is not a JSON record.
+        ValueError: on resume, a line other than a torn last one is not a valid record (``read_history_records``).
     """
 
     def __init__(self, path: str | None, keep_until_step: int | None = None) -> None:
@@ -134,7 +137,7 @@ class HistoryLog:
         self.records: list[dict] = []
         if path and keep_until_step is not None and os.path.isfile(path):
             kept = read_history_records(path, "wfkern.unlearn", "; delete the file to resume without it")
-            self.records = [r for r in kept if r.get("step", 0) <= keep_until_step]
+            self.records = [r for r in kept if r["step"] <= keep_until_step]
             atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in self.records))
         elif path:
             atomic_write_text(path, "")
@@ -152,26 +155,94 @@ class HistoryLog:
                 os.close(fd)
 
 
-def read_history_records(path, who: str, hint: str = "") -> list[dict]:
-    """The records of a ``history.jsonl`` file; a torn last line (a run killed mid-append) is left out.
+# The fields of a validation record (``loop._validate``) whose form the readers check; others are kept as they are.
+_COUNTS = ("eval", "step", "epoch")     # integers >= 0; "step" is required
+_FLAGS = ("best",)                      # true / false
 
-    Any other line that is not a JSON record is a ValueError from ``who`` naming the file and the line, with
-    ``hint`` (what to do about it) after it.
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def history_record_problem(record, previous_step: int | None = None) -> tuple[str | None, str, object] | None:
+    """What is wrong with one validation record of a ``history.jsonl``, or None when nothing is.
+
+    A record is a JSON object with a ``step`` (an integer >= 0, never below ``previous_step``, the step of the
+    record before it); ``eval`` and ``epoch`` are integers >= 0, ``best`` is true or false, and ``seconds``,
+    ``lambda1`` and every ``train_*`` / ``val_*`` value is a number (NaN and inf included) or null. Other fields
+    are not checked. The one rule for every reader: resume, ``read_history`` (the report's curve, ``wfkern
+    evaluate``'s untraining time) and the results check of ``wfkern.load_results``.
+
+    Returns:
+        (field or None for the record as a whole, what it must be, what it is) for the first problem.
+    """
+    if not isinstance(record, dict):
+        return None, "be a JSON object (a validation record)", record
+    if "step" not in record:
+        return None, "hold a 'step' (the optimiser step of the validation)", \
+            _Said(f"a record without one ({', '.join(map(str, record)) or 'no fields'})")
+    for key in _COUNTS:
+        value = record.get(key, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            return key, "be an integer >= 0", record[key]
+    if previous_step is not None and record["step"] < previous_step:
+        return "step", f"not go back (the record before it is at step {previous_step})", record["step"]
+    for key in _FLAGS:
+        if key in record and not isinstance(record[key], bool):
+            return key, "be true or false", record[key]
+    for key, value in record.items():
+        if (key in ("seconds", "lambda1") or key.startswith(("train_", "val_"))) and value is not None \
+                and not _is_number(value):
+            return key, "be a number or null", value
+    return None
+
+
+class _Said(str):
+    """A description standing in for a value in an error message (shown without quotes)."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def read_history_records(path, who: str, hint: str = "") -> list[dict]:
+    """The validation records of a ``history.jsonl`` file, each checked (``history_record_problem``).
+
+    A last line without its newline is a record cut short by a kill during its append: it is dropped with a
+    warning (logged), since a resumed run rewrites the history from its checkpoint's step and the cut record
+    belongs to a validation after that checkpoint. Blank lines are skipped. Any other line that is not a
+    valid record is an error, which stops the reader.
+
+    Args:
+        path: the file.  who: the function named in errors and the warning ("wfkern.unlearn").
+        hint: appended to an error (what to do about it).
+    Raises:
+        ValueError: one line, ``<who>: <path>:<line> ... must ..., got ...<hint>``.
     """
     with open(path, "rb") as f:
         raw = f.read()
     lines = raw.split(b"\n")
-    lines.pop()  # the text after the last newline: b"" unless the last append was cut short (dropped)
-    records = []
+    torn = lines.pop()  # the text after the last newline: b"" unless the last append was cut short
+    if torn.strip():
+        log.warning(f"{who}: dropped line {path}:{len(lines) + 1}, a record cut short (the run was killed while "
+                    f"writing it): {torn[:60].decode('utf-8', 'replace')!r}")
+    records: list[dict] = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             record = json.loads(line.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            record = None
-        if not isinstance(record, dict):
-            raise ValueError(f"{who}: line {number} of {path} must be a JSON record, got "
-                             f"{line[:60].decode('utf-8', 'replace')!r}{hint}")
+        except (ValueError, RecursionError):  # not UTF-8, not JSON, an integer past int()'s limit
+            raise ValueError(f"{who}: {path}:{number} must be a JSON record, got "
+                             f"{line[:60].decode('utf-8', 'replace')!r}{hint}") from None
+        problem = history_record_problem(record, records[-1]["step"] if records else None)
+        if problem is not None:
+            key, expectation, value = problem
+            field = f" field {key!r}" if key else ""
+            raise ValueError(f"{who}: {path}:{number}{field} must {expectation}, got {_shown(value)}{hint}")
         records.append(record)
     return records
