@@ -150,3 +150,69 @@ def test_openapi_describes_api_v1(setup):
     assert answer.endswith("/PredictResponse")
     for code in ("401", "403", "413", "422", "503"):
         assert code in paths["/v1/predict"]["post"]["responses"]
+
+
+def _batch_counts(text: str, name: str = "wfkern_batch_requests") -> dict[str, float]:
+    """{le: cumulative count} of a histogram (default: requests per forward)."""
+    out = {}
+    for line in text.splitlines():
+        if line.startswith(name + "_bucket"):
+            out[line.split('le="')[1].split('"')[0]] = float(line.split()[-1])
+    return out
+
+
+def test_32_concurrent_clients_get_what_each_request_alone_would(setup):
+    """Tenants with different registries and random per-request forget sets, 32 client threads on loopback:
+    every answer equals wf(x, forget=that request's set) computed alone, and forwards served several requests."""
+    import random
+    import threading
+    import urllib.request
+
+    url, wf = setup["url"], setup["wf"]
+    store = SQLiteForgetStore(str(setup["db"]), num_classes=10)
+    rng = random.Random(0)
+    tenants = []
+    for i in range(4):
+        tenant, key = store.create_tenant(f"load-{i}")
+        held = rng.sample(range(10), i)  # 0, 1, 2 and 3 forgotten classes
+        if held:
+            store.add_classes(tenant.id, held)
+        tenants.append((key, held))
+    store.close()
+    before = _batch_counts(urllib.request.urlopen(url + "/metrics", timeout=10).read().decode())
+    jobs = []
+    for n in range(32 * 4):
+        key, held = tenants[n % 4]
+        asked = rng.sample(range(10), rng.randint(0, 3))
+        x01 = torch.rand(rng.randint(1, 2), 8, 8, generator=torch.Generator().manual_seed(n))
+        jobs.append((key, sorted(set(held) | set(asked)), asked, x01))
+    answers = [None] * len(jobs)
+
+    def client(first: int) -> None:
+        for n in range(first, len(jobs), 32):
+            key, _, asked, x01 = jobs[n]
+            answers[n] = request(url + "/v1/predict", {"images": [{"array": x.tolist()} for x in x01],
+                                                       "forget": asked, "top_k": 10}, key=key)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    worst, shared = 0.0, 0
+    for (key, applied, asked, x01), (status, body, _) in zip(jobs, answers):
+        assert status == 200, body
+        assert body["forget"]["applied"] == applied and body["forget"]["request"] == sorted(asked)
+        shared += body["batch"]["requests"] > 1
+        for i, x in enumerate(x01):
+            want = expected(wf, normalised(x), applied)
+            got = probs_of(body, i)
+            assert max(got, key=got.get) == int(want.argmax())
+            worst = max(worst, max(abs(got[c] - float(want[c])) for c in range(10)))
+    assert worst < 1e-5, worst
+    after = _batch_counts(urllib.request.urlopen(url + "/metrics", timeout=10).read().decode())
+    single = after["1.0"] - before.get("1.0", 0.0)
+    total = after["+Inf"] - before.get("+Inf", 0.0)
+    assert total > single and shared > 0  # some forwards stacked several requests (the histogram shows it)
+    images = _batch_counts(urllib.request.urlopen(url + "/metrics", timeout=10).read().decode(), "wfkern_batch_size")
+    assert images["+Inf"] - images["2.0"] > 0  # forwards of more images than one request carries
