@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
+import threading
 import time
 import uuid
 
@@ -135,15 +137,29 @@ class WFServer:
         config = uvicorn.Config(self.app, host=host, port=port, log_level=log_level,
                                 timeout_graceful_shutdown=drain_timeout)
         sock = config.bind_socket()  # before the workers start: a port in use fails at once
+        # uvicorn drains on SIGTERM, then raises SIGTERM again for the handler it found: that one returns once
+        # uvicorn ran, so the worker processes are stopped below and the command ends with status 0 (not killed by
+        # the signal); before, it ends the start-up.
+        serving = []
+
+        def on_term(sig, frame):
+            if not serving:
+                raise SystemExit(128 + signal.SIGTERM)
+
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, on_term) if main_thread else None
         try:
             self.start_workers()
             print(f"wfkern serve: listening on http://{host}:{port} ({self.info.mode}, "
                   f"{len(self.info.class_names)} classes, model {self.info.model_fingerprint[:12]})",
                   file=sys.stderr, flush=True)
+            serving.append(True)
             uvicorn.Server(config).run(sockets=[sock])
         finally:
             sock.close()
             self.stop_workers()
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous)
 
 
 def _check_numbers(max_batch_size, batch_timeout, max_queue, top_k, workers, request_timeout) -> None:
