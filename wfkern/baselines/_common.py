@@ -12,7 +12,8 @@ from tqdm.auto import tqdm
 
 from wfkern.data import iter_batches
 
-__all__ = ["class_split", "resolve_num_classes", "fine_tune_mode", "random_label_epochs", "loss_gradients"]
+__all__ = ["class_split", "resolve_num_classes", "fine_tune_mode", "random_label_epochs", "retain_epochs",
+           "loss_gradients"]
 
 
 def class_split(labels: Tensor, c: int) -> tuple[Tensor, Tensor]:
@@ -66,6 +67,30 @@ def random_label_epochs(model: nn.Module, opt: torch.optim.Optimizer, train_data
             opt.step()
             if after_step is not None:
                 after_step()
+
+
+def retain_epochs(model: nn.Module, opt: torch.optim.Optimizer, train_data: Dataset, retain: Tensor, *, epochs: int,
+                  batch_size: int, generator: torch.Generator, device: torch.device, desc: str, progress: bool,
+                  extra_loss: Optional[Callable[[int], Tensor]] = None) -> None:
+    """Training on the retain samples only, in place: the loop of FT and l1-sparse.
+
+    Each epoch is a fresh permutation (from ``generator``) of the ``retain`` indices cut into batches of
+    ``batch_size``; one ``opt`` step per batch on the cross-entropy plus ``extra_loss(epoch)`` when given (epoch
+    counted from 0), the model in train mode (BatchNorm statistics update: the batches mix the retain classes). A
+    trailing batch of one sample is skipped (BatchNorm cannot train on it).
+    """
+    model.train()
+    for epoch in tqdm(range(epochs), desc=desc, leave=False, disable=not progress):
+        order = retain[torch.randperm(retain.numel(), generator=generator)]
+        for x, y in iter_batches(train_data, order.split(batch_size)):
+            if x.shape[0] < 2 < retain.numel():
+                continue
+            loss = nn.functional.cross_entropy(model(x.to(device)), torch.as_tensor(y).long().to(device))
+            if extra_loss is not None:
+                loss = loss + extra_loss(epoch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
 
 
 def loss_gradients(model: nn.Module, data: Dataset, index_batches: Iterable[Tensor], device: torch.device,

@@ -16,17 +16,20 @@ from wfkern.metrics.store import atomic_write_json
 
 from .checkpoints import class_checkpoint, save_state
 from .progress import ClassProgress
+from .l1_sparse import l1_sparse
 from .salun import salun
+from .scrub import scrub
 from .single_class import fine_tune, neg_grad, random_labels, retrain
 from .ssd import ssd
 
 __all__ = ["BASELINES", "run_baseline", "wf_cost", "read_cost", "COST_FILE", "baseline_setting_problem"]
 
-BASELINES = ("retrain", "random-labels", "neg-grad", "ft", "ssd", "salun")
+BASELINES = ("retrain", "random-labels", "neg-grad", "ft", "ssd", "salun", "scrub", "l1-sparse")
 COST_FILE = "cost.json"
 
 
-_METHODS = {"random-labels": random_labels, "neg-grad": neg_grad, "ft": fine_tune, "ssd": ssd, "salun": salun}
+_METHODS = {"random-labels": random_labels, "neg-grad": neg_grad, "ft": fine_tune, "ssd": ssd, "salun": salun,
+            "scrub": scrub, "l1-sparse": l1_sparse}
 _SET_BY_RUNNER = ("original", "train_data", "c", "num_classes", "seed", "device", "progress")
 
 
@@ -51,6 +54,12 @@ _RULES = {
     "momentum": (lambda v: _is_real(v) and 0 <= v < 1, "be a number in [0, 1)"),
     "weight_decay": (lambda v: _is_real(v) and v >= 0, "be a finite number >= 0"),
     "stop_acc": (lambda v: _is_real(v) and 0 <= v <= 1, "be a number in [0, 1]"),
+    "forget_epochs": (lambda v: _is_int(v) and v >= 0, "be an integer >= 0"),
+    "forget_batch_size": (lambda v: _is_int(v) and v >= 1, "be an integer >= 1"),
+    "temperature": (lambda v: _is_real(v) and v > 0, "be a finite number > 0"),
+    "kl_weight": (lambda v: _is_real(v) and v >= 0, "be a finite number >= 0"),
+    "ce_weight": (lambda v: _is_real(v) and v >= 0, "be a finite number >= 0"),
+    "l1": (lambda v: _is_real(v) and v >= 0, "be a finite number >= 0"),
 }
 
 
@@ -114,7 +123,8 @@ def run_baseline(method: str, *, original: Optional[nn.Module], train_data: Data
     Args:
         method: one of ``BASELINES``: "retrain" (from scratch without the class; needs ``model_fn``), "ft"
             (fine-tune ``original`` on the retain set), "random-labels", "neg-grad", "ssd" (selective synaptic
-            dampening, no training) or "salun" (saliency-masked random labels); docs/evaluation.md.
+            dampening, no training), "salun" (saliency-masked random labels), "scrub" (teacher-student min-max) or
+            "l1-sparse" (retain fine-tuning with a decaying l1 penalty); docs/evaluation.md.
         original: the trained model (unused by "retrain").
         train_data: the training set.
         out_dir: writes ``models/class_<c>.safetensors``, ``cost/class_<c>.json`` and ``cost.json``.

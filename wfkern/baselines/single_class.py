@@ -19,7 +19,7 @@ from wfkern._utils import trainable_copy
 from wfkern.data import dataset_targets, iter_batches, subset_of
 from wfkern.train.trainer import train_model
 
-from ._common import class_split, fine_tune_mode, random_label_epochs, resolve_num_classes
+from ._common import class_split, fine_tune_mode, random_label_epochs, resolve_num_classes, retain_epochs
 
 __all__ = ["retrain", "fine_tune", "random_labels", "neg_grad", "subset_of"]
 
@@ -157,15 +157,7 @@ def fine_tune(original: nn.Module, train_data: Dataset, c: int, *, epochs: int =
         raise ValueError(f"wfkern.fine_tune: train_data must hold samples of classes other than {c}, got none")
     model, dev = trainable_copy(original, device)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    gen = torch.Generator().manual_seed(int(seed))
-    model.train()
-    for _ in tqdm(range(epochs), desc=f"ft class {c}", leave=False, disable=not progress):
-        order = retain[torch.randperm(retain.numel(), generator=gen)]
-        for x, y in iter_batches(train_data, order.split(batch_size)):
-            if x.shape[0] < 2 < retain.numel():  # a trailing batch of one: BatchNorm cannot train on it
-                continue
-            loss = nn.functional.cross_entropy(model(x.to(dev)), torch.as_tensor(y).long().to(dev))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+    retain_epochs(model, opt, train_data, retain, epochs=epochs, batch_size=batch_size,
+                  generator=torch.Generator().manual_seed(int(seed)), device=dev, desc=f"ft class {c}",
+                  progress=progress)
     return model.eval()

@@ -17,7 +17,8 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("baseline",
-                       help="single-class baselines: retrain, random-labels, neg-grad, ft, ssd, salun (one run per class)",
+                       help="single-class baselines: retrain, random-labels, neg-grad, ft, ssd, salun, scrub, l1-sparse "
+                            "(one run per class)",
                        description="Unlearn each class separately with a single-class method; writes one "
                                    "checkpoint per class and cost.json (wall time, bytes). Rerunning resumes.")
     p.add_argument("--method", required=True, choices=BASELINES)
@@ -28,8 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     own = " (default: the method's own, docs/evaluation.md)"
     g = p.add_argument_group("method options (default: each method's own, docs/evaluation.md)")
     g.add_argument("--epochs", type=int, default=None,
-                   help="random-labels, ft, salun: epochs; retrain: training epochs (default: the method's own; "
-                        "retrain: the checkpoint's)")
+                   help="random-labels, ft, salun, scrub, l1-sparse: epochs; retrain: training epochs (default: the "
+                        "method's own; retrain: the checkpoint's)")
     g.add_argument("--max-epochs", type=int, default=None, help="neg-grad: cap on epochs" + own)
     g.add_argument("--lr", type=float, default=None, help="learning rate (not ssd)" + own)
     g.add_argument("--batch-size", type=int, default=None, help="batch size (ssd: of the Fisher estimates)" + own)
@@ -44,6 +45,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--saliency-fraction", dest="fraction", metavar="FRACTION", type=float, default=None,
                    help="salun: share of all weights in the saliency mask, those with the largest |gradient| of the "
                         "forget loss (default: the paper's 0.5)")
+    g.add_argument("--forget-epochs", type=int, default=None,
+                   help="scrub: the first epochs that also take a max-step pass over the forget samples (default 3)")
+    g.add_argument("--temperature", type=float, default=None, help="scrub: distillation temperature (default 4)")
+    g.add_argument("--l1", type=float, default=None,
+                   help="l1-sparse: initial strength of the l1 penalty, decaying linearly over the epochs (default 1e-3)")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out-dir holds finished classes")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     add_data_args(p, dataset_default=None)
@@ -57,9 +63,12 @@ def _method_kwargs(args, config) -> dict:
     allowed = {"retrain": ("epochs", "lr", "batch_size"), "random-labels": ("epochs", "lr", "batch_size", "retain_ratio"),
                "neg-grad": ("max_epochs", "lr", "batch_size"), "ft": ("epochs", "lr", "batch_size"),
                "ssd": ("alpha", "lam", "batch_size"),
-               "salun": ("epochs", "lr", "batch_size", "retain_ratio", "fraction")}[args.method]
+               "salun": ("epochs", "lr", "batch_size", "retain_ratio", "fraction"),
+               "scrub": ("epochs", "lr", "batch_size", "retain_ratio", "forget_epochs", "temperature"),
+               "l1-sparse": ("epochs", "lr", "batch_size", "l1")}[args.method]
     flags = {"lam": "--lambda", "fraction": "--saliency-fraction"}
-    for key in ("epochs", "max_epochs", "lr", "batch_size", "retain_ratio", "alpha", "lam", "fraction"):
+    for key in ("epochs", "max_epochs", "lr", "batch_size", "retain_ratio", "alpha", "lam", "fraction", "forget_epochs",
+                "temperature", "l1"):
         value = getattr(args, key)
         if value is not None:
             flag = flags.get(key, "--" + key.replace("_", "-"))

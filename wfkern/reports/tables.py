@@ -15,10 +15,11 @@ __all__ = ["METHOD_LABELS", "METHOD_ORDER", "table1", "table2", "per_class_table
 
 # The paper's row order: the original, the gold standard, the baselines, WF-Net last. Any other method name
 # (a new baseline) is a row too, among the baselines, labelled by its name.
-METHOD_ORDER = ("original", "retrain", "random-labels", "neg-grad", "ft", "ssd", "salun", "wfnet")
+METHOD_ORDER = ("original", "retrain", "random-labels", "neg-grad", "ft", "ssd", "salun", "scrub", "l1-sparse",
+                "wfnet")
 METHOD_LABELS = {"original": "Original model", "retrain": "Retrained model", "random-labels": "Random labels †",
                  "neg-grad": "Negative gradients †", "ft": "Fine-tuning †", "ssd": "SSD †", "salun": "SalUn †",
-                 "wfnet": "**WF-Net**"}
+                 "scrub": "SCRUB †", "l1-sparse": "l1-sparse †", "wfnet": "**WF-Net**"}
 
 # The membership-inference attacker is "at chance" when its held-out accuracy is within this of 0.5: then the
 # MIA number (how many forgotten-class samples it calls members) is a coin flip and says nothing.

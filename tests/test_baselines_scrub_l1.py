@@ -1,0 +1,187 @@
+"""SCRUB and l1-sparse (docs/evaluation.md): their defining properties, that each forgets a class of a small digits CNN
+while keeping the others, and that they run through `wfkern baseline` like the other single-class methods."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import Dataset, TensorDataset
+
+from wfkern.baselines import (BASELINES, class_checkpoint, distill_kl, fine_tune, l1_norm, l1_schedule, l1_sparse,
+                              load_state, run_baseline, scrub)
+from wfkern.cli.main import main
+from wfkern.data import get_dataset
+from wfkern.models import create_model
+from wfkern.train import train_model
+
+
+class Recording(Dataset):
+    """A map-style dataset (no ``get_batch``) that records every index read; ``targets`` are labels, not reads."""
+
+    def __init__(self, base):
+        self.base, self.targets, self.read = base, base.targets, []
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        self.read.append(int(i))
+        return self.base[i]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """A small CNN (16/32/32 filters) trained on the embedded digits for 10 epochs."""
+    train, test = get_dataset("digits", split="train"), get_dataset("digits", split="test")
+    torch.manual_seed(0)
+    model = create_model("small_cnn", 10, 1, 8, widths=(16, 32, 32))
+    train_model(model, train, epochs=10, lr=1e-2, seed=0)
+    x, y = test.get_batch(torch.arange(len(test)))
+    return model.eval(), train, x, y
+
+
+def _accs(model, x, y, c):
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    return float((pred[y == c] == c).float().mean()), float((pred[y != c] == y[y != c]).float().mean())
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+# --- SCRUB ------------------------------------------------------------------------------------------------------
+
+
+def test_distill_kl_by_hand():
+    s = torch.tensor([[1.0, 0.0, -1.0], [0.0, 2.0, 0.0]], dtype=torch.float64)
+    t = torch.tensor([[0.0, 1.0, 0.0], [0.0, 2.0, 0.0]], dtype=torch.float64)
+    T = 2.0
+
+    def sm(v):
+        e = [math.exp(a / T) for a in v]
+        return [a / sum(e) for a in e]
+
+    kl = []
+    for si, ti in zip(s.tolist(), t.tolist()):
+        p, q = sm(si), sm(ti)
+        kl.append(sum(qi * (math.log(qi) - math.log(pi)) for pi, qi in zip(p, q)))
+    assert float(distill_kl(s, t, T)) == pytest.approx(T * T * sum(kl) / 2)
+    assert kl[1] == 0.0 and float(distill_kl(t, t, T)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_scrub_reads_forget_samples_only_in_max_epochs(digits):
+    model, train, _, _ = digits
+    c = 3
+    before = _state(model)
+    data = Recording(train)
+    out = scrub(model, data, c, epochs=3, forget_epochs=2, seed=0)
+    forget = torch.nonzero(train.targets == c).flatten()
+    reads = torch.tensor(data.read)
+    n_forget = int(torch.isin(reads, forget).sum())
+    assert n_forget == 2 * forget.numel()  # one pass over the forget samples in each of the 2 max-epochs
+    assert reads.numel() - n_forget == 3 * (len(train) - forget.numel())  # every retain sample in each min-epoch
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # the teacher is untouched
+    params = dict(model.named_parameters())
+    for k, v in out.state_dict().items():
+        if k not in params:
+            assert torch.equal(v, before[k]), k  # BatchNorm statistics frozen
+    assert any(not torch.equal(v, before[k]) for k, v in out.state_dict().items())
+
+
+def test_scrub_forgets_with_its_defaults(digits):
+    model, train, x, y = digits
+    out = scrub(model, train, 3, seed=0)
+    acc_f, acc_r = _accs(out, x, y, 3)
+    assert _accs(model, x, y, 3)[0] > 0.95 and acc_f <= 0.1 and acc_r >= 0.9  # measured: 0.98 -> 0.0, Acc_r 0.978
+
+
+def test_scrub_without_max_epochs_never_reads_the_class(digits):
+    model, train, _, _ = digits
+    data = Recording(train)
+    scrub(model, data, 5, epochs=1, forget_epochs=0, seed=0)
+    assert data.read and not set(data.read) & set(torch.nonzero(train.targets == 5).flatten().tolist())
+
+
+# --- l1-sparse --------------------------------------------------------------------------------------------------
+
+
+def test_l1_schedule_and_norm_by_hand():
+    assert [l1_schedule(1e-3, e, 4) for e in range(4)] == pytest.approx([1e-3, 7.5e-4, 5e-4, 2.5e-4])
+    lin = nn.Linear(2, 1)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[1.5, -2.0]]))
+        lin.bias.fill_(-0.25)
+    assert float(l1_norm(lin).detach()) == 3.75
+
+
+def test_l1_sparse_without_penalty_is_ft_and_with_it_is_sparser(digits):
+    model, train, x, y = digits
+    kw = dict(epochs=2, lr=0.05, seed=1)
+    ft = fine_tune(model, train, 2, **kw)
+    zero = l1_sparse(model, train, 2, l1=0.0, **kw)
+    assert all(torch.equal(v, ft.state_dict()[k]) for k, v in zero.state_dict().items())  # FT's loop, bit for bit
+    data = Recording(train)
+    sparse = l1_sparse(model, data, 2, l1=1e-3, **kw)
+    assert data.read and not set(data.read) & set(torch.nonzero(train.targets == 2).flatten().tolist())
+    assert float(l1_norm(sparse).detach()) < 0.97 * float(l1_norm(ft).detach())  # measured: 1118 against 1169
+
+
+def test_l1_sparse_forgets(digits):
+    model, train, x, y = digits
+    out = l1_sparse(model, train, 6, seed=0)
+    acc_f, acc_r = _accs(out, x, y, 6)
+    assert _accs(model, x, y, 6)[0] > 0.95 and acc_f <= 0.1 and acc_r >= 0.9  # measured: 1.0 -> 0.0, Acc_r 0.993
+
+
+# --- the runner and the CLI ---------------------------------------------------------------------------------------
+
+
+def _blobs():
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(3).repeat(60)
+    centers = torch.tensor([[3.0, 0.0], [-3.0, 0.0], [0.0, 3.0]])
+    return TensorDataset(centers[y] + 0.5 * torch.randn(y.numel(), 2, generator=g), y)
+
+
+@pytest.mark.parametrize("method,kw", [("scrub", {"epochs": 2, "forget_epochs": 1, "temperature": 2.0}),
+                                       ("l1-sparse", {"epochs": 2, "l1": 1e-4})])
+def test_run_baseline_records_cost_and_checkpoints_like_the_others(tmp_path, method, kw):
+    assert method in BASELINES
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+    rec = run_baseline(method, original=model, train_data=_blobs(), out_dir=tmp_path, num_classes=3, classes=[1],
+                       method_kwargs=kw, progress=False)
+    assert rec["method"] == method and rec["n_runs"] == 1 and rec["method_kwargs"] == kw
+    assert json.loads((tmp_path / "cost.json").read_text()) == rec
+    assert load_state(class_checkpoint(tmp_path, 1))[1] == {"method": method, "class": 1, "num_classes": 3}
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+        run_baseline("scrub", original=model, train_data=_blobs(), out_dir=tmp_path / "bad", num_classes=3,
+                     method_kwargs={"temperature": 0.0}, progress=False)
+
+
+def test_cli_flags(tmp_path, capsys):
+    ck = str(tmp_path / "model.safetensors")
+    assert main(["train", "--model-arg", "widths=[8,16,16]", "--epochs", "1", "--out", ck, "--no-progress"]) == 0
+    assert main(["baseline", "--method", "l1-sparse", "--checkpoint", ck, "--out-dir", str(tmp_path / "l1"),
+                 "--classes", "0", "--epochs", "1", "--l1", "1e-4", "--no-progress"]) == 0
+    assert json.loads((tmp_path / "l1" / "cost.json").read_text())["method_kwargs"] == {"epochs": 1, "l1": 1e-4}
+    capsys.readouterr()
+    base = ["baseline", "--checkpoint", ck, "--out-dir", str(tmp_path / "bad"), "--no-progress"]
+    for argv, match in ([["--method", "ft", "--l1", "1"], "--l1 must not be given for --method ft"],
+                        [["--method", "scrub", "--forget-epochs", "-1"], "--forget-epochs must be an integer >= 0"]):
+        rc = main([*base, *argv])
+        err = capsys.readouterr().err
+        assert rc == 2 and match in err and "Traceback" not in err, err
