@@ -1,9 +1,12 @@
 """The three artifacts: baked plain weights (safetensors), ONNX with a forget input, an AOTInductor package (pt2)."""
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
-from typing import Callable, List, Optional, Tuple
+import warnings
+from typing import Callable, Iterator, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -176,7 +179,7 @@ def export_onnx(source: ExportSource, path: str, *, overwrite: bool = False, for
         raise RuntimeError(f"wfkern.export_onnx: needs onnx and onnxscript, got {e}; pip install 'wfkern[export]'")
     module = ForgetInput(source.wf).eval()
     x, forget = example_inputs(source, 2, forget_input)
-    with use_reference(), torch.no_grad():
+    with use_reference(), torch.no_grad(), _quiet_exporter():
         program = torch.onnx.export(module, (x, forget), dynamo=True, input_names=["input", "forget"],
                                     output_names=["logits"], dynamic_shapes=_dynamic_shapes(forget_input),
                                     optimize=True, verbose=False)
@@ -192,6 +195,22 @@ def export_onnx(source: ExportSource, path: str, *, overwrite: bool = False, for
 
     atomic_write(path, write)
     return rec
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The ONNX exporter's optimiser logs every pass at INFO and warns about its own internals: keep errors only."""
+    loggers = [logging.getLogger(name) for name in ("onnxscript", "onnx_ir", "torch.onnx")]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def _verify_onnx(path: str, source: ExportSource, forget_input: str) -> Optional[float]:
