@@ -20,7 +20,7 @@ from wfkern.serve.front import Front, ServerInfo
 from wfkern.serve.handler import load_served
 from wfkern.serve.inputs import Limits
 
-__all__ = ["WFServer", "build_app", "NO_AUTH_WARNING"]
+__all__ = ["WFServer", "build_app", "run_uvicorn", "NO_AUTH_WARNING"]
 
 log = logging.getLogger("wfkern.serve")
 
@@ -130,36 +130,46 @@ class WFServer:
     def run(self, host: str = "127.0.0.1", port: int = 8000, log_level: str = "warning",
             drain_timeout: float = 30.0) -> None:
         """Serve until SIGINT / SIGTERM, then drain: requests in flight are answered before the worker stops."""
-        import uvicorn
-
         if self.no_auth:
             print(NO_AUTH_WARNING, file=sys.stderr, flush=True)
-        config = uvicorn.Config(self.app, host=host, port=port, log_level=log_level,
-                                timeout_graceful_shutdown=drain_timeout)
-        sock = config.bind_socket()  # before the workers start: a port in use fails at once
-        # uvicorn drains on SIGTERM, then raises SIGTERM again for the handler it found: that one returns once
-        # uvicorn ran, so the worker processes are stopped below and the command ends with status 0 (not killed by
-        # the signal); before, it ends the start-up.
-        serving = []
+        about = (f"{self.info.mode}, {len(self.info.class_names)} classes, model {self.info.model_fingerprint[:12]}")
+        run_uvicorn(self.app, host, port, about, start=self.start_workers, stop=self.stop_workers,
+                    log_level=log_level, drain_timeout=drain_timeout)
 
-        def on_term(sig, frame):
-            if not serving:
-                raise SystemExit(128 + signal.SIGTERM)
 
-        main_thread = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, on_term) if main_thread else None
-        try:
-            self.start_workers()
-            print(f"wfkern serve: listening on http://{host}:{port} ({self.info.mode}, "
-                  f"{len(self.info.class_names)} classes, model {self.info.model_fingerprint[:12]})",
-                  file=sys.stderr, flush=True)
-            serving.append(True)
-            uvicorn.Server(config).run(sockets=[sock])
-        finally:
-            sock.close()
-            self.stop_workers()
-            if main_thread:
-                signal.signal(signal.SIGTERM, previous)
+def run_uvicorn(app, host: str, port: int, about: str, *, start=None, stop=None, log_level: str = "warning",
+                drain_timeout: float = 30.0) -> None:
+    """Serve ``app`` on uvicorn in this (main) thread: bind, ``start()``, serve until SIGINT / SIGTERM, drain the
+    requests in flight, ``stop()``.
+
+    uvicorn drains on SIGTERM, then raises SIGTERM again for the handler it found: that one returns once uvicorn
+    ran, so ``stop()`` runs and the command ends with status 0 (not killed by the signal); before, it ends the
+    start-up.
+    """
+    import uvicorn
+
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=drain_timeout)
+    sock = config.bind_socket()  # before anything starts: a port in use fails at once
+    serving = []
+
+    def on_term(sig, frame):
+        if not serving:
+            raise SystemExit(128 + signal.SIGTERM)
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, on_term) if main_thread else None
+    try:
+        if start is not None:
+            start()
+        print(f"wfkern serve: listening on http://{host}:{port} ({about})", file=sys.stderr, flush=True)
+        serving.append(True)
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
+        if stop is not None:
+            stop()
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _check_numbers(max_batch_size, batch_timeout, max_queue, top_k, workers, request_timeout) -> None:
