@@ -176,7 +176,7 @@ def export_onnx(source: ExportSource, path: str, *, overwrite: bool = False, for
         import onnx  # noqa: F401 - torch.onnx's dynamo exporter needs both
         import onnxscript  # noqa: F401
     except ImportError as e:
-        raise RuntimeError(f"wfkern.export_onnx: needs onnx and onnxscript, got {e}; pip install 'wfkern[export]'")
+        raise RuntimeError(f"wfkern.export_onnx: needs onnx and onnxscript, got {e}; pip install 'wfkern[export]'") from None
     module = ForgetInput(source.wf).eval()
     x, forget = example_inputs(source, 2, forget_input)
     with use_reference(), torch.no_grad(), _quiet_exporter():
