@@ -12,6 +12,7 @@ from typing import Callable, Optional, Sequence
 from torch import nn
 from torch.utils.data import Dataset
 
+from wfkern.metrics.manifest import run_manifest
 from wfkern.metrics.store import atomic_write_json
 
 from .checkpoints import class_checkpoint, save_state
@@ -166,7 +167,9 @@ def run_baseline(method: str, *, original: Optional[nn.Module], train_data: Data
             per_class[c] = {"seconds": seconds, "bytes": nbytes}
             atomic_write_json(rec_path, per_class[c])
             shown.class_done(c, ran=True)
-    record = _summary(method, num_classes, per_class, {"classes": classes, "method_kwargs": method_kwargs or {}})
+    manifest = run_manifest(method_kwargs or {}, {"seed": seed}, {"train": train_data, "val": val_data})
+    record = _summary(method, num_classes, per_class, {"classes": classes, "method_kwargs": method_kwargs or {},
+                                                       "manifest": manifest})
     atomic_write_json(out / COST_FILE, record)
     return record
 

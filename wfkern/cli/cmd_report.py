@@ -10,7 +10,8 @@ from wfkern.cli.main import UserError
 from wfkern.reports import align_classes, gap_table, load_results, mia_verdict, read_history, table1, to_markdown
 from wfkern.reports import write_report
 from wfkern.reports.report import report_files
-from wfkern.reports.tables import method_label, ordered, reference_method
+from wfkern.reports.spread import manifest_lines
+from wfkern.reports.tables import depth_table, method_label, ordered, reference_method
 
 __all__ = ["add_parser", "run"]
 
@@ -90,5 +91,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"\nGap to retraining (|method − {method_label(ref, aligned[ref]).strip('*')}|, percentage points; "
               "lower is closer):")
         print(to_markdown(gap_table(aligned, ref)))
+    depth = depth_table(aligned)
+    if depth[1]:
+        print("\nDepth of forgetting (probe / retain fine-tuning: lower is deeper; MIA-efficacy: higher):")
+        print(to_markdown(depth))
+    print("\nManifest:")
+    for line in manifest_lines(aligned):
+        print(f"  {line}")
     print(f"report -> {paths['markdown']} and {paths['html']} ({len(paths['figures'])} figures)")
     return 0

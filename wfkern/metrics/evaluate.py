@@ -17,6 +17,7 @@ from wfkern.data import dataset_targets, subset_of
 from ._data import predict_logits
 from .accuracy import accuracy
 from .classes import select_classes
+from .manifest import run_manifest
 from .per_class import EvalContext, class_seed, evaluate_class
 from .providers import as_unlearned
 from .settings import ALL_METRICS, OPT_IN_METRICS, RETAIN_FT_PARTS, EvalSettings
@@ -125,7 +126,8 @@ def evaluate(model, test_data: Dataset, *, train_data: Optional[Dataset] = None,
             unknown name is a TypeError that lists the settings.
     Returns:
         ``{"method", "num_classes", "classes", "class_names", "settings", "fingerprint", "original":
-        {"acc", "per_class_acc"}, "per_class": {c: {...}}, "summary": {...}}``; fractions in [0, 1].
+        {"acc", "per_class_acc"}, "per_class": {c: {...}}, "summary": {...}, "manifest": {versions, seeds,
+        settings, data hashes} (``manifest.run_manifest``)}``; fractions in [0, 1].
     """
     s = (settings if settings is not None else EvalSettings()).replace(**overrides)
     um = as_unlearned(model, num_classes)
@@ -161,7 +163,9 @@ def evaluate(model, test_data: Dataset, *, train_data: Optional[Dataset] = None,
                 "per_class_acc": {c: per_class[c]["orig_acc"] for c in chosen}}
     result = {"method": um.method, "num_classes": um.num_classes, "classes": chosen, "class_names": names,
               "metrics": sorted(metrics), "settings": s.as_dict(), "fingerprint": um.fingerprint(),
-              "original": original, "per_class": per_class, "summary": summarize(per_class)}
+              "original": original, "per_class": per_class, "summary": summarize(per_class),
+              "manifest": run_manifest(s.as_dict(), {"seed": s.seed, "zrf_seed": s.zrf_seed,
+                                                     "classes_seed": classes_seed}, {"test": test_data, "train": train_data})}
     if out is not None:
         atomic_write_json(out / RESULTS_FILE, result)
     return result

@@ -21,7 +21,8 @@ from wfkern.unlearn.state import history_record_problem
 
 from .figures import (plot_insertion_deletion, plot_per_class_accuracy, plot_relations, plot_untraining,
                       relations_explanation)
-from .tables import (GAP_METRICS, gap_table, gaps, method_label, mia_verdict, ordered, per_class_table,
+from .spread import manifest_lines
+from .tables import (GAP_METRICS, depth_table, gap_table, gaps, method_label, mia_verdict, ordered, per_class_table,
                      reference_method, table1, table2, to_html, to_markdown)
 
 __all__ = ["load_results", "write_report", "check_results", "report_files", "align_classes", "restrict_classes"]
@@ -336,6 +337,14 @@ def _gap_text(results: dict, ref: str) -> str:
 
 _STAGE_PREFIX = ".wfkern-report.partial-"
 
+DEPTH_EXPLANATION = ("Whether the class is gone from the representation or only from the output. Probe: a linear "
+                     "probe (logistic regression) fitted on the unlearned model's features (default: the input of "
+                     "the classification head) of training samples of every class, tested on the forgotten class "
+                     "(lower = less decodable; a model that only hides the class at the head scores like the "
+                     "original). Retain-FT: the class's accuracy after fine-tuning on the other classes only "
+                     "(lower = it does not come back). MIA-efficacy: fraction of the class's training samples an "
+                     "SVC attacker calls non-members (higher = more forgotten). In %, means over the classes.")
+
 
 def _pid_alive(pid: int) -> bool:
     try:
@@ -450,6 +459,7 @@ def write_report(results: dict, out_dir: str | os.PathLike, *, title: str = "wfk
     check_report_dir(out, results)  # before any figure is drawn
     pcm = per_class_method or ("wfnet" if "wfnet" in results else ordered(results)[-1])
     t1, t2, tpc = table1(results), table2(results), per_class_table(results[pcm])
+    td, manifest = depth_table(results), manifest_lines(results)
     tg = gap_table(results, ref) if ref is not None else None
     stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     notes, verdict = _notes(results), mia_verdict(results)
@@ -468,7 +478,10 @@ def write_report(results: dict, out_dir: str | os.PathLike, *, title: str = "wfk
             md += ["## Gap to retraining", "", _gap_text(results, ref), "", to_markdown(tg), ""]
         if t2[1]:
             md += ["## Table 2: insertion / deletion on the alpha masks", "", to_markdown(t2), ""]
-        md += [f"## Per class: {label}", "", to_markdown(tpc), "", "RT marked * hit the cap.", "", "## Figures", ""]
+        if td[1]:
+            md += ["## Depth of forgetting", "", DEPTH_EXPLANATION, "", to_markdown(td), ""]
+        md += [f"## Per class: {label}", "", to_markdown(tpc), "", "RT marked * hit the cap.", ""]
+        md += ["## Manifest", ""] + [f"- {ln}" for ln in manifest] + ["", "## Figures", ""]
         for cap, expl, name in figs:
             md += [f"![{cap}]({name})", "", f"*{cap}.* {expl}", ""]
         _write_text(stage / "report.md", "\n".join(md))
@@ -484,8 +497,12 @@ def write_report(results: dict, out_dir: str | os.PathLike, *, title: str = "wfk
                      to_html(tg)]
         if t2[1]:
             body += ["<h2>Table 2: insertion / deletion on the alpha masks</h2>", to_html(t2)]
+        if td[1]:
+            body += ["<h2>Depth of forgetting</h2>", f"<p class='note'>{html.escape(DEPTH_EXPLANATION)}</p>", to_html(td)]
         body += [f"<h2>Per class: {html.escape(label)}</h2>", to_html(tpc),
-                 "<p class='note'>RT marked * hit the cap.</p>", "<h2>Figures</h2>"]
+                 "<p class='note'>RT marked * hit the cap.</p>", "<h2>Manifest</h2>",
+                 "<ul>" + "".join(f"<li class='note'>{html.escape(ln)}</li>" for ln in manifest) + "</ul>",
+                 "<h2>Figures</h2>"]
         for cap, expl, name in figs:
             data = base64.b64encode((stage / name).read_bytes()).decode("ascii")
             body.append(f"<figure><img alt='{html.escape(cap)}' src='data:image/png;base64,{data}'>"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 from typing import Optional, Sequence
 
-__all__ = ["METHOD_LABELS", "METHOD_ORDER", "table1", "table2", "per_class_table", "gap_table", "gaps",
+__all__ = ["METHOD_LABELS", "METHOD_ORDER", "table1", "table2", "depth_table", "per_class_table", "gap_table", "gaps",
            "reference_method", "mia_at_chance", "mia_verdict", "MIA_CHANCE_MARGIN", "GAP_METRICS", "method_label",
            "to_markdown", "to_html", "fmt_pct", "fmt_bytes", "fmt_seconds"]
 
@@ -196,6 +196,25 @@ def gap_table(results: dict, reference: Optional[str] = None) -> Table:
     headers = ["Method"] + [f"{name} gap" for _, name in GAP_METRICS] + ["Mean gap ↓"]
     f = lambda v: "–" if v is None else f"{v:.1f}"  # noqa: E731
     rows = [[_label(m, results[m])] + [f(row[k]) for k, _ in GAP_METRICS] + [f(row["mean"])] for m, row in g.items()]
+    return headers, rows
+
+
+def depth_table(results: dict) -> Table:
+    """How deep the forgetting goes, one row per method that has any of the depth metrics: Acc_f, the linear
+    probe's Acc_f (and Acc_r) on the first probed layer, the class's accuracy after retain-only fine-tuning, and
+    MIA-efficacy (confidence; entropy and modified entropy in brackets). Rows are empty when no method has them."""
+    headers = ["Method", "Acc_f", "Probe Acc_f ↓ (probe Acc_r)", "Retain-FT Acc_f ↓ (Acc_r)",
+               "MIA-efficacy ↑ (entropy, m-entropy)"]
+    rows = []
+    for m in ordered(results):
+        s = results[m]["summary"]
+        if all(s.get(k) is None for k in ("probe_acc_f", "rft_acc_f", "mia_eff")):
+            continue
+        probe = "–" if s.get("probe_acc_f") is None else f"{fmt_pct(s['probe_acc_f'])} ({fmt_pct(s.get('probe_acc_r'))})"
+        rft = "–" if s.get("rft_acc_f") is None else f"{fmt_pct(s['rft_acc_f'])} ({fmt_pct(s.get('rft_acc_r'))})"
+        eff = "–" if s.get("mia_eff") is None else \
+            f"{fmt_pct(s['mia_eff'])} ({fmt_pct(s.get('mia_eff_entropy'))}, {fmt_pct(s.get('mia_eff_m_entropy'))})"
+        rows.append([_label(m, results[m]), fmt_pct(s.get("acc_f")), probe, rft, eff])
     return headers, rows
 
 
