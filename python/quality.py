@@ -1,14 +1,18 @@
 """Untraining quality rows: train a model from scratch, untrain every class in one round, measure.
 
 One row = (model, dataset, input side, training epochs). It trains the original with ``wfkern``'s trainer
-(seed 0), untrains all classes with the default recipe (and, with ``--paper``, the paper's literal recipe
+(one run per seed, ``--seeds N``, default 3: seeds 0 .. N-1 for training and untraining; the data split is
+fixed), untrains all classes with the default recipe (and, with ``--paper``, the paper's literal recipe
 beside it), and reports the original test accuracy, the mean and worst class's Acc_r, the mean Acc_f, the
-untraining epochs, and the wall times of training and untraining, measured in the same run. ``drop_worst``
-is the largest Acc_r loss against the original model on the same retain set. The rows in
+untraining epochs, and the wall times of training and untraining, measured in the same run: one JSON line per
+seed and recipe, then one per recipe with the mean, standard deviation and count of every number over the seeds
+and the manifest (versions, seeds, settings, data hashes); ``--out FILE`` writes all of it as one JSON file.
+``drop_worst`` is the largest Acc_r loss against the original model on the same retain set. The rows in
 docs/untraining.md ("Results") and the README came from this script; tests/test_unlearn_quality.py asserts the
 digits rows.
 
     python python/quality.py --row vit_digits --paper
+    python python/quality.py --row small_cnn_digits --seeds 5 --out runs/quality_small_cnn.json
     python python/quality.py --row small_cnn_fashion --threads 2
 """
 
@@ -24,6 +28,9 @@ import torch
 import wfkern
 from wfkern.data import get_dataset
 from wfkern.metrics import evaluate
+from wfkern.metrics.manifest import run_manifest
+from wfkern.metrics.store import atomic_write_json
+from wfkern.reports.spread import mean_std
 from wfkern.models import create_model
 from wfkern.train import train_model
 from wfkern.unlearn import PAPER_RECIPE
@@ -39,21 +46,21 @@ ROWS = {
 }
 
 
-def trained_model(row: str, weights: str | None = None) -> tuple[torch.nn.Module, tuple, float]:
-    """The row's original model trained from scratch (seed 0), its (train, val, test) splits, training seconds.
+def trained_model(row: str, weights: str | None = None, seed: int = 0) -> tuple[torch.nn.Module, tuple, float]:
+    """The row's original model trained from scratch (``seed``), its (train, val, test) splits, training seconds.
 
     ``weights``: a state dict saved earlier from the same row's training (``torch.save``), loaded instead of
     training again (the training time is then reported as 0: take it from the run that trained it)."""
     arch, kwargs, dataset, side, epochs = ROWS[row]
     splits = tuple(get_dataset(dataset, split=s, image_size=side) for s in ("train", "val", "test"))
     x0, _ = splits[0][0]
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = create_model(arch, num_classes=10, in_chans=x0.shape[0], image_size=x0.shape[-1], **kwargs)
     t0 = time.perf_counter()
     if weights is not None:
         model.load_state_dict(torch.load(weights, weights_only=True))
         return model.eval(), splits, 0.0
-    train_model(model, splits[0], splits[1], epochs=epochs, seed=0)
+    train_model(model, splits[0], splits[1], epochs=epochs, seed=seed)
     return model.eval(), splits, time.perf_counter() - t0
 
 
@@ -89,20 +96,43 @@ def main() -> None:
     p.add_argument("--gate-mlp", action="store_true", help="patch(gate_mlp=True): gate the ViT MLPs' first layers too")
     p.add_argument("--filters", default=None, help="save the default recipe's gates here (safetensors)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--seeds", type=int, default=3, help="runs with seeds 0 .. N-1 (training and untraining; default 3)")
+    p.add_argument("--out", default=None, help="also write every row, the spread and the manifest to this JSON file")
     args = p.parse_args()
     recipes = {**({} if args.no_default else {"default": {}}), **({"paper": PAPER_RECIPE} if args.paper else {})}
     if not recipes:
         p.error("--no-default needs --paper: no recipe left to run")
+    if args.seeds < 1:
+        p.error(f"--seeds must be >= 1, got {args.seeds}")
+    if args.weights and args.seeds > 1:
+        p.error("--weights holds one trained original: give --seeds 1 with it")
     torch.set_num_threads(args.threads)
-    model, splits, train_s = trained_model(args.row, args.weights)
-    if args.save_weights:
-        torch.save(model.state_dict(), args.save_weights)
     extra = {} if args.max_epochs is None else {"max_epochs": args.max_epochs}
-    for name, recipe in recipes.items():
-        row = {"row": args.row, "recipe": name, "gate_mlp": args.gate_mlp, "train_s": round(train_s, 1),
-               "threads": args.threads, **untrain_and_measure(model, splits, args.gate_mlp, not args.quiet,
-                                      args.filters if name == "default" else None, **recipe, **extra)}
-        print(json.dumps(row), flush=True)
+    rows: dict[str, list] = {name: [] for name in recipes}
+    splits = None
+    for seed in range(args.seeds):
+        model, splits, train_s = trained_model(args.row, args.weights, seed)
+        if args.save_weights:
+            torch.save(model.state_dict(), args.save_weights if args.seeds == 1 else f"{args.save_weights}.seed{seed}")
+        for name, recipe in recipes.items():
+            settings = {**recipe, **extra, "seed": seed}
+            row = {"row": args.row, "recipe": name, "seed": seed, "gate_mlp": args.gate_mlp,
+                   "train_s": round(train_s, 1), "threads": args.threads,
+                   **untrain_and_measure(model, splits, args.gate_mlp, not args.quiet,
+                                         args.filters if name == "default" and seed == 0 else None, **settings)}
+            rows[name].append(row)
+            print(json.dumps(row), flush=True)
+    report = {"row": args.row, "seeds": list(range(args.seeds)), "recipes": {}}
+    for name, runs in rows.items():
+        keys = [k for k, v in runs[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "seed"]
+        spread = {k: dict(zip(("mean", "std", "n"), mean_std([r[k] for r in runs]))) for k in keys}
+        manifest = run_manifest({**recipes[name], **extra, "gate_mlp": args.gate_mlp, "threads": args.threads},
+                                {"seeds": list(range(args.seeds))}, dict(zip(("train", "val", "test"), splits)))
+        report["recipes"][name] = {"runs": runs, "spread": spread, "manifest": manifest}
+        print(json.dumps({"row": args.row, "recipe": name, "seeds": args.seeds, "spread": spread,
+                          "manifest": manifest}), flush=True)
+    if args.out:
+        atomic_write_json(args.out, report)
 
 
 if __name__ == "__main__":
