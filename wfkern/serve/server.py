@@ -149,7 +149,11 @@ def run_uvicorn(app, host: str, port: int, about: str, *, start=None, stop=None,
     import uvicorn
 
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=drain_timeout)
-    sock = config.bind_socket()  # before anything starts: a port in use fails at once
+    try:
+        sock = config.bind_socket()  # before anything starts: a port in use fails at once
+    except SystemExit:  # uvicorn logs why and exits
+        raise RuntimeError(f"wfkern.serve: port must be free to listen on at {host}, got {port}, which is in use or "
+                           "not allowed; choose another --port") from None
     serving = []
 
     def on_term(sig, frame):

@@ -1,0 +1,51 @@
+"""`wfkern serve` refuses what it cannot serve with one line (exit status 2) before anything starts, and warns
+loudly when it serves without keys."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+pytest.importorskip("litserve")
+
+from _serve_helpers import make_model  # noqa: E402
+
+from wfkern.cli.main import main  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    return make_model(tmp_path_factory.mktemp("serve_cli"))
+
+
+def one_line_error(capsys, argv: list[str], words: str) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert "Traceback" not in err and last.startswith("wfkern serve: error: ") and words in last, err
+    return err
+
+
+def test_bad_invocations_are_one_line_errors(files, tmp_path, capsys):
+    ckpt, filters = map(str, files)
+    base = ["serve", "--checkpoint", ckpt, "--filters", filters]
+    one_line_error(capsys, base, "--registry must be given")
+    one_line_error(capsys, base + ["--registry", str(tmp_path / "none.db")], "--registry must be an existing")
+    one_line_error(capsys, ["serve", "--checkpoint", ckpt, "--no-auth"], "filters must be given for mode 'wf'")
+    one_line_error(capsys, ["serve", "--checkpoint", ckpt, "--filters", str(tmp_path / "f"), "--no-auth"],
+                   "filters must be an existing file")
+    one_line_error(capsys, ["serve", "--checkpoint", str(tmp_path / "m"), "--no-auth"], "--checkpoint must be")
+    one_line_error(capsys, base + ["--no-auth", "--class-names", "a,b"], "class_names must be 10 distinct")
+    one_line_error(capsys, base + ["--no-auth", "--max-images", "0"], "--max-images must be >= 1, got 0")
+
+
+def test_no_auth_warns_loudly_and_a_busy_port_is_one_line(files, capsys):
+    ckpt, filters = map(str, files)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        err = one_line_error(capsys, ["serve", "--checkpoint", ckpt, "--filters", filters, "--no-auth", "--port",
+                                      str(port)], f"got {port}, which is in use")
+    assert "WARNING: wfkern serve runs with --no-auth: ANY client" in err
