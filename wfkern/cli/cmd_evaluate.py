@@ -230,6 +230,18 @@ def _mia_line(s: dict) -> str | None:
     return f"MIA {100 * s['mia']:.1f}% with the attacker at {att:.1f}% accuracy (chance is 50%): MIA can be read."
 
 
+def _depth_line(s: dict) -> str | None:
+    """The console's words on the depth metrics (linear probe, retain fine-tuning, MIA-efficacy), when computed."""
+    parts = []
+    if s.get("probe_acc_f") is not None:
+        parts.append(f"a linear probe on the features still finds {100 * s['probe_acc_f']:.1f}% of the forgotten class")
+    if s.get("rft_acc_f") is not None:
+        parts.append(f"fine-tuning on the other classes brings it back to {100 * s['rft_acc_f']:.1f}%")
+    if s.get("mia_eff") is not None:
+        parts.append(f"MIA-efficacy {100 * s['mia_eff']:.1f}% (forget samples called non-members)")
+    return ("Depth: " + "; ".join(parts) + ".") if parts else None
+
+
 def run(args: argparse.Namespace) -> int:
     device = start_command(args)
     if args.filters is not None and not os.path.isfile(args.filters):
@@ -280,6 +292,9 @@ def run(args: argparse.Namespace) -> int:
     mia = _mia_line(s)
     if mia:
         print(mia)
+    depth = _depth_line(s)
+    if depth:
+        print(depth)
     which = format_classes(res["classes"], names)
     if pool is not None and args.classes is None and args.sample_classes is None:
         which += "; the classes the baseline ran"

@@ -19,6 +19,7 @@ from .accuracy import accuracy
 from .classes import select_classes
 from .manifest import run_manifest
 from .per_class import EvalContext, class_seed, evaluate_class
+from .probe import resolve_layer
 from .providers import as_unlearned
 from .settings import ALL_METRICS, OPT_IN_METRICS, RETAIN_FT_PARTS, EvalSettings
 from .store import atomic_write_json, read_json
@@ -137,6 +138,9 @@ def evaluate(model, test_data: Dataset, *, train_data: Optional[Dataset] = None,
     _check_settings(s, metrics)
     chosen = select_classes(um.num_classes, classes, classes_seed, sample=sample_classes)
     names = [str(n) for n in class_names] if class_names is not None else [str(c) for c in range(um.num_classes)]
+    if "probe" in metrics and chosen and um.feature_root(chosen[0]) is not None:  # bad layer names: before any work
+        for spec in s.probe_layers:
+            resolve_layer(um.feature_root(chosen[0]), spec, um.num_classes)
     um.set_eval()
     ctx = _context(um, test_data, train_data, s, "zrf" in metrics)
     header = {"method": um.method, "fingerprint": um.fingerprint(), "settings": {**s.as_dict(), "metrics": sorted(metrics)},
