@@ -131,8 +131,30 @@ def export_program(source: ExportSource, *, forget_input: str = "set", decompose
     _check_forget_input(forget_input, "wfkern.export_program")
     module = ForgetInput(source.wf).eval()
     x, forget = example_inputs(source, 2, forget_input)
-    with use_reference(decompose), torch.no_grad():
-        return torch.export.export(module, (x, forget), dynamic_shapes=_dynamic_shapes(forget_input))
+    with use_reference(decompose), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.export's notes on its own internals
+        program = torch.export.export(module, (x, forget), dynamic_shapes=_dynamic_shapes(forget_input))
+    return _without_label_checks(program)
+
+
+# Ops that check labels inside a traced graph and return them unchanged. ForgetInput has already replaced every
+# label outside [-1, Nc) by -1, so in its graph they can never fire: they are removed, which keeps the ONNX graph
+# standard and the pt2 package free of Python-defined ops.
+_LABEL_CHECKS = ("wfkern.checked_labels.",)
+
+
+def _without_label_checks(program):
+    graph = program.graph_module.graph
+    removed = False
+    for node in list(graph.nodes):
+        if node.op == "call_function" and str(node.target).startswith(_LABEL_CHECKS):
+            node.replace_all_uses_with(node.args[0])
+            graph.erase_node(node)
+            removed = True
+    if removed:
+        graph.lint()
+        program.graph_module.recompile()
+    return program
 
 
 def custom_ops(program) -> List[str]:
@@ -177,12 +199,10 @@ def export_onnx(source: ExportSource, path: str, *, overwrite: bool = False, for
         import onnxscript  # noqa: F401
     except ImportError as e:
         raise RuntimeError(f"wfkern.export_onnx: needs onnx and onnxscript, got {e}; pip install 'wfkern[export]'") from None
-    module = ForgetInput(source.wf).eval()
-    x, forget = example_inputs(source, 2, forget_input)
-    with use_reference(), torch.no_grad(), _quiet_exporter():
-        program = torch.onnx.export(module, (x, forget), dynamo=True, input_names=["input", "forget"],
-                                    output_names=["logits"], dynamic_shapes=_dynamic_shapes(forget_input),
-                                    optimize=True, verbose=False)
+    exported = export_program(source, forget_input=forget_input, decompose=True)
+    with torch.no_grad(), _quiet_exporter():
+        program = torch.onnx.export(exported, dynamo=True, input_names=["input", "forget"], output_names=["logits"],
+                                    dynamic_shapes=_dynamic_shapes(forget_input), optimize=True, verbose=False)
     rec = source.record("onnx")
     rec["forget_input"] = forget_input
     program.model.metadata_props["wfkern"] = json.dumps(rec, sort_keys=True)
