@@ -131,12 +131,12 @@ def test_a_record_cut_short_at_the_end_is_dropped_with_a_warning(tmp_path, caplo
         with caplog.at_level(logging.WARNING, logger="wfkern.unlearn"):
             caplog.clear()
             assert read_history_records(path, "wfkern.read_history") == recs
-        assert [r.getMessage() for r in caplog.records] == [
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
             f"wfkern.read_history: dropped line {path}:4, a record cut short (the run was killed while writing it): "
             f"{last[:cut][:60]!r}"]
     caplog.clear()
     path.write_text(_text(recs) + "\n\n")  # blank lines are no records, and no warning
-    assert read_history_records(path, "w") == recs and not caplog.records
+    assert read_history_records(path, "w") == recs and not [r for r in caplog.records if r.levelno >= logging.WARNING]
     path.write_text("")
     assert read_history_records(path, "w") == []
 

@@ -64,7 +64,8 @@ def test_every_setting_has_its_default_and_help_in_the_dataclass(cls):
 
 
 @pytest.mark.parametrize("fn,cls,run_args", [
-    (unlearn, UnlearnConfig, {"wf", "train_data", "val_data", "config", "device", "out_dir", "resume", "progress"}),
+    (unlearn, UnlearnConfig, {"wf", "train_data", "val_data", "config", "device", "out_dir", "resume", "progress",
+                              "data_settings"}),
     (evaluate, EvalSettings, None),
 ])
 def test_the_functions_spell_out_no_setting(fn, cls, run_args):

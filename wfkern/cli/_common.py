@@ -22,7 +22,8 @@ from wfkern.train.precision import PRECISIONS
 __all__ = ["add_data_args", "add_device_arg", "load_splits", "parse_model_args", "resolve_device",
            "per_class_accuracy", "format_table", "ensure_dir", "ensure_parent", "check_output_file",
            "check_output_dir", "apply_threads", "check_model_choice", "add_loader_args", "with_throughput",
-           "add_class_args", "class_list_items", "parse_class_list", "resolve_classes", "add_settings_flags", "settings_given",
+           "add_class_args", "class_list_items", "data_settings", "parse_class_list", "resolve_classes",
+           "add_settings_flags", "settings_given",
            "NONE_WORDS"]
 
 
@@ -337,13 +338,21 @@ def checkpoint_and_splits(args: argparse.Namespace, device: torch.device, splits
 
     model, config = load_checkpoint(args.checkpoint, device=device)
     use_channels_last(model, getattr(args, "precision", "fp32"), device)
+    data = data_settings(args, config)
+    splits = load_splits(data["dataset"], args.data_root, args.download, data["image_size"], data["split_seed"], splits,
+                         preprocess=config.preprocess or None)
+    return model, config, splits
+
+
+def data_settings(args: argparse.Namespace, config) -> dict:
+    """The data a command that starts from ``--checkpoint`` reads, as resolved: ``dataset``, ``split_seed`` and
+    ``image_size`` (the flags, else the checkpoint's) and ``data_root`` (absolute; None for none)."""
     dataset = args.dataset or config.dataset
     if not dataset:
         raise UserError("--dataset must be given, got none (the checkpoint does not name its dataset)")
-    seed = config.split_seed if args.split_seed is None else args.split_seed
-    data = load_splits(dataset, args.data_root, args.download, args.image_size or config.image_size, seed, splits,
-                       preprocess=config.preprocess or None)
-    return model, config, data
+    return {"dataset": dataset, "split_seed": config.split_seed if args.split_seed is None else args.split_seed,
+            "image_size": args.image_size or config.image_size,
+            "data_root": os.path.abspath(args.data_root) if args.data_root else None}
 
 
 def parse_model_args(items: list[str] | None) -> dict:

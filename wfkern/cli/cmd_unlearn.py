@@ -8,14 +8,14 @@ import sys
 
 import wfkern
 from wfkern.cli._common import (add_data_args, add_device_arg, add_loader_args, add_settings_flags, check_output_dir,
-                                checkpoint_and_splits, format_table, per_class_accuracy, settings_given,
+                                checkpoint_and_splits, data_settings, format_table, per_class_accuracy, settings_given,
                                 start_command, with_throughput)
 from wfkern.cli.main import UserError
 from wfkern.patch import gates_mlp
 from wfkern.train import init_distributed
 from wfkern.unlearn import PAPER_RECIPE, UnlearnConfig, unlearn
 from wfkern.unlearn.config import setting_problem
-from wfkern.unlearn.state import FILTERS_FILE, HISTORY_FILE, STATE_FILE, load_state
+from wfkern.unlearn.state import FILTERS_FILE, HISTORY_FILE, STATE_FILE, ResumeMismatch, format_differences, load_state
 
 __all__ = ["add_parser", "run", "add_unlearn_args", "unlearn_kwargs", "check_data_matches", "UNLEARN_FILES"]
 
@@ -96,8 +96,13 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         _check_resume_patch(args)
     wf = wfkern.patch(model, num_classes=config.num_classes, gate_mlp=args.gate_mlp)
-    result = unlearn(wf, train, val, UnlearnConfig(**kwargs), device=device, out_dir=args.out_dir,
-                     resume=args.resume, progress=not args.no_progress and ctx.rank == 0)
+    try:
+        result = unlearn(wf, train, val, UnlearnConfig(**kwargs), device=device, out_dir=args.out_dir,
+                         resume=args.resume, progress=not args.no_progress and ctx.rank == 0,
+                         data_settings=data_settings(args, config))
+    except ResumeMismatch as e:
+        raise UserError(f"--resume must use the run's settings, got {format_differences(e.differences, _LABELS)}; "
+                        "leave out --resume to start over, or choose another --out-dir") from None
     if ctx.rank == 0:
         rows = per_class_accuracy(wf, test, config.num_classes, device)
         mean_f = sum(r[0] for r in rows) / len(rows)
@@ -111,6 +116,10 @@ def run(args: argparse.Namespace) -> int:
               f"{result.best_objective:.4f} at step {result.best_step}; filters -> "
               f"{os.path.join(args.out_dir, 'filters.safetensors')}", file=sys.stdout)
     return 0
+
+
+# How a resume's differences are named on the command line (the rest by their flag's own name).
+_LABELS = {"base_fingerprint": "checkpoint fingerprint"}
 
 
 def _check_resume_patch(args: argparse.Namespace) -> None:

@@ -13,13 +13,15 @@ from torch.utils.data import Dataset
 
 from wfkern._utils import SEED_STRIDE
 from wfkern.data import iter_batches
+from wfkern.patch import base_fingerprint
 from wfkern.train.distributed import DistContext, all_reduce_grads, all_reduce_sum, dist_context
 from wfkern.unlearn.checks import check_data, check_inputs
 from wfkern.unlearn.config import UnlearnConfig
 from wfkern.unlearn.objective import (combine_losses, expand_labels, forget_terms, original_logits, pick_forget_labels,
                                       retain_terms)
 from wfkern.unlearn.progress import Reporter, format_loss, format_pct
-from wfkern.unlearn.state import FILTERS_FILE, HISTORY_FILE, STATE_FILE, HistoryLog, Progress, load_state, save_state
+from wfkern.unlearn.state import (FILTERS_FILE, HISTORY_FILE, STATE_FILE, HistoryLog, Progress, ResumeMismatch,
+                                  load_state, resume_differences, save_state)
 from wfkern.unlearn.validation import ValidationPlan, make_validation_plan, validation_objective
 
 __all__ = ["unlearn", "UnlearnResult", "UnlearnDiverged"]
@@ -130,7 +132,7 @@ class _Run:
 
 def unlearn(wf, train_data: Dataset, val_data: Dataset, config: UnlearnConfig | None = None, *,
             device: str | torch.device | None = None, out_dir: str | None = None, resume: bool = False,
-            progress: bool = True, **overrides) -> UnlearnResult:
+            progress: bool = True, data_settings: dict | None = None, **overrides) -> UnlearnResult:
     """Untrain every class in one round: train only the gates so that ``wf(x, forget=c)`` forgets class c.
 
     Each global batch of ``batch_size`` is halved. The forget half is masked with each sample's own
@@ -157,20 +159,29 @@ def unlearn(wf, train_data: Dataset, val_data: Dataset, config: UnlearnConfig | 
             model family's: 10 for CNNs, 100 for ViTs; ``lr=None`` is 0.2 for Adam (the default), 100 for SGD.
         device: where to run (default: the gates' device).  out_dir: writes ``unlearn_state.safetensors``
             (at every validation, atomically), ``history.jsonl`` and the final ``filters.safetensors``.
-        resume: continue from ``out_dir``'s checkpoint (same settings: same result as one run).
+        resume: continue from ``out_dir``'s checkpoint (same settings: same result as one run). The checkpoint
+            records what the run started from: the base model's fingerprint (the one its filters file carries),
+            the precision (the autocast in force on ``device``), the datasets' sample counts and
+            ``data_settings``; a resume that differs in any of them is a ``ResumeMismatch`` (a ValueError) naming
+            each difference, before anything changes. A checkpoint of an older version, without that record,
+            resumes with a logged warning and is recorded from then on.
         progress: show progress (rank 0 only): on a terminal (or in a notebook) a tqdm bar whose postfix holds
             the running loss and the last validation; otherwise (a log file, a pipe) a plain line every 10% of
             the steps (at most one a minute apart, at least 5 s apart), never escape codes. The full line of every
             validation is logged at DEBUG while progress shows (``wfkern -v``), at INFO without it.
+        data_settings: how the datasets were made, where the datasets cannot show it ({"split_seed": 0, ...}:
+            names -> JSON numbers, strings, booleans or None), recorded and compared on resume.
     Returns:
         UnlearnResult; the best gates are loaded into ``wf``.
     Raises:
-        ValueError / TypeError: bad arguments.  UnlearnDiverged: NaN/inf loss or gradient.
+        ValueError / TypeError: bad arguments.  ResumeMismatch: a resume from another base, data or precision.
+        UnlearnDiverged: NaN/inf loss or gradient.
     """
     check_inputs(wf, train_data, val_data, out_dir, resume)
+    _check_data_settings(data_settings)
     cfg = _resolve_config(wf, config, overrides)
     targets = check_data(wf, train_data, val_data)  # before anything touches the gates (reset_alphas, resume)
-    run = _open_run(wf, train_data, val_data, targets, cfg, device, out_dir, resume, progress)
+    run = _open_run(wf, train_data, val_data, targets, cfg, device, out_dir, resume, progress, data_settings)
     _train(run)
     return _finish(run)
 
@@ -189,7 +200,7 @@ def _resolve_config(wf, config: UnlearnConfig | None, overrides: dict) -> Unlear
 
 
 def _open_run(wf, train_data: Dataset, val_data: Dataset, targets: torch.Tensor, cfg: UnlearnConfig, device,
-              out_dir: str | None, resume: bool, progress: bool) -> _Run:
+              out_dir: str | None, resume: bool, progress: bool, data_settings: dict | None) -> _Run:
     """Place the model, make the optimiser, start (fresh gates or the checkpoint's), lay out the epochs."""
     ctx = dist_context()
     params = wf.alpha_parameters()
@@ -198,7 +209,8 @@ def _open_run(wf, train_data: Dataset, val_data: Dataset, targets: torch.Tensor,
     opt = _make_optimizer(params, cfg)
     state_path = os.path.join(out_dir, STATE_FILE) if out_dir else None
     history_path = os.path.join(out_dir, HISTORY_FILE) if out_dir and ctx.rank == 0 else None
-    prog, best_filters, history = _start(wf, opt, cfg, state_path, history_path, resume, device)
+    world = _run_record(wf, train_data, val_data, device, data_settings)
+    prog, best_filters, history = _start(wf, opt, cfg, world, state_path, history_path, resume, device)
     n = targets.shape[0]
     batch = min(cfg.batch_size, n)
     steps = max(1, n // batch)
@@ -210,18 +222,58 @@ def _open_run(wf, train_data: Dataset, val_data: Dataset, targets: torch.Tensor,
                 total=total, evals_at=_eval_points(steps, cfg.evals_per_epoch))
 
 
-def _start(wf, opt, cfg: UnlearnConfig, state_path: str | None, history_path: str | None, resume: bool,
+def _check_data_settings(data_settings) -> None:
+    if data_settings is None:
+        return
+    if not isinstance(data_settings, dict) or not all(
+            isinstance(k, str) and (v is None or isinstance(v, (str, int, float, bool)))
+            for k, v in data_settings.items()):
+        raise TypeError(f"wfkern.unlearn: data_settings must be a dict of names to numbers, strings, booleans or "
+                        f"None, got {data_settings!r:.80}")
+    taken = sorted(set(data_settings) & set(_RECORDED))
+    if taken:
+        raise ValueError(f"wfkern.unlearn: data_settings must leave {', '.join(_RECORDED)} to unlearn (it records "
+                         f"them itself), got {', '.join(taken)}")
+
+
+# What unlearn records itself of the world a run starts from (``_run_record``), before the caller's data settings.
+_RECORDED = ("base_fingerprint", "precision", "train_samples", "val_samples")
+
+
+def _precision_now(device: torch.device) -> str:
+    """The precision forward passes run in on ``device``: "fp32", or the autocast dtype in force ("bf16")."""
+    if not torch.is_autocast_enabled(device.type):
+        return "fp32"
+    dtype = torch.get_autocast_dtype(device.type)
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype).replace("torch.", ""))
+
+
+def _run_record(wf, train_data: Dataset, val_data: Dataset, device: torch.device, data_settings: dict | None) -> dict:
+    """What the run starts from besides its settings (``Progress.run``), compared on resume."""
+    return {"base_fingerprint": base_fingerprint(wf), "precision": _precision_now(device),
+            "train_samples": len(train_data), "val_samples": len(val_data), **(data_settings or {})}
+
+
+def _start(wf, opt, cfg: UnlearnConfig, world: dict, state_path: str | None, history_path: str | None, resume: bool,
            device) -> tuple[Progress, dict, HistoryLog]:
     """Fresh gates (alpha_init) and history, or the checkpoint's gates and optimiser state and the history up to
-    its step; returns (progress, best gates, history). A resume checks the checkpoint and every history record
-    before the gates change."""
+    its step; returns (progress, best gates, history). A resume checks the checkpoint's settings and record
+    (``world``: ``_run_record``) and every history record before the gates change."""
     if not resume:
         wf.reset_alphas(cfg.alpha_init)
-        return Progress(config=cfg.to_dict()), wf.filters_state_dict(), HistoryLog(history_path)
+        return Progress(config=cfg.to_dict(), run=world), wf.filters_state_dict(), HistoryLog(history_path)
     current, best, opt_state, prog = load_state(state_path)
     bad = cfg.resume_mismatch(prog.config)
     if bad:
         raise ValueError(f"wfkern.unlearn: resume settings must match the checkpoint, got different {bad}")
+    if not prog.run:
+        log.warning(f"wfkern.unlearn: the checkpoint {state_path} records no base model fingerprint, data or "
+                    "precision (an older wfkern wrote it): resuming without comparing them; they are recorded from "
+                    "now on")
+        prog.run = world
+    differences = resume_differences(prog.run, world)
+    if differences:
+        raise ResumeMismatch(differences)
     history = HistoryLog(history_path, keep_until_step=prog.step)
     wf.load_filters_state_dict({k: v.to(device) for k, v in current.items()})
     opt.load_state_dict(opt_state)

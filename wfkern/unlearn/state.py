@@ -12,7 +12,8 @@ from torch import Tensor
 
 from wfkern._atomic import atomic_write, atomic_write_text
 
-__all__ = ["Progress", "save_state", "load_state", "HistoryLog", "read_history_records", "history_record_problem",
+__all__ = ["Progress", "ResumeMismatch", "resume_differences", "format_differences", "save_state", "load_state",
+           "HistoryLog", "read_history_records", "history_record_problem",
            "STATE_FILE", "HISTORY_FILE", "FILTERS_FILE", "STATE_FORMAT"]
 
 log = logging.getLogger("wfkern.unlearn")
@@ -34,6 +35,10 @@ class Progress:
         seconds: untraining wall time spent so far.
         running: exponential moving averages of (loss, L_r, L_f, R) for the bar and the history.
         config: the run's UnlearnConfig as a dict (checked on resume).
+        run: what the run started from besides its settings (checked on resume, ``resume_differences``): the base
+            model's fingerprint (``wfkern.patch.base_fingerprint``, as in the filters file), the precision, the
+            data's sample counts and the caller's ``data_settings`` (the CLI's dataset, split seed, image size and
+            data root). Empty in checkpoints of older versions.
     """
 
     step: int = 0
@@ -45,6 +50,39 @@ class Progress:
     seconds: float = 0.0
     running: list = field(default_factory=list)
     config: dict = field(default_factory=dict)
+    run: dict = field(default_factory=dict)
+
+
+class ResumeMismatch(ValueError):
+    """A resume that would continue a run from another base model, data or precision than the run's own.
+
+    Attributes:
+        differences: (name, now, the run's) for each difference, in the order of the run's record.
+    """
+
+    def __init__(self, differences: list[tuple[str, object, object]]) -> None:
+        self.differences = differences
+        super().__init__("wfkern.unlearn: resume must use the run's base model, data and precision, got "
+                         f"{format_differences(differences)}; start a new run (resume=False or another out_dir)")
+
+
+def _shown_value(name: str, value) -> str:
+    if name == "base_fingerprint" and isinstance(value, str):
+        return value[:12] + ".."
+    return "none" if value is None else str(value)
+
+
+def format_differences(differences: list[tuple[str, object, object]], labels: dict | None = None) -> str:
+    """``"split_seed 1 (run: 0), base_fingerprint 1f2e3d4c5b6a.. (run: 9a8b7c6d5e4f..)"``; ``labels`` renames."""
+    labels = labels or {}
+    return ", ".join(f"{labels.get(name, name)} {_shown_value(name, now)} (run: {_shown_value(name, then)})"
+                     for name, now, then in differences)
+
+
+def resume_differences(run: dict, now: dict) -> list[tuple[str, object, object]]:
+    """(name, now, the run's) for every entry both records hold that differs (an entry only one holds, e.g. the
+    CLI's data settings when the library resumes a CLI run, cannot be compared and is not)."""
+    return [(name, now[name], then) for name, then in run.items() if name in now and now[name] != then]
 
 
 def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict]:
