@@ -202,6 +202,12 @@ def test_resume_and_report_refuse_a_damaged_history_in_one_line(finished_run, tm
                               "report")
         assert f"wfkern.read_history: {out / 'history.jsonl'}:2 " in msg and said in msg, msg
         assert not (tmp_path / "r").exists()
+        # evaluate reads the run's untraining time from it, before any class is evaluated
+        filters = str(out / "filters.safetensors")
+        msg = _one_line_error(capsys, ["evaluate", "--checkpoint", argv[2], "--filters", filters,
+                                       "--out", str(tmp_path / "e"), "--metrics", "acc", "--classes", "0",
+                                       "--no-progress"], "evaluate")
+        assert f"wfkern.read_history: {out / 'history.jsonl'}:2 " in msg and said in msg, msg
     finally:
         (out / "history.jsonl").write_text(text)
 
