@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 SOURCES := setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*.cu csrc/cuda/*.cuh)
 export MAX_JOBS ?= 2
 
-.PHONY: test test-all sanitize demo bench info build deps clean
+.PHONY: test test-all sanitize cpu-variants demo bench info build deps clean
 
 $(VENV)/.deps: requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,13 +35,34 @@ SANITIZE ?= 1
 RUN_SANITIZE = @if [ "$(SANITIZE)" != 0 ] && [ "$${WFKERN_CPP:-1}" != 0 ]; then $(MAKE) --no-print-directory sanitize; \
 	else echo "sanitizer stage skipped (SANITIZE=$(SANITIZE), WFKERN_CPP=$${WFKERN_CPP:-1})"; fi
 
+# The browser test of `wfkern serve`'s page drives Debian's Chromium: installed here when running as root with apt
+# (without it that test skips, saying why).
+CHROMIUM = @if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	(apt-get update -q && apt-get install -y -q chromium) > $(VENV)/chromium.log 2>&1 \
+	|| echo "chromium not installed (see $(VENV)/chromium.log): the page test will skip"; fi
+
 test: info
+	$(CHROMIUM)
 	$(PY) -m pytest -q -m "not slow"
+	$(MAKE) --no-print-directory cpu-variants
 	$(RUN_SANITIZE)
 
 test-all: info
+	$(CHROMIUM)
 	$(PY) -m pytest -q
+	$(MAKE) --no-print-directory cpu-variants
 	$(RUN_SANITIZE)
+
+# The exactness, bake and drop-in tests again under other CPU kernel choices: ATen's vector ISA, MKL's
+# code path on CPUs it does not tune for (AMD takes its AVX2 path) and oneDNN's ISA. A claim that holds
+# on one machine's kernels only fails here, not on a user's machine.
+CPU_VARIANTS ?= ATEN_CPU_CAPABILITY=default ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
+VARIANT_TESTS ?= tests/test_patch_exact.py tests/test_patch_dropin.py $(wildcard tests/test_export_bake.py)
+VARIANT_PATCH_TESTS ?= bit_for_bit or mixed_batch
+cpu-variants: build
+	@for variant in $(CPU_VARIANTS); do echo "== CPU kernel variant: $$variant"; \
+		env $$variant $(PY) -m pytest -q -p no:cacheprovider -m "not slow" $(VARIANT_TESTS) || exit 1; \
+		env $$variant $(PY) -m pytest -q -p no:cacheprovider tests/test_patch.py -k "$(VARIANT_PATCH_TESTS)" || exit 1; done
 
 # The C++ CPU ops built with AddressSanitizer + UndefinedBehaviorSanitizer into build/asan/ (a
 # separate CPU-only build; the in-place wfkern/_C*.so is never touched), then the op, property,

@@ -20,6 +20,42 @@ def _assert_same_state(before: dict, module: nn.Module) -> None:
     assert changed == [], f"the frozen base changed: {changed[:5]}"
 
 
+def _train_mode_ways():
+    """Every way a WF model ends up in train mode: each must keep the base's BatchNorms in eval."""
+    return {
+        "patched in train mode": lambda model: wfkern.patch(model.train(), 10),
+        "patched in place in train mode": lambda model: wfkern.patch(model.train(), 10, inplace=True),
+        "train() after patch": lambda model: wfkern.patch(model, 10).train(),
+        "train(True) on a train-mode patch": lambda model: wfkern.patch(model.train(), 10).train(True),
+        "patched in train mode without folding": lambda model: wfkern.patch(model.train(), 10, fold_batchnorm=False),
+    }
+
+
+@pytest.mark.parametrize("way", list(_train_mode_ways()))
+def test_train_mode_never_moves_the_base(way, tmp_path):
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        original = model(x)
+    snapshot = _state(model)
+    wf = _train_mode_ways()[way](model)
+    assert wf.training
+    wf.save_filters(str(tmp_path / "gates.safetensors"))
+    before = _state(wf.model)
+    for forget in (3, torch.tensor([1, -1, 3, 3]), None):
+        out = wf(x, forget=forget)
+        if out.requires_grad:  # forget=None runs the frozen base alone
+            out.sum().backward()
+    _assert_same_state(before, wf.model)
+    wfkern.load_filters(wf, str(tmp_path / "gates.safetensors"))  # the base fingerprint still matches
+    assert all(not m.training for m in wf.modules() if isinstance(m, nn.BatchNorm2d))
+    with torch.no_grad():
+        assert torch.equal(wf.eval()(x), original)
+    if "in place" not in way:
+        _assert_same_state(snapshot, model)
+
+
 @pytest.mark.parametrize("mode", ["train", "eval"])
 @pytest.mark.parametrize("grad", [True, False])
 def test_forward_never_changes_the_base(mode, grad):

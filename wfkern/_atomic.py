@@ -148,12 +148,15 @@ def atomic_write(path: str, write: Callable[[str], None]) -> None:
 
     Raises:
         FileNotFoundError: the directory of ``path`` does not exist.
+        IsADirectoryError: ``path`` is a directory (nothing is written).
     """
     path = os.fspath(path)
+    name = os.path.basename(path)
+    if not name or os.path.isdir(path):
+        raise IsADirectoryError(f"wfkern: {path!r} must be a file path, got a directory; name a file (inside it, if you like)")
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"wfkern: the directory of {path!r} must exist, got a missing {directory!r}")
-    name = os.path.basename(path)
     _remove_stale(path)
     tmp_dir, lock_fd = _make_temp_dir(directory, name)
     tmp = os.path.join(tmp_dir, name)

@@ -15,10 +15,12 @@ __all__ = ["ForgetContext", "WFLayer", "find_wf_layers"]
 
 
 class _CallState(threading.local):
-    """What one thread's forward in flight has set: its labels, its model, folded-BatchNorm hand-overs."""
+    """What one thread's forward in flight has set: its labels, the rows that forget nothing, its model,
+    folded-BatchNorm hand-overs."""
 
     def __init__(self) -> None:
         self.labels: Optional[Tensor] = None
+        self.kept_rows: Optional[Tensor] = None
         self.root: Optional[nn.Module] = None
         self.handed_over: Dict[str, Tensor] = {}
 
@@ -30,7 +32,9 @@ class ForgetContext:
     ``nn.DataParallel`` replicas, which share this object) never see each other's labels, and
     :meth:`WFModel.forward` restores the previous state when it returns or raises, so nested calls
     see their own. ``labels`` is None outside a masked forward (the layers then run their base
-    layer untouched), else a (B,) or (B, K) int64 tensor on the activations' device.
+    layer untouched), else a (B,) or (B, K) int64 tensor on the activations' device. ``kept_rows``
+    is a (R,) int64 index of the rows that forget nothing (every label -1) when the labels came
+    from the host and some (not all) rows forget nothing, else None.
     """
 
     def __init__(self) -> None:
@@ -49,16 +53,20 @@ class ForgetContext:
     def labels(self) -> Optional[Tensor]:
         return self._state.labels
 
-    def enter(self, labels: Optional[Tensor], root: nn.Module) -> Tuple[Optional[Tensor], Optional[nn.Module], Dict[str, Tensor]]:
-        """Make ``labels`` this thread's labels while ``root`` runs; returns what :meth:`leave` restores."""
+    @property
+    def kept_rows(self) -> Optional[Tensor]:
+        return self._state.kept_rows
+
+    def enter(self, labels: Optional[Tensor], root: nn.Module, kept_rows: Optional[Tensor] = None) -> tuple:
+        """Make ``labels`` (and ``kept_rows``) this thread's while ``root`` runs; returns what :meth:`leave` restores."""
         state = self._state
-        previous = (state.labels, state.root, state.handed_over)
-        state.labels, state.root, state.handed_over = labels, root, {}
+        previous = (state.labels, state.kept_rows, state.root, state.handed_over)
+        state.labels, state.kept_rows, state.root, state.handed_over = labels, kept_rows, root, {}
         return previous
 
-    def leave(self, previous: Tuple[Optional[Tensor], Optional[nn.Module], Dict[str, Tensor]]) -> None:
+    def leave(self, previous: tuple) -> None:
         state = self._state
-        state.labels, state.root, state.handed_over = previous
+        state.labels, state.kept_rows, state.root, state.handed_over = previous
 
     def module(self, name: str) -> Optional[nn.Module]:
         """The module at dotted ``name`` in the model this thread is running (None outside a forward)."""

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from wfkern.layers import ForgetContext, WFLayer, find_wf_layers
-from wfkern.ops import check_label_values, raise_label_errors
+from wfkern.ops import check_label_values, checked_labels, raise_label_errors
 from wfkern.patch.filters_io import save_filters
 
 __all__ = ["WFModel"]
@@ -40,6 +40,8 @@ class WFModel(nn.Module):
         self.skipped = list(skipped or [])
         self.folded_batchnorms = list(folded_batchnorms or [])
         self._context = context
+        # A model patched in train mode gets wfkern's train-mode rule too (its BatchNorms stay in eval).
+        self.train(model.training)
 
     def forward(self, x: Tensor, forget: Forget = None, **kwargs) -> Tensor:
         """Run the model; sample b forgets ``forget[b]``.
@@ -56,8 +58,9 @@ class WFModel(nn.Module):
         labels = self.prepare_forget(forget, x.shape[0], x.device)
         if labels is not None and labels.is_cuda and not torch.compiler.is_compiling():
             raise_label_errors()  # a bad GPU label of an earlier call: a plain read, no synchronisation
+        kept = _rows_forgetting_nothing(forget, labels)
         # The labels belong to this call: per thread, and restored on return or error (nesting).
-        previous = self._context.enter(labels, self.model)
+        previous = self._context.enter(labels, self.model, kept)
         try:
             return self.model(x, **kwargs)
         finally:
@@ -87,22 +90,41 @@ class WFModel(nn.Module):
             return None
         if isinstance(forget, bool) or not isinstance(forget, (int, Tensor, list, tuple)):
             raise TypeError(f"wfkern.WFModel: forget must be None, an int or an integer tensor, got {type(forget).__name__}")
-        if isinstance(forget, int):
-            forget = torch.full((batch,), forget, dtype=torch.long)
-        elif not isinstance(forget, Tensor):
-            forget = torch.as_tensor(forget)
+        if not isinstance(forget, Tensor):
+            forget = self._label_tensor(forget, batch)
         if forget.dtype == torch.bool or forget.is_floating_point() or forget.is_complex():
             raise TypeError(f"wfkern.WFModel: forget must be an integer tensor (int64), got {forget.dtype}")
+        if forget.device.type not in ("cpu", device.type):
+            raise ValueError(f"wfkern.WFModel: forget must be on the CPU or on the input's device ({device}), "
+                             f"got labels on {forget.device}")
         if forget.dim() not in (1, 2) or forget.shape[0] != batch:
             raise ValueError(
                 f"wfkern.WFModel: forget must have shape ({batch},) or ({batch}, K) for a batch of {batch}, "
                 f"got {tuple(forget.shape)}"
             )
-        if forget.device.type == "cpu" and not torch.compiler.is_compiling():
-            check_label_values(forget, self.num_classes, name="wfkern.WFModel: forget labels")
+        if forget.device.type == "cpu":
+            name = "wfkern.WFModel: forget labels"
+            if torch.compiler.is_compiling():  # in the graph, checked when it runs (same message)
+                return checked_labels(forget.long(), self.num_classes, name).to(device=device, non_blocking=True)
+            check_label_values(forget, self.num_classes, name=name)
             if bool((forget == -1).all()):
                 return None
         return forget.to(device=device, dtype=torch.long, non_blocking=True)
+
+    def _label_tensor(self, forget: Union[int, list, tuple], batch: int) -> Tensor:
+        """Host labels (an int for the whole batch, or a (B,) / (B, K) list of ints) as an int64 tensor."""
+        expectation = (f"wfkern.WFModel: forget labels must be in [-1, {self.num_classes}) (-1 = forget nothing), "
+                       "as an int or a (B,) / (B, K) list of ints")
+        try:
+            if isinstance(forget, int):
+                return torch.full((batch,), forget, dtype=torch.long)
+            labels = torch.as_tensor(forget)
+        except (TypeError, ValueError, RuntimeError, OverflowError):
+            shown = repr(forget) if len(repr(forget)) <= 80 else repr(forget)[:77] + "..."
+            raise ValueError(f"{expectation}, got {shown}") from None
+        if labels.numel() and (labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex()):
+            raise TypeError(f"wfkern.WFModel: forget labels must be ints, got {labels.dtype} values")
+        return labels.long() if labels.numel() == 0 else labels
 
     def wf_layers(self) -> Dict[str, WFLayer]:
         """{dotted name inside ``self.model``: WF layer}, in module order."""
@@ -167,3 +189,21 @@ class WFModel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, wf_layers={len(self.wf_layers())}, skipped={len(self.skipped)}"
+
+
+def _rows_forgetting_nothing(forget: Forget, labels: Optional[Tensor]) -> Optional[Tensor]:
+    """(R,) index, on ``labels``' device, of the rows whose labels are all -1 in a batch where others forget
+    something; None when there are none or the labels were not given on the host (not read back from a GPU).
+
+    A layer that folds work into its epilogue (a conv with its BatchNorm) recomputes these rows with the
+    original modules, so they stay bit for bit the original model's.
+    """
+    if labels is None or isinstance(forget, int) or torch.compiler.is_compiling():
+        return None  # an int forgets the same class in every row
+    if isinstance(forget, Tensor) and forget.device.type != "cpu":
+        return None
+    host = labels if labels.device.type == "cpu" else torch.as_tensor(forget).long()
+    kept = ((host if host.dim() == 2 else host[:, None]) == -1).all(dim=1).nonzero().flatten()
+    if kept.numel() == 0:
+        return None
+    return kept.to(labels.device, non_blocking=True)
