@@ -123,3 +123,18 @@ def test_valid_single_and_multi_label_data_still_train(digits_small):
     res = unlearn(wf, relabel(train, _multi(train), True), relabel(val, _multi(val), True), **FAST)
     assert math.isfinite(res.best_objective) and res.steps == 2
     assert all((p == p).all() for p in wf.alpha_parameters())
+
+
+@pytest.mark.parametrize("device, match", [
+    ("cuda", r"wfkern.unlearn: device must be available, got 'cuda' on a machine without a usable CUDA GPU"),
+    ("cuda:7", r"wfkern.unlearn: device must be"),
+    ("gpu", r"wfkern.unlearn: device must be 'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
+])
+def test_unlearn_on_a_device_this_machine_lacks_is_a_clear_error(digits_small, device, match):
+    if device.startswith("cuda") and torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    wf = trained_like_wf()
+    before = [p.detach().clone() for p in wf.alpha_parameters()]
+    with pytest.raises(ValueError, match=match):
+        unlearn(wf, *digits_small, device=device, **FAST)
+    assert all(torch.equal(a, b) for a, b in zip(before, wf.alpha_parameters()))

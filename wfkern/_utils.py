@@ -11,7 +11,7 @@ import dataclasses
 import torch
 from torch import nn
 
-__all__ = ["model_device", "trainable_copy", "interactive", "SEED_STRIDE", "SEED_SPREAD", "TRAIN_SEED_STRIDE", "setting",
+__all__ = ["model_device", "usable_device", "trainable_copy", "interactive", "SEED_STRIDE", "SEED_SPREAD", "TRAIN_SEED_STRIDE", "setting",
            "replace_settings"]
 
 # Seeds derived from a run's seed. Both numbers are primes, so derived streams of neighbouring seeds,
@@ -27,11 +27,26 @@ TRAIN_SEED_STRIDE = 100_003
 reproduce)."""
 
 
+def usable_device(device: torch.device | str, fn: str = "wfkern") -> torch.device:
+    """``device`` as a torch.device, after checking that this machine has it (a one-line ValueError naming ``fn``)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"{fn}: device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{fn}: device must be available, got {str(dev)!r} on a machine without a usable CUDA GPU; "
+                             "use device='cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{fn}: device must be one of the {torch.cuda.device_count()} visible GPUs, got {str(dev)!r}")
+    return dev
+
+
 def model_device(module: nn.Module, device: torch.device | str | None = None) -> torch.device:
-    """``device`` when given, else where ``module`` lives: its first parameter's device, else its first buffer's
-    (a module without either counts as on the CPU)."""
+    """``device`` when given (checked: :func:`usable_device`), else where ``module`` lives: its first parameter's
+    device, else its first buffer's (a module without either counts as on the CPU)."""
     if device is not None:
-        return torch.device(device)
+        return usable_device(device)
     for tensor in module.parameters():
         return tensor.device
     for tensor in module.buffers():

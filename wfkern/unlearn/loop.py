@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import Dataset
 
-from wfkern._utils import SEED_STRIDE
+from wfkern._utils import SEED_STRIDE, usable_device
 from wfkern.data import iter_batches
 from wfkern.patch import base_fingerprint
 from wfkern.train.distributed import DistContext, all_reduce_grads, all_reduce_sum, dist_context
@@ -204,7 +204,7 @@ def _open_run(wf, train_data: Dataset, val_data: Dataset, targets: torch.Tensor,
     """Place the model, make the optimiser, start (fresh gates or the checkpoint's), lay out the epochs."""
     ctx = dist_context()
     params = wf.alpha_parameters()
-    device = torch.device(device) if device is not None else params[0].device
+    device = usable_device(device, "wfkern.unlearn") if device is not None else params[0].device
     wf.to(device).eval()  # the base is frozen: BN uses its running statistics, dropout is off
     opt = _make_optimizer(params, cfg)
     state_path = os.path.join(out_dir, STATE_FILE) if out_dir else None
