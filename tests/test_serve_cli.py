@@ -49,3 +49,30 @@ def test_no_auth_warns_loudly_and_a_busy_port_is_one_line(files, capsys):
         err = one_line_error(capsys, ["serve", "--checkpoint", ckpt, "--filters", filters, "--no-auth", "--port",
                                       str(port)], f"got {port}, which is in use")
     assert "WARNING: wfkern serve runs with --no-auth: ANY client" in err
+
+
+def test_serve_sits_at_the_command_lines_level():
+    """wfkern.serve imports only patch / models / train / data (and what they rest on); only the CLI imports it."""
+    import ast
+    from pathlib import Path
+
+    import wfkern
+
+    package = Path(wfkern.__file__).parent
+    allowed = {"serve", "patch", "models", "train", "data", "layers", "ops", "_atomic", "_utils"}
+    bad = []
+    for path in package.rglob("*.py"):
+        group = path.relative_to(package).parts[0].removesuffix(".py")
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            for name in names:
+                parts = name.split(".")
+                if parts[0] != "wfkern":
+                    continue
+                target = parts[1] if len(parts) > 1 else "(top level)"
+                if group == "serve" and target not in allowed:
+                    bad.append(f"{path.relative_to(package)} imports wfkern.{target}")
+                if target == "serve" and group not in ("serve", "cli"):
+                    bad.append(f"{path.relative_to(package)} imports wfkern.serve")
+    assert not bad, bad

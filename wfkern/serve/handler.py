@@ -80,8 +80,7 @@ def load_served(checkpoint: str, filters: str | None = None, *, mode: str = "wf"
     Raises:
         FileNotFoundError, ValueError: a missing or foreign file, filters of other weights, a bad mode.
     """
-    import wfkern
-    from wfkern.patch import base_fingerprint, filters_layer_names, gates_mlp
+    from wfkern.patch import base_fingerprint, filters_layer_names, gates_mlp, load_filters, patch
     from wfkern.train import load_checkpoint
 
     if mode not in MODES:
@@ -96,9 +95,9 @@ def load_served(checkpoint: str, filters: str | None = None, *, mode: str = "wf"
     dev = torch.device(device)
     model, config = load_checkpoint(checkpoint, device=dev)
     gate_mlp = gates_mlp(filters_layer_names(filters)) if filters is not None else False
-    wf = wfkern.patch(model, num_classes=config.num_classes, gate_mlp=gate_mlp)
+    wf = patch(model, num_classes=config.num_classes, gate_mlp=gate_mlp)
     if filters is not None:
-        wfkern.load_filters(wf, filters)
+        load_filters(wf, filters)
     fingerprint = base_fingerprint(wf)
     served = wf.eval()
     if mode == "plain":  # the original module itself, unpatched (the benchmark's baseline)
