@@ -113,3 +113,31 @@ def test_python_api_writes_what_the_cli_writes(exported, tmp_path):
     assert record["forgotten"] == [3, 7]
     with safe_open(out, "pt") as a, safe_open(again, "pt") as b:
         assert all(torch.equal(a.get_tensor(k), b.get_tensor(k)) for k in a.keys())
+
+
+def test_a_grey_input_model_exports_its_inner_architecture(tmp_path):
+    """A torchvision model built for 1-channel data sits in wfkern's ChannelAdapter: the file holds the inner
+    model's own keys, and the record says how to feed it."""
+    import torchvision
+
+    import wfkern
+    from _export_models import scramble
+    from wfkern.export import export_weights
+    from wfkern.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("torchvision:resnet18", NUM_CLASSES, 1, IMAGE).eval()
+    checkpoint, filters = str(tmp_path / "grey.safetensors"), str(tmp_path / "grey_filters.safetensors")
+    wfkern.save_model(model, checkpoint, arch="torchvision:resnet18", in_chans=1, image_size=IMAGE)
+    wf = scramble(wfkern.patch(model, NUM_CLASSES))
+    wf.save_filters(filters)
+    out = str(tmp_path / "baked.safetensors")
+    record = export_weights(load_source(checkpoint, filters), 4, out)
+    assert record["channel_adapter"] == {"in_chans": 1, "model_chans": 3}
+    from safetensors.torch import load_file
+
+    plain = torchvision.models.resnet18(num_classes=NUM_CLASSES).eval()
+    plain.load_state_dict(load_file(out), strict=True)
+    x = torch.randn(3, 1, IMAGE, IMAGE)
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x.expand(-1, 3, -1, -1)), wf.eval()(x, forget=4), atol=1e-5, rtol=1e-5)
