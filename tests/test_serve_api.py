@@ -84,6 +84,15 @@ def test_a_request_cannot_remove_a_tenant_class_and_bob_sees_nothing_of_alice(se
     assert status == 200 and {e["tenant_id"] for e in audit} == {setup["bob"][0]}
 
 
+def test_a_registry_entry_outside_the_model_is_an_error_never_ignored(setup):
+    store = SQLiteForgetStore(str(setup["db"]))  # no class count: the CLI without --num-classes
+    tenant, key = store.create_tenant("other-model")
+    store.add_classes(tenant.id, [4, 12])
+    store.close()
+    status, body, _ = request(setup["url"] + "/v1/predict", {"images": [{"array": [[0.5] * 8] * 8}]}, key=key)
+    assert status == 500 and "must be classes of this model ([0, 10)), got 12" in body["error"]["message"]
+
+
 def test_png_images_and_several_per_request(setup):
     wf = setup["wf"]
     pix = torch.randint(0, 256, (2, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))

@@ -151,6 +151,10 @@ class Front:
         except BadInput as e:
             raise ApiError(e.status, str(e)) from None
         held = self.store.forgotten(tenant.id) if tenant is not None else []
+        foreign = [c for c in held if c >= len(self.names)]
+        if foreign:  # written without --num-classes for another model: never applied as "forget nothing"
+            raise ApiError(500, f"the tenant's registry entries must be classes of this model ([0, {len(self.names)})),"
+                                f" got {', '.join(map(str, foreign))}; remove them with `wfkern registry unforget`")
         applied = sorted(set(held) | set(asked))
         return {"images": images, "forget": applied, "top_k": top_k}, held, asked
 
