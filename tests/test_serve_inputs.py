@@ -102,3 +102,22 @@ def test_forget_by_id_or_name():
         resolve_forget([4], names)
     with pytest.raises(BadInput, match="got True"):
         resolve_forget([True], names)
+
+
+def test_jpeg_and_rgb_images():
+    from PIL import Image
+    from torchvision.transforms.functional import pil_to_tensor
+
+    pix = torch.randint(0, 256, (32, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    buf = io.BytesIO()
+    Image.fromarray(pix.numpy()).save(buf, format="JPEG", quality=90)
+    spec = input_spec(config("cifar10", 3, 32))
+    assert spec.mean == (0.4914, 0.4822, 0.4465) and not spec.from_files
+    decoded = pil_to_tensor(Image.open(io.BytesIO(buf.getvalue()))).float() / 255  # what the JPEG holds
+    want = (decoded - torch.tensor(spec.mean).view(3, 1, 1)) / torch.tensor(spec.std).view(3, 1, 1)
+    got = decode_image(base64.b64encode(buf.getvalue()).decode(), 0, spec, LIMITS)
+    assert got.shape == (3, 32, 32) and torch.equal(got, want)
+    gray = io.BytesIO()
+    Image.fromarray(pix[..., 0].numpy()).save(gray, format="JPEG")
+    with pytest.raises(BadInput, match="must have 3 channels \\(RGB\\), the model's input, got a L image"):
+        decode_image("data:image/jpeg;base64," + base64.b64encode(gray.getvalue()).decode(), 0, spec, LIMITS)
