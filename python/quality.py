@@ -124,7 +124,8 @@ def main() -> None:
             print(json.dumps(row), flush=True)
     report = {"row": args.row, "seeds": list(range(args.seeds)), "recipes": {}}
     for name, runs in rows.items():
-        keys = [k for k, v in runs[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "seed"]
+        keys = [k for k, v in runs[0].items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "seed"]
         spread = {k: dict(zip(("mean", "std", "n"), mean_std([r[k] for r in runs]))) for k in keys}
         manifest = run_manifest({**recipes[name], **extra, "gate_mlp": args.gate_mlp, "threads": args.threads},
                                 {"seeds": list(range(args.seeds))}, dict(zip(("train", "val", "test"), splits)))

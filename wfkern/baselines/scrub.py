@@ -85,9 +85,15 @@ def scrub(original: nn.Module, train_data: Dataset, c: int, *, epochs: int = 10,
     teacher.eval().requires_grad_(False)
     opt = torch.optim.SGD(student.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(int(seed))
-    n_retain = retain.numel() if retain_ratio is None else min(retain.numel(), int(round(retain_ratio * forget.numel())))
-    away = lambda s, t, y: -distill_kl(s, t, temperature)  # noqa: E731
-    close = lambda s, t, y: kl_weight * distill_kl(s, t, temperature) + ce_weight * nn.functional.cross_entropy(s, y)  # noqa: E731,E501
+    n_retain = retain.numel()
+    if retain_ratio is not None:
+        n_retain = min(n_retain, int(round(retain_ratio * forget.numel())))
+    def away(s: Tensor, t: Tensor, y: Tensor) -> Tensor:
+        return -distill_kl(s, t, temperature)
+
+    def close(s: Tensor, t: Tensor, y: Tensor) -> Tensor:
+        return kl_weight * distill_kl(s, t, temperature) + ce_weight * nn.functional.cross_entropy(s, y)
+
     for e in tqdm(range(epochs), desc=f"scrub class {c}", leave=False, disable=not progress):
         fine_tune_mode(student)
         if e < forget_epochs:

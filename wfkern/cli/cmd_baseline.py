@@ -49,7 +49,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="scrub: the first epochs that also take a max-step pass over the forget samples (default 3)")
     g.add_argument("--temperature", type=float, default=None, help="scrub: distillation temperature (default 4)")
     g.add_argument("--l1", type=float, default=None,
-                   help="l1-sparse: initial strength of the l1 penalty, decaying linearly over the epochs (default 1e-3)")
+                   help="l1-sparse: initial strength of the l1 penalty, decaying linearly over the epochs "
+                        "(default 1e-3)")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out-dir holds finished classes")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     add_data_args(p, dataset_default=None)

@@ -169,7 +169,8 @@ def evaluate(model, test_data: Dataset, *, train_data: Optional[Dataset] = None,
               "metrics": sorted(metrics), "settings": s.as_dict(), "fingerprint": um.fingerprint(),
               "original": original, "per_class": per_class, "summary": summarize(per_class),
               "manifest": run_manifest(s.as_dict(), {"seed": s.seed, "zrf_seed": s.zrf_seed,
-                                                     "classes_seed": classes_seed}, {"test": test_data, "train": train_data})}
+                                                     "classes_seed": classes_seed},
+                                       {"test": test_data, "train": train_data})}
     if out is not None:
         atomic_write_json(out / RESULTS_FILE, result)
     return result

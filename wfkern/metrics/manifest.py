@@ -36,7 +36,8 @@ def dataset_fingerprint(dataset: Dataset) -> dict:
     can be read cheaply, its inputs.
 
     ``covers`` says what was hashed: "inputs+labels" for in-memory datasets (``get_batch``: every input tensor,
-    in index order; a ``TensorDataset``: its tensors), "paths+labels" for folder datasets (a ``samples`` list of (path, label)), else "labels"
+    in index order; a ``TensorDataset``: its tensors), "paths+labels" for folder datasets (a ``samples`` list of
+    (path, label)), else "labels"
     (reading every image of a large folder only to hash it would cost a full pass).
     """
     digest = hashlib.sha256()

@@ -498,7 +498,8 @@ def write_report(results: dict, out_dir: str | os.PathLike, *, title: str = "wfk
         if t2[1]:
             body += ["<h2>Table 2: insertion / deletion on the alpha masks</h2>", to_html(t2)]
         if td[1]:
-            body += ["<h2>Depth of forgetting</h2>", f"<p class='note'>{html.escape(DEPTH_EXPLANATION)}</p>", to_html(td)]
+            body += ["<h2>Depth of forgetting</h2>", f"<p class='note'>{html.escape(DEPTH_EXPLANATION)}</p>",
+                     to_html(td)]
         body += [f"<h2>Per class: {html.escape(label)}</h2>", to_html(tpc),
                  "<p class='note'>RT marked * hit the cap.</p>", "<h2>Manifest</h2>",
                  "<ul>" + "".join(f"<li class='note'>{html.escape(ln)}</li>" for ln in manifest) + "</ul>",

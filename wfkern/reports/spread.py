@@ -62,7 +62,8 @@ def spread_table(agg: dict, results_by_method: Optional[dict] = None) -> Table:
     for m in ordered(agg):
         n = max(agg[m][k]["n"] for k, _, _ in cols) if cols else 0
         label = method_label(m, (results_by_method or {}).get(m))
-        rows.append([label, str(n)] + [fmt_mean_std(agg[m][k]["mean"], agg[m][k]["std"], scale) for k, _, scale in cols])
+        cells = [fmt_mean_std(agg[m][k]["mean"], agg[m][k]["std"], scale) for k, _, scale in cols]
+        rows.append([label, str(n)] + cells)
     return headers, rows
 
 

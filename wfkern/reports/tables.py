@@ -210,7 +210,8 @@ def depth_table(results: dict) -> Table:
         s = results[m]["summary"]
         if all(s.get(k) is None for k in ("probe_acc_f", "rft_acc_f", "mia_eff")):
             continue
-        probe = "–" if s.get("probe_acc_f") is None else f"{fmt_pct(s['probe_acc_f'])} ({fmt_pct(s.get('probe_acc_r'))})"
+        probe = "–" if s.get("probe_acc_f") is None else \
+            f"{fmt_pct(s['probe_acc_f'])} ({fmt_pct(s.get('probe_acc_r'))})"
         rft = "–" if s.get("rft_acc_f") is None else f"{fmt_pct(s['rft_acc_f'])} ({fmt_pct(s.get('rft_acc_r'))})"
         eff = "–" if s.get("mia_eff") is None else \
             f"{fmt_pct(s['mia_eff'])} ({fmt_pct(s.get('mia_eff_entropy'))}, {fmt_pct(s.get('mia_eff_m_entropy'))})"
