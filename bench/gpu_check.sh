@@ -310,7 +310,7 @@ if ! skipping smoke; then
   pids+=($!)
 fi
 if ! skipping tests; then
-  tests=(tests/test_ops_mask_epilogue.py tests/test_patch.py)
+  tests=(tests/test_ops_mask_epilogue.py tests/test_patch.py tests/test_ops_gated_linear.py)
   for f in tests/test_*cuda*.py tests/test_*gpu*.py; do # test_gpu_check_script.py tests this script on a CPU
     [ -e "$f" ] && [ "$f" != tests/test_gpu_check_script.py ] && tests+=("$f")
   done

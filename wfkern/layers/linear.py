@@ -5,7 +5,8 @@ from typing import Optional
 
 from torch import Tensor, nn
 
-from wfkern.layers.base import ForgetContext, WFLayer
+from wfkern.layers.base import ForgetContext, WFLayer, check_batch
+from wfkern.ops.gated_linear import gated_linear, uses_fused_linear
 
 __all__ = ["WFLinear"]
 
@@ -24,6 +25,10 @@ class WFLinear(WFLayer):
 
     def forward(self, x: Tensor, forget: Optional[Tensor] = None) -> Tensor:
         """``x``: (B, ..., F_in). ``forget``: labels for a call on its own (see :class:`WFConv2d`)."""
+        labels = self.labels_for(forget)
+        if labels is not None and uses_fused_linear(x, self.alpha_w) and type(self.base) is nn.Linear:
+            check_batch(labels, x)
+            return gated_linear(x, self.base.weight, self.base.bias, self.alpha_w, self.alpha_b, labels)
         # Attention reads q, k, v out of place and keeps them for its backward: keeping the masked
         # output (not the projection's raw output) costs no extra activation memory.
-        return self.masked(self.base(x), self.labels_for(forget), self.base.bias, channel_dim=-1, save_output=True)
+        return self.masked(self.base(x), labels, self.base.bias, channel_dim=-1, save_output=True)

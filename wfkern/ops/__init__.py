@@ -3,6 +3,7 @@ from wfkern.ops import _load
 from wfkern.ops._load import backend, describe_backend, is_reference_forced, set_force_reference, use_reference
 from wfkern.ops.mask_epilogue import _register as _register_mask_epilogue
 from wfkern.ops.mask_epilogue import mask_epilogue, mask_epilogue_, raise_label_errors
+from wfkern.ops.gated_linear import gated_linear, gated_linear_ref
 from wfkern.ops.labels import checked_labels
 from wfkern.ops.reference import check_label_values, gate_table_ref, mask_epilogue_ref
 
@@ -15,6 +16,8 @@ __all__ = [
     "checked_labels",
     "describe_backend",
     "gate_table_ref",
+    "gated_linear",
+    "gated_linear_ref",
     "is_reference_forced",
     "mask_epilogue",
     "mask_epilogue_",
