@@ -33,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="what to write (default: from the --out suffix: .onnx, .pt2, else safetensors)")
     p.add_argument("--forget", default=None, metavar="LIST",
                    help="safetensors only: the classes to fold in, ids or the checkpoint's class names (3,7 / cat,horse"
-                        " / 0-4); their gates multiply")
+                        " / 0-4); their gates multiply (default: none, which only onnx / pt2 allow)")
     p.add_argument("--forget-input", choices=("set", "single"), default="set",
                    help="onnx / pt2: the forget input's shape, int64 (batch, K) sets or (batch,) single labels")
     p.add_argument("--decompose", action="store_true",
