@@ -113,8 +113,8 @@ def run(args: argparse.Namespace) -> int:
     source = load_source(args.checkpoint, args.filters)
     if fmt == "safetensors":
         rec = export_weights(source, classes, args.out, overwrite=args.overwrite)
-        shown = ", ".join(f"{c} ({n})" for c, n in zip(classes, rec.get("forgotten_names", classes))) \
-            if names is not None else ", ".join(map(str, classes))
+        shown = ", ".join(str(c) if str(n) == str(c) else f"{c} ({n})"
+                          for c, n in zip(classes, rec.get("forgotten_names", classes)))
         print(f"wrote {args.out} ({_mib(args.out)}): {config.model} with class{'es' if len(classes) > 1 else ''} "
               f"{shown} folded into the weights; a plain state dict of the original architecture")
         return 0
@@ -133,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         if rec["custom_ops"]:
             checked += f"; calls {', '.join(rec['custom_ops'])}: load wfkern's library first (docs/export.md)"
     shape = "(batch, K)" if args.forget_input == "set" else "(batch,)"
-    print(f"wrote {args.out} ({_mib(args.out)}, {fmt}): inputs x (batch, {config.in_chans}, {config.image_size}, "
+    first = "input" if fmt == "onnx" else "x"
+    print(f"wrote {args.out} ({_mib(args.out)}, {fmt}): inputs {first} (batch, {config.in_chans}, {config.image_size}, "
           f"{config.image_size}) float32 and forget {shape} int64 (-1 = nothing); {checked}")
     return 0
