@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import List, Optional
 
 from wfkern.data.torchvision_sets import TV_SPECS
@@ -33,7 +33,6 @@ class ExportSource:
     base_fingerprint: str
     filters_fingerprint: str
     class_names: Optional[List[str]] = None
-    extra: dict = field(default_factory=dict)
 
     def record(self, artifact: str, forgotten: Optional[List[int]] = None) -> dict:
         """The JSON record an artifact carries: what it is, which model and filters it came from, what it forgets."""
