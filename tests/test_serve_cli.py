@@ -76,3 +76,25 @@ def test_serve_sits_at_the_command_lines_level():
                 if target == "serve" and group not in ("serve", "cli"):
                     bad.append(f"{path.relative_to(package)} imports wfkern.serve")
     assert not bad, bad
+
+
+def test_build_app_from_python(files):
+    """wfkern.serve.build_app: the FastAPI app of API v1 (LitServe's own routes replaced), before any worker runs."""
+    from fastapi.testclient import TestClient
+
+    import wfkern.serve
+
+    ckpt, filters = map(str, files)
+    server = wfkern.serve.build_app(ckpt, filters, no_auth=True, max_batch_size=4, class_names=list("abcdefghij"))
+    paths = {getattr(r, "path", None) for r in server.app.routes}
+    assert {"/v1/predict", "/v1/classes", "/healthz", "/metrics", "/"} <= paths
+    assert not paths & {"/predict", "/health", "/info", "/v1/_worker"}
+    client = TestClient(server.app)  # no lifespan: no worker, so nothing is predicted here
+    body = client.get("/v1/classes").json()
+    assert [c["name"] for c in body["classes"]] == list("abcdefghij") and body["mode"] == "wf"
+    assert client.get("/healthz").status_code == 503  # no model worker yet
+    answer = client.post("/v1/predict", json={"images": [{"array": [[0.0] * 8] * 8}], "forget": ["z"]})
+    assert answer.status_code == 422 and "class names of the model (a, b, c" in answer.json()["error"]["message"]
+    assert "wfkern serve" in client.get("/").text
+    with pytest.raises(ValueError, match="max_batch_size must be an integer >= 1, got 0"):
+        wfkern.serve.build_app(ckpt, filters, no_auth=True, max_batch_size=0)
