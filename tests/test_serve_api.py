@@ -126,7 +126,7 @@ def test_admin_endpoints_change_the_registry_at_once(setup):
     _, log, _ = request(url + f"/v1/admin/tenants/{tid}/audit", key=admin)
     assert [(e["action"], e["classes"]) for e in log] == [("created", []), ("added", [2, 4]), ("removed", [2]),
                                                           ("key_rotated", [])]
-    assert log[1]["reason"] == "test" and log[1]["who"] == "admin"
+    assert log[1]["reason"] == "test" and log[1]["who"] == "admin-api"
     # a tenant key is no admin key; the CLI sees what the endpoints wrote
     assert request(url + "/v1/admin/tenants", key=rotated["api_key"])[0] == 403
     assert main(["registry", "list", "--db", str(setup["db"])]) == 0

@@ -87,6 +87,7 @@ def test_registry_commands(tmp_path, capsys):
     assert main(["registry", "audit", "--db", db, "--tenant", "acme"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 3 and '"reason": "GDPR"' in lines[1] and key not in "".join(lines)
+    assert all('"who": "cli' in line for line in lines)
     store = SQLiteForgetStore(db)
     assert store.forgotten(1) == [0, 2, 7] and store.is_admin(admin) and store.authenticate(key).name == "acme"
     assert main(["registry", "forget", "--db", db, "--tenant", "nobody", "--classes", "1"]) == 2

@@ -54,6 +54,16 @@ def _store(args, create: bool = False):
     return SQLiteForgetStore(args.db, num_classes=getattr(args, "num_classes", None))
 
 
+def _who() -> str:
+    """The audit log's "who" for a change made with this command: cli:<login name>."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
 def _tenant(store, text: str):
     found = store.tenant(int(text)) if text.isdigit() else next((t for t in store.tenants() if t.name == text), None)
     if found is None:
@@ -68,17 +78,17 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "init":
         print(f"registry {args.db}: admin key (shown once, stored hashed): {store.set_admin_key()}")
     elif args.action == "create-tenant":
-        tenant, key = store.create_tenant(args.name)
+        tenant, key = store.create_tenant(args.name, who=_who())
         print(f"tenant {tenant.id} {tenant.name!r}: API key (shown once, stored hashed): {key}")
     elif args.action == "rotate-key":
         tenant = _tenant(store, args.tenant)
         print(f"tenant {tenant.id} {tenant.name!r}: new API key (shown once, stored hashed): "
-              f"{store.rotate_key(tenant.id)}")
+              f"{store.rotate_key(tenant.id, who=_who())}")
     elif args.action in ("forget", "unforget"):
         tenant = _tenant(store, args.tenant)
         classes = parse_class_list(args.classes, args.num_classes or _UNCHECKED)
         change = store.add_classes if args.action == "forget" else store.remove_classes
-        now = change(tenant.id, classes, reason=args.reason)
+        now = change(tenant.id, classes, who=_who(), reason=args.reason)
         print(f"tenant {tenant.id} {tenant.name!r} forgets: {', '.join(map(str, now)) or 'nothing'}")
     elif args.action == "list":
         for t in store.tenants():

@@ -21,11 +21,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from wfkern.serve import schema
 from wfkern.serve.inputs import BadInput, Limits, resolve_forget
 from wfkern.serve.metrics import CONTENT_TYPE_LATEST, ServerMetrics
-from wfkern.serve.registry import ADMIN, ForgetStore, Tenant
+from wfkern.serve.registry import ForgetStore, Tenant
 
 __all__ = ["ServerInfo", "Front", "ApiError", "API_VERSION"]
 
 API_VERSION = "v1"
+ADMIN_API = "admin-api"  # the audit log's "who" for changes made through the admin endpoints
 log = logging.getLogger("wfkern.serve")
 
 
@@ -305,7 +306,7 @@ class Front:
         async def create(request: Request, body: schema.TenantCreate):
             self._admin(request)
             try:
-                tenant, key = store().create_tenant(body.name, who=ADMIN)
+                tenant, key = store().create_tenant(body.name, who=ADMIN_API)
             except ValueError as e:
                 raise ApiError(409, str(e)) from None
             return {"tenant": self._tenant_out(tenant), "api_key": key}
@@ -321,7 +322,7 @@ class Front:
         async def rotate(request: Request, tenant_id: int):
             self._admin(request)
             tenant = self._existing(tenant_id)
-            key = store().rotate_key(tenant.id, who=ADMIN)
+            key = store().rotate_key(tenant.id, who=ADMIN_API)
             return {"tenant": self._tenant_out(tenant), "api_key": key}
 
         async def change(request: Request, tenant_id: int, body: schema.ClassesChange, add: bool):
@@ -330,7 +331,7 @@ class Front:
             classes = self._classes(body.classes)
             if not classes:
                 raise ApiError(400, "classes must name at least one class, got none")
-            (store().add_classes if add else store().remove_classes)(tenant.id, classes, who=ADMIN,
+            (store().add_classes if add else store().remove_classes)(tenant.id, classes, who=ADMIN_API,
                                                                      reason=body.reason)
             return self._tenant_out(tenant)
 
