@@ -134,6 +134,35 @@ def _drain_check(server: Server, key: str) -> None:
         socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
 
 
+def test_a_dead_model_worker_is_a_503_not_a_hang(files):
+    folder, ckpt, filters, key = files
+    server = Server(ckpt, filters, registry=folder / "r.db", log=folder / "dead.log")
+    try:
+        server.wait_ready()
+        assert request(server.url + "/v1/predict", {"images": [{"array": X}]}, key=key)[0] == 200
+        import psutil
+
+        workers = [p for p in psutil.Process(server.proc.pid).children()
+                   if "spawn_main" in " ".join(p.cmdline())]
+        assert len(workers) == 1
+        workers[0].kill()
+        end = time.monotonic() + 10
+        while time.monotonic() < end:  # dead (a zombie until the server reaps it)
+            try:
+                if workers[0].status() == psutil.STATUS_ZOMBIE:
+                    break
+            except psutil.NoSuchProcess:
+                break
+            time.sleep(0.01)
+        start = time.monotonic()
+        status, answer, _ = request(server.url + "/v1/predict", {"images": [{"array": X}]}, key=key)
+        assert status == 503 and "model worker must be running" in answer["error"]["message"]
+        assert time.monotonic() - start < 5
+        assert request(server.url + "/healthz")[0] == 503
+    finally:
+        server.stop()
+
+
 def test_sigterm_drains_in_flight_requests(files):
     folder, ckpt, filters, key = files
     server = Server(ckpt, filters, "--batch-timeout", "1.0", "--max-batch-size", "8", registry=folder / "r.db",

@@ -99,6 +99,10 @@ class WFServer:
         """Put a checked payload on LitServe's request queue and wait for the worker's answer."""
         from litserve.utils import LitAPIStatus, ResponseBufferItem
 
+        workers = getattr(self.lit, "inference_workers", [])
+        if not workers or not any(w.is_alive() for w in workers):  # a local check: no queue round trip
+            return {"error": {"status": 503, "message": "the model worker must be running, got none alive; "
+                                                        "restart the server"}}
         uid = str(uuid.uuid4())
         event = asyncio.Event()
         buffer = self.lit.response_buffer
