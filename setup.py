@@ -1,7 +1,8 @@
 """Builds wfkern._C: C++ CPU ops always, CUDA ops where a toolkit and a CUDA build of torch exist.
 
 Switches: WFKERN_CPP=0 (pure-Python install), WFKERN_CUDA=0 (skip the CUDA ops),
-WFKERN_DEBUG=1 (-O0 -g), TORCH_CUDA_ARCH_LIST (default "8.0;9.0" when no GPU is visible),
+WFKERN_DEBUG=1 (-O0 -g), WFKERN_LABEL_SCATTER=1 (the label-scatter gate-gradient kernel, not yet
+run on a GPU), TORCH_CUDA_ARCH_LIST (default "8.0;9.0" when no GPU is visible),
 WFKERN_SANITIZE=1 (C++ with AddressSanitizer + UndefinedBehaviorSanitizer, -O1 -g; for a separate
 CPU-only build: `make sanitize` builds one into build/asan/ and runs the op tests against it).
 No GPU is needed to compile the CUDA ops.
@@ -96,6 +97,9 @@ def get_extensions():
         _say(f"building CUDA ops with {cuda_home} for archs {os.environ.get('TORCH_CUDA_ARCH_LIST', 'of the visible GPU')}")
         sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
         extra["nvcc"] = (["-O0", "-g", "-G"] if debug else ["-O3"])
+        if os.environ.get("WFKERN_LABEL_SCATTER", "0") == "1":  # not yet run on a GPU: off by default
+            extra["nvcc"].append("-DWFKERN_LABEL_SCATTER")
+            _say("WFKERN_LABEL_SCATTER=1: the gate gradients use the label-scatter kernel")
         ext = CUDAExtension("wfkern._C", sources, extra_compile_args=extra, extra_link_args=link,
                             include_dirs=_extra_cuda_includes())
     else:

@@ -41,6 +41,22 @@ def test_cuda_rows_backward_beyond_grid_limits(shape):
     _grads_match_ref(y, aw, labels, -1)
 
 
+@pytest.mark.parametrize("batch", [0, 1, 300, 1500])
+def test_cuda_gate_grads_beyond_the_class_grid_limit(batch):
+    """65,537 classes (past the grid's y limit), label sets with repeats and -1, batches around the scatter's
+    1024-sample chunk: the gate gradients of whichever scatter is built (WFKERN_LABEL_SCATTER) match the ref."""
+    gen = torch.Generator().manual_seed(0)
+    num_classes, channels = 65537, 24
+    y = torch.randn(batch, channels, 3, 3, generator=gen).cuda()
+    aw = torch.randn(num_classes, channels, generator=gen).cuda()
+    labels = torch.randint(-1, num_classes, (batch, 3), generator=gen)
+    if batch > 1:
+        labels[0] = -1
+        labels[1] = torch.tensor([num_classes - 1, num_classes - 1, 7])  # a repeat counts once; the last class
+        labels[-1, :2] = 7  # class 7 from several samples
+    _grads_match_ref(y, aw, labels.cuda(), 1)
+
+
 @pytest.mark.parametrize("bad", [5, 1000, -2, -(2**40)])
 @pytest.mark.parametrize("compiled", [False, True])
 def test_cuda_bad_device_labels_poison_and_raise(bad, compiled):

@@ -2,7 +2,8 @@
 // Forward: a tiny gate-table kernel ((B, C) scale and shift), then one vectorised pass over y.
 // Backward: a gate-table kernel, one pass over grad_out and what the forward saved that writes
 // grad_y and reduces the per-(sample, channel) gate terms (fixed order: deterministic), then a
-// label-count kernel, one matmul (the scatter by label) and one kernel for the sigmoid factor.
+// label-count kernel, one matmul (the scatter by label) and one kernel for the sigmoid factor; built
+// with WFKERN_LABEL_SCATTER=1, one label-scatter kernel does those three (not yet run on a GPU).
 // Nothing here synchronises with the host; bad labels are reported through page-locked memory.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -583,6 +584,50 @@ __global__ void sigmoid_factor_kernel(
   }
 }
 
+#ifdef WFKERN_LABEL_SCATTER
+// grad_alpha[l, c] = (1 - sigmoid(alpha[l, c])) * the sum of terms[b, c] over the samples b whose set holds l (each
+// class once), for the weight gates (c < C) and the bias gates (C + c): one kernel in place of the label counts,
+// the matmul and the sigmoid factor. A block takes one class (grid-stride over classes past the grid's y limit)
+// and blockDim.x columns; it flags its class's samples in shared memory, a chunk of the batch at a time, then each
+// thread sums its column over the flagged samples in sample order (deterministic).
+constexpr int kScatterChunk = 1024;
+
+template <typename acc_t>
+__global__ void label_scatter_kernel(
+    const acc_t* __restrict__ terms, const int64_t* __restrict__ sets, int64_t batch, int64_t set_size,
+    const acc_t* __restrict__ alpha_w, const acc_t* __restrict__ alpha_b, int64_t num_classes, int64_t channels,
+    acc_t* __restrict__ grad_w, acc_t* __restrict__ grad_b) {
+  __shared__ bool flags[kScatterChunk];
+  const int64_t col = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  for (int64_t l = blockIdx.y; l < num_classes; l += gridDim.y) {  // uniform in the block: __syncthreads is safe
+    acc_t sum_w = acc_t(0), sum_b = acc_t(0);
+    for (int64_t first = 0; first < batch; first += kScatterChunk) {
+      const int64_t n = std::min<int64_t>(kScatterChunk, batch - first);
+      __syncthreads();  // every thread is done with the previous chunk's flags
+      for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+        bool in = false;
+        for (int64_t k = 0; k < set_size; ++k) in |= sets[(first + i) * set_size + k] == l;
+        flags[i] = in;
+      }
+      __syncthreads();
+      if (col < channels) {
+        for (int64_t i = 0; i < n; ++i) {
+          if (!flags[i]) continue;
+          const acc_t* row = terms + (first + i) * 2 * channels;
+          sum_w += row[col];
+          sum_b += row[channels + col];
+        }
+      }
+    }
+    if (col < channels) {
+      const int64_t at = l * channels + col;
+      grad_w[at] = sum_w * (acc_t(1) - sigmoid_of(alpha_w[at]));
+      if (grad_b != nullptr) grad_b[at] = sum_b * (acc_t(1) - sigmoid_of(alpha_b[at]));
+    }
+  }
+}
+#endif  // WFKERN_LABEL_SCATTER
+
 template <typename scalar_t, typename acc_t, int VEC, int TPP>
 void launch_backward_planes(
     const Geometry& g, const scalar_t* grad, const scalar_t* out, scalar_t* grad_y, const TermInputs<acc_t>& in) {
@@ -659,14 +704,39 @@ void backward_terms(
   }
 }
 
-// grad_alpha = (1 - sigmoid(alpha)) * counts^T @ terms: one small kernel, a matmul and another.
+// grad_alpha = (1 - sigmoid(alpha)) * counts^T @ terms: one small kernel, a matmul and another (or, built with
+// WFKERN_LABEL_SCATTER, the one label-scatter kernel).
+template <typename scalar_t>
+void scatter_alpha_grads(const at::Tensor& terms, const at::Tensor& sets, const at::Tensor& aw, const at::Tensor& ab,
+                         at::Tensor& grad_w, at::Tensor& grad_b) {
+  const int64_t batch = sets.size(0), num_classes = aw.size(0), channels = aw.size(1);
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  scalar_t* gb = grad_b.defined() ? grad_b.data_ptr<scalar_t>() : nullptr;
+#ifdef WFKERN_LABEL_SCATTER
+  const dim3 grid(static_cast<unsigned>((channels + kThreads - 1) / kThreads),
+                  static_cast<unsigned>(std::min<int64_t>(num_classes, kMaxGridYZ)));
+  label_scatter_kernel<scalar_t><<<grid, kThreads, 0, stream>>>(
+      terms.data_ptr<scalar_t>(), sets.data_ptr<int64_t>(), batch, sets.size(1), aw.data_ptr<scalar_t>(),
+      ptr_or_null<scalar_t>(ab), num_classes, channels, grad_w.data_ptr<scalar_t>(), gb);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+#else
+  at::Tensor counts = at::empty({batch, num_classes}, terms.options());
+  label_counts_kernel<scalar_t><<<blocks_for(batch * num_classes, kThreads), kThreads, 0, stream>>>(
+      sets.data_ptr<int64_t>(), batch, sets.size(1), num_classes, counts.data_ptr<scalar_t>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  const at::Tensor scattered = counts.t().matmul(terms);  // (Nc, 2C), deterministic
+  sigmoid_factor_kernel<scalar_t><<<blocks_for(num_classes * channels, kThreads), kThreads, 0, stream>>>(
+      scattered.data_ptr<scalar_t>(), aw.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(ab), num_classes, channels,
+      grad_w.data_ptr<scalar_t>(), gb);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+#endif
+}
+
 std::tuple<at::Tensor, at::Tensor> alpha_grads_cuda(
     const at::Tensor& terms, const at::Tensor& alpha_w, const OptTensor& alpha_b, const at::Tensor& labels) {
   const at::ScalarType dtype = terms.scalar_type();
   const at::Tensor sets = (labels.dim() == 1 ? labels.unsqueeze(1) : labels).contiguous();
   const int64_t batch = sets.size(0), num_classes = alpha_w.size(0), channels = alpha_w.size(1);
-  const auto stream = c10::cuda::getCurrentCUDAStream();
-  at::Tensor counts = at::empty({batch, num_classes}, terms.options());
   const at::Tensor aw = alpha_w.to(dtype).contiguous();
   const at::Tensor ab = alpha_b.has_value() ? alpha_b->to(dtype).contiguous() : at::Tensor();
   at::Tensor grad_w = at::empty({num_classes, channels}, terms.options());
@@ -675,16 +745,8 @@ std::tuple<at::Tensor, at::Tensor> alpha_grads_cuda(
     grad_w.zero_();
     if (grad_b.defined()) grad_b.zero_();
   } else {
-    AT_DISPATCH_FLOATING_TYPES(dtype, "wfkern_alpha_grads_cuda", [&] {
-      label_counts_kernel<scalar_t><<<blocks_for(batch * num_classes, kThreads), kThreads, 0, stream>>>(
-          sets.data_ptr<int64_t>(), batch, sets.size(1), num_classes, counts.data_ptr<scalar_t>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-      const at::Tensor scattered = counts.t().matmul(terms);  // (Nc, 2C), deterministic
-      sigmoid_factor_kernel<scalar_t><<<blocks_for(num_classes * channels, kThreads), kThreads, 0, stream>>>(
-          scattered.data_ptr<scalar_t>(), aw.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(ab), num_classes, channels,
-          grad_w.data_ptr<scalar_t>(), grad_b.defined() ? grad_b.data_ptr<scalar_t>() : nullptr);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    });
+    AT_DISPATCH_FLOATING_TYPES(dtype, "wfkern_alpha_grads_cuda",
+                               [&] { scatter_alpha_grads<scalar_t>(terms, sets, aw, ab, grad_w, grad_b); });
   }
   return {grad_w.to(alpha_w.scalar_type()),
           alpha_b.has_value() ? grad_b.to(alpha_b->scalar_type()) : at::empty({0}, alpha_w.options())};
