@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "GET /v1/classes, /healthz, /metrics, /docs; a page at /. SIGTERM drains.")
     p.add_argument("--checkpoint", required=True, help="the original model (wfkern train / import / save_model)")
     p.add_argument("--filters", default=None, help="WF-Net filters (wfkern unlearn / wf.save_filters); "
-                                                   "required unless --mode plain")
+                                                   "required unless --mode plain (default: none)")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     p.add_argument("--port", type=int, default=8000, help="port to listen on")
     auth = p.add_mutually_exclusive_group()
