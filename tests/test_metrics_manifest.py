@@ -79,3 +79,15 @@ def test_evaluate_records_a_manifest_and_the_report_shows_it_with_the_depth_tabl
     assert f"torch {torch.__version__}" in line and man["data"]["test"]["sha256"] in line and "seed 4" in line
     md = write_report({"toy": res}, tmp_path / "rep")["markdown"].read_text()
     assert "## Depth of forgetting" in md and "## Manifest" in md and man["data"]["train"]["sha256"] in md
+
+
+def test_a_malformed_depth_number_is_a_one_line_error(tmp_path):
+    import json
+
+    from wfkern.reports import load_results
+
+    res = {"num_classes": 3, "classes": [0], "per_class": {"0": {"acc_f": 0.0}},
+           "summary": {"acc_f": 0.0, "probe_acc_f": "high"}}
+    (tmp_path / "results.json").write_text(json.dumps(res))
+    with pytest.raises(ValueError, match="key 'summary.probe_acc_f' of .* must be a number or null, got 'high'"):
+        load_results(tmp_path)

@@ -76,7 +76,8 @@ def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-_NUMBER_KEYS = ("acc_r", "acc_f", "zrf", "mia", "mia_prob", "attack_acc", "rt", "insertion_auc", "deletion_auc")
+_NUMBER_KEYS = ("acc_r", "acc_f", "zrf", "mia", "mia_prob", "attack_acc", "rt", "insertion_auc", "deletion_auc",
+                "probe_acc_f", "probe_acc_r", "rft_acc_f", "rft_acc_r", "mia_eff", "mia_eff_entropy", "mia_eff_m_entropy")
 _ROW_KEYS = _NUMBER_KEYS + ("orig_acc", "orig_acc_r")
 _COST_NUMBERS = ("all_classes_runs", "all_classes_seconds", "all_classes_bytes")
 
