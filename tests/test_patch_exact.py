@@ -106,16 +106,18 @@ def test_rows_that_forget_nothing_stay_exact_in_channels_last(name):
 
 
 def test_the_folded_rows_still_match_the_unfolded_model():
-    """Keeping -1 rows exact must not change the rows that forget (folded = unfolded to rounding)."""
+    """Keeping -1 rows exact must not change the rows that forget (folded = unfolded to rounding); the sets
+    here have no -1 row, so the folded model really folds."""
     _, folded, x = _setup("resnet18", fold_batchnorm=True)
     _, unfolded, _ = _setup("resnet18", fold_batchnorm=False)
+    every_row_forgets = torch.tensor([[3, 5], [1, 2], [7, -1], [4, 4], [0, 0]])
     with torch.no_grad():
-        torch.testing.assert_close(folded(x, forget=LABELS["sets"]), unfolded(x, forget=LABELS["sets"]),
-                                   atol=1e-4, rtol=1e-4)
+        for labels in (every_row_forgets, LABELS["sets"]):
+            torch.testing.assert_close(folded(x, forget=labels), unfolded(x, forget=labels), atol=1e-4, rtol=1e-4)
 
 
-def test_gradients_flow_through_the_kept_rows_as_through_the_original():
-    """Under autograd the exact rows are an out-of-place copy: the gate grads equal the unfolded model's."""
+def test_gradients_of_a_batch_with_unmasked_rows_equal_the_unfolded_models():
+    """Such a batch runs unfolded under autograd too: the gate grads equal the unfolded model's."""
     _, folded, x = _setup("small_cnn", fold_batchnorm=True)
     _, unfolded, _ = _setup("small_cnn", fold_batchnorm=False)
     for wf in (folded, unfolded):

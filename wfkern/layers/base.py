@@ -15,12 +15,12 @@ __all__ = ["ForgetContext", "WFLayer", "find_wf_layers"]
 
 
 class _CallState(threading.local):
-    """What one thread's forward in flight has set: its labels, the rows that forget nothing, its model,
+    """What one thread's forward in flight has set: its labels, whether some rows forget nothing, its model,
     folded-BatchNorm hand-overs."""
 
     def __init__(self) -> None:
         self.labels: Optional[Tensor] = None
-        self.kept_rows: Optional[Tensor] = None
+        self.has_unmasked_rows = False
         self.root: Optional[nn.Module] = None
         self.handed_over: Dict[str, Tensor] = {}
 
@@ -32,9 +32,9 @@ class ForgetContext:
     ``nn.DataParallel`` replicas, which share this object) never see each other's labels, and
     :meth:`WFModel.forward` restores the previous state when it returns or raises, so nested calls
     see their own. ``labels`` is None outside a masked forward (the layers then run their base
-    layer untouched), else a (B,) or (B, K) int64 tensor on the activations' device. ``kept_rows``
-    is a (R,) int64 index of the rows that forget nothing (every label -1) when the labels came
-    from the host and some (not all) rows forget nothing, else None.
+    layer untouched), else a (B,) or (B, K) int64 tensor on the activations' device.
+    ``has_unmasked_rows``: some (not all) rows forget nothing (every label -1), known for labels
+    given on the host; layers then fold no work that would round those rows differently.
     """
 
     def __init__(self) -> None:
@@ -54,19 +54,19 @@ class ForgetContext:
         return self._state.labels
 
     @property
-    def kept_rows(self) -> Optional[Tensor]:
-        return self._state.kept_rows
+    def has_unmasked_rows(self) -> bool:
+        return self._state.has_unmasked_rows
 
-    def enter(self, labels: Optional[Tensor], root: nn.Module, kept_rows: Optional[Tensor] = None) -> tuple:
-        """Make ``labels`` (and ``kept_rows``) this thread's while ``root`` runs; returns what :meth:`leave` restores."""
+    def enter(self, labels: Optional[Tensor], root: nn.Module, has_unmasked_rows: bool = False) -> tuple:
+        """Make ``labels`` this thread's while ``root`` runs; returns what :meth:`leave` restores."""
         state = self._state
-        previous = (state.labels, state.kept_rows, state.root, state.handed_over)
-        state.labels, state.kept_rows, state.root, state.handed_over = labels, kept_rows, root, {}
+        previous = (state.labels, state.has_unmasked_rows, state.root, state.handed_over)
+        state.labels, state.has_unmasked_rows, state.root, state.handed_over = labels, has_unmasked_rows, root, {}
         return previous
 
     def leave(self, previous: tuple) -> None:
         state = self._state
-        state.labels, state.kept_rows, state.root, state.handed_over = previous
+        state.labels, state.has_unmasked_rows, state.root, state.handed_over = previous
 
     def module(self, name: str) -> Optional[nn.Module]:
         """The module at dotted ``name`` in the model this thread is running (None outside a forward)."""

@@ -49,29 +49,20 @@ class WFConv2d(WFLayer):
         # The base keeps its own forward (padding modes, subclasses); y includes its bias.
         y = self.base(x)
         labels = self.labels_for(forget)
-        if labels is not None and self.folded_batchnorm is not None and not torch.compiler.is_compiling():
+        # A batch with rows that forget nothing runs unfolded: the epilogue leaves those rows untouched and the
+        # BatchNorm's own arithmetic follows, so they stay bit for bit the original (a folded affine rounds
+        # differently); one BatchNorm pass costs less than recomputing those rows apart.
+        if (labels is not None and self.folded_batchnorm is not None and not self.context.has_unmasked_rows
+                and not torch.compiler.is_compiling()):
             check_batch(labels, y)
             bn = self.context.module(self.folded_batchnorm)
             affine = bn.inference_affine() if isinstance(bn, FoldedBatchNorm2d) else None
             if affine is not None:
                 alpha_b = self.alpha_b if self.base.bias is not None else None
                 needs_grad = torch.is_grad_enabled() and (y.requires_grad or self.alpha_w.requires_grad)
-                # Rows that forget nothing get the BatchNorm's own arithmetic (the folded affine rounds
-                # differently), so they stay bit for bit the original; computed before y is overwritten.
-                kept = self.context.kept_rows
-                original_rows = bn.bn(_rows(y, kept)) if kept is not None else None
                 epilogue = mask_epilogue if needs_grad else mask_epilogue_
                 out = epilogue(y, self.alpha_w, labels, alpha_b, self.base.bias, 1, affine[0], affine[1])
-                if original_rows is not None:
-                    out = out.index_copy(0, kept, original_rows) if needs_grad else out.index_copy_(0, kept, original_rows)
                 self.context.hand_over(self.folded_batchnorm, out)
                 return out
         return self.masked(y, labels, self.base.bias, channel_dim=1)
 
-
-def _rows(y: Tensor, index: Tensor) -> Tensor:
-    """``y``'s rows at ``index``, in ``y``'s memory format (a BatchNorm's kernel depends on it)."""
-    rows = y.index_select(0, index)
-    if y.dim() == 4 and not y.is_contiguous() and y.is_contiguous(memory_format=torch.channels_last):
-        rows = rows.contiguous(memory_format=torch.channels_last)
-    return rows

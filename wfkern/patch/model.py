@@ -58,9 +58,8 @@ class WFModel(nn.Module):
         labels = self.prepare_forget(forget, x.shape[0], x.device)
         if labels is not None and labels.is_cuda and not torch.compiler.is_compiling():
             raise_label_errors()  # a bad GPU label of an earlier call: a plain read, no synchronisation
-        kept = _rows_forgetting_nothing(forget, labels)
         # The labels belong to this call: per thread, and restored on return or error (nesting).
-        previous = self._context.enter(labels, self.model, kept)
+        previous = self._context.enter(labels, self.model, _has_unmasked_rows(forget, labels))
         try:
             return self.model(x, **kwargs)
         finally:
@@ -191,19 +190,17 @@ class WFModel(nn.Module):
         return f"num_classes={self.num_classes}, wf_layers={len(self.wf_layers())}, skipped={len(self.skipped)}"
 
 
-def _rows_forgetting_nothing(forget: Forget, labels: Optional[Tensor]) -> Optional[Tensor]:
-    """(R,) index, on ``labels``' device, of the rows whose labels are all -1 in a batch where others forget
-    something; None when there are none or the labels were not given on the host (not read back from a GPU).
 
-    A layer that folds work into its epilogue (a conv with its BatchNorm) recomputes these rows with the
-    original modules, so they stay bit for bit the original model's.
+def _has_unmasked_rows(forget: Forget, labels: Optional[Tensor]) -> bool:
+    """Whether some rows of a masked batch forget nothing (all their labels -1); False when that is unknown
+    because the labels were given on a GPU (not read back to the host).
+
+    A layer that folds work into its epilogue (a conv with its BatchNorm) then runs unfolded, so those rows
+    stay bit for bit the original model's.
     """
     if labels is None or isinstance(forget, int) or torch.compiler.is_compiling():
-        return None  # an int forgets the same class in every row
+        return False  # an int forgets the same class in every row
     if isinstance(forget, Tensor) and forget.device.type != "cpu":
-        return None
-    host = labels if labels.device.type == "cpu" else torch.as_tensor(forget).long()
-    kept = ((host if host.dim() == 2 else host[:, None]) == -1).all(dim=1).nonzero().flatten()
-    if kept.numel() == 0:
-        return None
-    return kept.to(labels.device, non_blocking=True)
+        return False
+    host = labels if labels.device.type == "cpu" else torch.as_tensor(forget)
+    return bool(((host if host.dim() == 2 else host[:, None]) == -1).all(dim=1).any())
