@@ -118,7 +118,10 @@ def test_every_evaluate_flag_reaches_its_setting():
     other = {"metrics": ("acc,zrf", ("acc", "zrf")), "seed": ("3", 3), "batch_size": ("17", 17),
              "zrf_seed": ("4", 4), "mia_max_samples": ("50", 50), "rt_samples": ("20", 20), "rt_lr": ("0.5", 0.5),
              "rt_batch_size": ("8", 8), "rt_max_epochs": ("6", 6), "rt_target": ("0.5", 0.5),
-             "insdel_steps": ("5", 5), "insdel_order": ("random", "random"), "test_per_class": ("2", 2)}
+             "insdel_steps": ("5", 5), "insdel_order": ("random", "random"), "test_per_class": ("2", 2),
+             "probe_layers": ("head,fc:in", ("head", "fc:in")), "probe_max_samples": ("30", 30),
+             "probe_max_iter": ("7", 7), "probe_inv_reg": ("0.5", 0.5), "rft_part": ("head", "head"),
+             "rft_epochs": ("2", 2), "rft_samples": ("40", 40), "rft_lr": ("0.01", 0.01), "rft_batch_size": ("9", 9)}
     assert set(other) == {f.name for f in FLAG_FIELDS[EvalSettings]}  # a new field needs a line here
     flags = [x for name, (text, _) in other.items() for x in ("--" + name.replace("_", "-"), text)]
     s = EvalSettings(**settings_given(parse("evaluate", *flags), EvalSettings))
