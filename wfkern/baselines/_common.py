@@ -10,7 +10,8 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from wfkern.data import iter_batches
+from wfkern._utils import trainable_copy
+from wfkern.data import dataset_targets, iter_batches
 
 __all__ = ["class_split", "resolve_num_classes", "fine_tune_mode", "random_label_epochs", "retain_epochs",
            "loss_gradients"]
@@ -91,6 +92,24 @@ def retain_epochs(model: nn.Module, opt: torch.optim.Optimizer, train_data: Data
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+
+
+def retain_fine_tune(original: nn.Module, train_data: Dataset, c: int, *, name: str, epochs: int, lr: float,
+                     momentum: float, weight_decay: float, batch_size: int, seed: int, device, progress: bool,
+                     penalty: Optional[Callable[[nn.Module, int], Tensor]] = None) -> nn.Module:
+    """A trainable copy of ``original`` after :func:`retain_epochs` with SGD (momentum, weight decay), plus
+    ``penalty(model, epoch)`` on each step's loss when given: FT and l1-sparse. ``name`` prefixes errors
+    ("wfkern.<name>") and the progress bar. Returns the copy in eval mode."""
+    retain = class_split(dataset_targets(train_data, single_label=True), c)[1]
+    if retain.numel() == 0:
+        raise ValueError(f"wfkern.{name}: train_data must hold samples of classes other than {c}, got none")
+    model, dev = trainable_copy(original, device)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    extra = None if penalty is None else (lambda epoch: penalty(model, epoch))
+    retain_epochs(model, opt, train_data, retain, epochs=epochs, batch_size=batch_size,
+                  generator=torch.Generator().manual_seed(int(seed)), device=dev, desc=f"{name} class {c}",
+                  progress=progress, extra_loss=extra)
+    return model.eval()
 
 
 def loss_gradients(model: nn.Module, data: Dataset, index_batches: Iterable[Tensor], device: torch.device,

@@ -13,10 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from wfkern._utils import trainable_copy
-from wfkern.data import dataset_targets
-
-from ._common import class_split, retain_epochs
+from ._common import retain_fine_tune
 
 __all__ = ["l1_sparse", "l1_norm", "l1_schedule"]
 
@@ -56,12 +53,6 @@ def l1_sparse(original: nn.Module, train_data: Dataset, c: int, *, epochs: int =
     Returns:
         The unlearned model, in eval mode.
     """
-    retain = class_split(dataset_targets(train_data, single_label=True), c)[1]
-    if retain.numel() == 0:
-        raise ValueError(f"wfkern.l1_sparse: train_data must hold samples of classes other than {c}, got none")
-    model, dev = trainable_copy(original, device)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    retain_epochs(model, opt, train_data, retain, epochs=epochs, batch_size=batch_size,
-                  generator=torch.Generator().manual_seed(int(seed)), device=dev, desc=f"l1-sparse class {c}",
-                  progress=progress, extra_loss=lambda e: l1_schedule(l1, e, epochs) * l1_norm(model))
-    return model.eval()
+    return retain_fine_tune(original, train_data, c, name="l1_sparse", epochs=epochs, lr=lr, momentum=momentum,
+                            weight_decay=weight_decay, batch_size=batch_size, seed=seed, device=device, progress=progress,
+                            penalty=lambda model, e: l1_schedule(l1, e, epochs) * l1_norm(model))

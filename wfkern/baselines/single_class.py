@@ -19,7 +19,7 @@ from wfkern._utils import trainable_copy
 from wfkern.data import dataset_targets, iter_batches, subset_of
 from wfkern.train.trainer import train_model
 
-from ._common import class_split, fine_tune_mode, random_label_epochs, resolve_num_classes, retain_epochs
+from ._common import class_split, fine_tune_mode, random_label_epochs, resolve_num_classes, retain_fine_tune
 
 __all__ = ["retrain", "fine_tune", "random_labels", "neg_grad", "subset_of"]
 
@@ -152,12 +152,5 @@ def fine_tune(original: nn.Module, train_data: Dataset, c: int, *, epochs: int =
     Returns:
         The unlearned model, in eval mode.
     """
-    retain = class_split(dataset_targets(train_data, single_label=True), c)[1]
-    if retain.numel() == 0:
-        raise ValueError(f"wfkern.fine_tune: train_data must hold samples of classes other than {c}, got none")
-    model, dev = trainable_copy(original, device)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    retain_epochs(model, opt, train_data, retain, epochs=epochs, batch_size=batch_size,
-                  generator=torch.Generator().manual_seed(int(seed)), device=dev, desc=f"ft class {c}",
-                  progress=progress)
-    return model.eval()
+    return retain_fine_tune(original, train_data, c, name="fine_tune", epochs=epochs, lr=lr, momentum=momentum,
+                            weight_decay=weight_decay, batch_size=batch_size, seed=seed, device=device, progress=progress)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional
 
 import torch
 from torch import Tensor, nn
