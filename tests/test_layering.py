@@ -74,7 +74,36 @@ def _runtime_imports(path: pathlib.Path, modules: set) -> set:
                 found.add(sub if sub in modules else node.module)
         elif isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names if alias.name in modules)
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "import_module" and node.args:
+            found.update(_dynamic_targets(node.args[0], modules))
     return found
+
+
+def _dynamic_targets(arg: ast.expr, modules: set) -> set:
+    """The modules an ``importlib.import_module(arg)`` call can load: a constant name, or every module whose
+    name starts with an f-string's constant prefix (``f"wfkern.cli.cmd_{name}"``)."""
+    if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+        return {arg.value} & modules
+    if isinstance(arg, ast.JoinedStr):
+        prefix = ""
+        for part in arg.values:
+            if not (isinstance(part, ast.Constant) and isinstance(part.value, str)):
+                break
+            prefix += part.value
+        return {m for m in modules if prefix and m.startswith(prefix)}
+    return set()
+
+
+def test_dynamic_imports_count_as_imports():
+    """The circle check sees what ``importlib.import_module`` loads (the CLI loads its commands by name)."""
+    modules = {"wfkern.cli.cmd_a", "wfkern.cli.cmd_b", "wfkern.cli.main"}
+    call = ast.parse('importlib.import_module(f"wfkern.cli.cmd_{name}")').body[0].value
+    assert _dynamic_targets(call.args[0], modules) == {"wfkern.cli.cmd_a", "wfkern.cli.cmd_b"}
+    call = ast.parse('importlib.import_module("wfkern.cli.main")').body[0].value
+    assert _dynamic_targets(call.args[0], modules) == {"wfkern.cli.main"}
+    main = PACKAGE / "cli" / "main.py"
+    all_modules = {_module_name(p) for p in PACKAGE.rglob("*.py")}
+    assert "wfkern.cli.cmd_unlearn" in _runtime_imports(main, all_modules)
 
 
 def _module_name(path: pathlib.Path) -> str:

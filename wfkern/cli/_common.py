@@ -14,7 +14,7 @@ import typing
 import torch
 from torch.utils.data import Dataset
 
-from wfkern.cli.main import UserError
+from wfkern.cli.errors import UserError
 from wfkern.data import DEFAULT_DATASET, iter_batches, get_dataset, list_datasets
 from wfkern.metrics import accuracy_split
 from wfkern.train.precision import PRECISIONS

@@ -10,7 +10,7 @@ from wfkern.baselines import BASELINES, COST_FILE, baseline_setting_problem, run
 from wfkern.cli._common import (add_class_args, add_data_args, add_device_arg, add_loader_args, check_output_dir,
                                 checkpoint_and_splits, class_list_items, resolve_classes, start_command,
                                 with_throughput)
-from wfkern.cli.main import UserError
+from wfkern.cli.errors import UserError
 
 __all__ = ["add_parser", "run"]
 

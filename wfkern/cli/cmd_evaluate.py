@@ -15,7 +15,7 @@ from wfkern.baselines import per_class_loader, read_cost, wf_cost
 from wfkern.cli._common import (add_class_args, add_data_args, add_device_arg, add_loader_args, add_settings_flags,
                                 check_output_dir, checkpoint_and_splits, format_table, class_list_items,
                                 resolve_classes, settings_given, start_command, with_throughput)
-from wfkern.cli.main import UserError
+from wfkern.cli.errors import UserError
 from wfkern.metrics import EvalSettings, PerClassModels, evaluate, filter_class_relations
 from wfkern.metrics.classes import format_classes
 from wfkern.metrics.evaluate import RESULTS_FILE

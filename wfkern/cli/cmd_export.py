@@ -8,7 +8,7 @@ import re
 import sys
 
 from wfkern.cli._common import apply_threads, check_output_file, parse_class_list
-from wfkern.cli.main import UserError
+from wfkern.cli.errors import UserError
 
 __all__ = ["add_parser", "run", "resolve_forget", "FORMATS"]
 

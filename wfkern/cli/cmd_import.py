@@ -8,7 +8,7 @@ import os
 import sys
 
 from wfkern.cli._common import check_model_choice, check_output_file, parse_model_args
-from wfkern.cli.main import UserError
+from wfkern.cli.errors import UserError
 from wfkern.data import dataset_shape
 from wfkern.data.preprocess import INTERPOLATIONS, as_preprocess
 from wfkern.models import list_models

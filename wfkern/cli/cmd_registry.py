@@ -8,7 +8,7 @@ import datetime
 import json
 import os
 
-from wfkern.cli.main import UserError
+from wfkern.cli.errors import UserError
 
 __all__ = ["add_parser", "run"]
 

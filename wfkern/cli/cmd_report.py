@@ -6,7 +6,7 @@ import argparse
 import os
 
 from wfkern.cli._common import check_output_dir
-from wfkern.cli.main import UserError
+from wfkern.cli.errors import UserError
 from wfkern.reports import align_classes, gap_table, load_results, mia_verdict, read_history, table1, to_markdown
 from wfkern.reports import write_report
 from wfkern.reports.report import report_files

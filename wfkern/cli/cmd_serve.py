@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from wfkern.cli.main import UserError
+from wfkern.cli.errors import UserError
 
 __all__ = ["add_parser", "run"]
 

@@ -9,7 +9,7 @@ import torch
 
 from wfkern.cli._common import (add_data_args, add_device_arg, add_loader_args, check_model_choice, check_output_file,
                                 load_splits, parse_model_args, start_command, with_throughput)
-from wfkern.cli.main import UserError
+from wfkern.cli.errors import UserError
 from wfkern.models import DEFAULT_MODEL, create_model, list_models
 from wfkern.train import ModelConfig, evaluate_accuracy, init_distributed, save_checkpoint, train_model
 from wfkern.train.precision import use_channels_last

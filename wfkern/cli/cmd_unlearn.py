@@ -10,7 +10,7 @@ import wfkern
 from wfkern.cli._common import (add_data_args, add_device_arg, add_loader_args, add_settings_flags, check_output_dir,
                                 checkpoint_and_splits, data_settings, format_table, per_class_accuracy, settings_given,
                                 start_command, with_throughput)
-from wfkern.cli.main import UserError
+from wfkern.cli.errors import UserError
 from wfkern.patch import gates_mlp
 from wfkern.train import init_distributed
 from wfkern.unlearn import PAPER_RECIPE, UnlearnConfig, unlearn

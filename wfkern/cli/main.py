@@ -10,20 +10,14 @@ import sys
 from types import ModuleType
 from typing import Sequence
 
+from wfkern.cli.errors import USER_ERRORS, UserError
+
 __all__ = ["main", "build_parser", "COMMANDS", "load_commands", "UserError", "USER_ERRORS", "DefaultsHelpFormatter"]
 
 # Every subcommand, in the order ``wfkern --help`` lists them: ``wfkern.cli.cmd_<name>`` provides
 # ``add_parser(subparsers)`` and ``run(args) -> int``. A new command module is added here (a test checks that
 # every cmd_*.py file is listed).
 COMMANDS = ("baseline", "demo", "evaluate", "export", "import", "info", "registry", "report", "serve", "train", "unlearn")
-
-
-class UserError(Exception):
-    """A mistake in how the command was called; printed as one line, exit status 2."""
-
-
-# Exceptions that mean "the user asked for something impossible", never a bug: one line, no traceback.
-USER_ERRORS = (UserError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -112,7 +106,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m wfkern.cli.main`
-    # Run the imported module's main, so UserError is the class the subcommands raise.
-    from wfkern.cli.main import main as _main
-
-    sys.exit(_main())
+    sys.exit(main())
