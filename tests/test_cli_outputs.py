@@ -10,6 +10,7 @@ import re
 import pytest
 
 import wfkern.cli._common as common
+import wfkern.cli.paths as paths
 from wfkern.cli.main import COMMANDS, build_parser, main
 
 TINY = ["--model-arg", "widths=[8,16,16]"]
@@ -77,7 +78,7 @@ def test_train_out_in_a_read_only_folder(tmp_path, capsys, no_work, monkeypatch)
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(common.tempfile, "mkstemp", denied)
+    monkeypatch.setattr(paths.tempfile, "mkstemp", denied)
     line = assert_user_error(capsys, ["train", "--out", str(tmp_path / "m.safetensors")],
                              "--out must be in a writable directory")
     assert "Permission denied" in line
@@ -113,7 +114,7 @@ def test_demo_out_dir_is_a_file_or_read_only(tmp_path, capsys, no_work, blockers
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(common.tempfile, "mkstemp", denied)
+    monkeypatch.setattr(paths.tempfile, "mkstemp", denied)
     assert_user_error(capsys, ["demo", "--out-dir", str(tmp_path / "fresh")], "--out-dir must be a writable directory")
 
 

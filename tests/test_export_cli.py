@@ -10,7 +10,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import wfkern
-import wfkern.cli._common as common
+import wfkern.cli.paths as common
 from _export_models import scramble
 from wfkern.cli.main import main
 from wfkern.models import create_model
