@@ -173,12 +173,17 @@ class WFLayer(nn.Module):
         alpha_b = (self.alpha_b if alpha_b is None else alpha_b) if bias is not None else None
         if self.compile_as_tensor_ops and torch.compiler.is_compiling():
             return mask_epilogue_ref(y, alpha_w, labels, alpha_b, bias, channel_dim)
-        # y is the base layer's fresh output: overwrite it when autograd will not need it. Under
-        # torch.compile the functional op lets inductor re-inplace (and avoids its mutation paths).
-        needs_grad = torch.is_grad_enabled() and (y.requires_grad or alpha_w.requires_grad)
-        if needs_grad or torch.compiler.is_compiling():
-            return mask_epilogue(y, alpha_w, labels, alpha_b, bias, channel_dim, save_output=save_output)
-        return mask_epilogue_(y, alpha_w, labels, alpha_b, bias, channel_dim)
+        op = self.epilogue_op(y)
+        if op is mask_epilogue:
+            return op(y, alpha_w, labels, alpha_b, bias, channel_dim, save_output=save_output)
+        return op(y, alpha_w, labels, alpha_b, bias, channel_dim)
+
+    def epilogue_op(self, y: Tensor):
+        """``mask_epilogue_`` (in place) when nothing will differentiate through ``y``, the base layer's fresh
+        output, else ``mask_epilogue``; under torch.compile the functional op lets inductor re-inplace (and
+        avoids its mutation paths)."""
+        needs_grad = torch.is_grad_enabled() and (y.requires_grad or self.alpha_w.requires_grad)
+        return mask_epilogue if needs_grad or torch.compiler.is_compiling() else mask_epilogue_
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, channels={self.channels}, bias_gates={self.alpha_b is not None}"

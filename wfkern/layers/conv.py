@@ -3,12 +3,10 @@ from __future__ import annotations
 
 from typing import Optional
 
-import torch
 from torch import Tensor, nn
 
-from wfkern.layers.base import ForgetContext, WFLayer, check_batch
-from wfkern.layers.batchnorm import FoldedBatchNorm2d
-from wfkern.ops import mask_epilogue, mask_epilogue_
+from wfkern.layers.base import ForgetContext, WFLayer
+from wfkern.layers.fusion import folded_epilogue
 
 __all__ = ["WFConv2d"]
 
@@ -20,7 +18,7 @@ class WFConv2d(WFLayer):
     the gates scale its output (``wfkern.ops.mask_epilogue``); no per-sample weights exist.
     When ``wfkern.patch`` proved that a BatchNorm2d reads only this conv's output, a masked forward
     applies that BatchNorm's (frozen, running-statistics) affine in the same pass, with or without
-    grad (see :class:`FoldedBatchNorm2d`).
+    grad (see :mod:`wfkern.layers.fusion`).
 
     Args:
         base: the convolution to wrap (kept as ``self.base``, not copied).
@@ -37,7 +35,7 @@ class WFConv2d(WFLayer):
         self.folded_batchnorm: Optional[str] = None
 
     def fold_batchnorm(self, name: str) -> None:
-        """Let masked inference apply the :class:`FoldedBatchNorm2d` at dotted ``name`` in this epilogue.
+        """Let masked forwards apply the folded BatchNorm at dotted ``name`` in this epilogue (:mod:`wfkern.layers.fusion`).
 
         A name, not the module: a DataParallel replica of this layer must find its replica's BatchNorm.
         """
@@ -49,20 +47,8 @@ class WFConv2d(WFLayer):
         # The base keeps its own forward (padding modes, subclasses); y includes its bias.
         y = self.base(x)
         labels = self.labels_for(forget)
-        # A batch with rows that forget nothing runs unfolded: the epilogue leaves those rows untouched and the
-        # BatchNorm's own arithmetic follows, so they stay bit for bit the original (a folded affine rounds
-        # differently); one BatchNorm pass costs less than recomputing those rows apart.
-        if (labels is not None and self.folded_batchnorm is not None and not self.context.has_unmasked_rows
-                and not torch.compiler.is_compiling()):
-            check_batch(labels, y)
-            bn = self.context.module(self.folded_batchnorm)
-            affine = bn.inference_affine() if isinstance(bn, FoldedBatchNorm2d) else None
-            if affine is not None:
-                alpha_b = self.alpha_b if self.base.bias is not None else None
-                needs_grad = torch.is_grad_enabled() and (y.requires_grad or self.alpha_w.requires_grad)
-                epilogue = mask_epilogue if needs_grad else mask_epilogue_
-                out = epilogue(y, self.alpha_w, labels, alpha_b, self.base.bias, 1, affine[0], affine[1])
-                self.context.hand_over(self.folded_batchnorm, out)
-                return out
+        out = folded_epilogue(self, y, labels)
+        if out is not None:
+            return out
         return self.masked(y, labels, self.base.bias, channel_dim=1)
 

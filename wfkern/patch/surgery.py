@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Iterable, List, Optional, Tuple
 
-import torch.fx
 from torch import nn
 
 from wfkern.layers import FoldedBatchNorm2d, ForgetContext, WFConv2d, WFLayer, WFLinear, WFMultiheadAttention
 from wfkern.layers.attention import unsupported_reason
+from wfkern.layers.fusion import conv_batchnorm_pairs
 from wfkern.patch.model import WFModel
 
 __all__ = ["patch", "set_submodule"]
@@ -69,34 +69,6 @@ def classifier_head(model: nn.Module) -> Optional[Tuple[str, int]]:
             name, layer = linears[-1]
             return (f"{attr}.{name}" if name else attr), layer.out_features
     return None
-
-
-def conv_batchnorm_pairs(model: nn.Module) -> Dict[str, str]:
-    """{conv name: BatchNorm2d name} where tracing proves the BatchNorm is the conv's only reader.
-
-    Every call of the conv must feed only that BatchNorm, and no other conv may feed it.
-    Untraceable models give {}.
-    """
-    try:
-        graph = torch.fx.symbolic_trace(model).graph
-    except Exception:  # noqa: BLE001 - any tracing failure just means "no folding"
-        return {}
-    modules = dict(model.named_modules())
-    readers: Dict[str, set] = {}
-    for node in graph.nodes:
-        if node.op != "call_module" or not isinstance(modules.get(node.target), nn.Conv2d):
-            continue
-        users = list(node.users)
-        only = users[0] if len(users) == 1 else None
-        foldable = (only is not None and only.op == "call_module" and type(modules.get(only.target)) is nn.BatchNorm2d
-                    and only.args == (node,) and not only.kwargs)
-        readers.setdefault(node.target, set()).add(only.target if foldable else None)
-    pairs = {conv: next(iter(bns)) for conv, bns in readers.items() if len(bns) == 1 and None not in bns}
-    convs_per_bn: Dict[str, int] = {}
-    for bn in pairs.values():
-        convs_per_bn[bn] = convs_per_bn.get(bn, 0) + 1
-    # A BatchNorm that reads two convs folds into neither: its hand-over must have one source.
-    return {conv: bn for conv, bn in pairs.items() if convs_per_bn[bn] == 1}
 
 
 def patch(
