@@ -14,6 +14,7 @@ digits rows.
     python python/quality.py --row vit_digits --paper
     python python/quality.py --row small_cnn_digits --seeds 5 --out runs/quality_small_cnn.json
     python python/quality.py --row small_cnn_fashion --threads 2
+    python python/quality.py --row vit_digits --gate-mlp --set temperature=4 --set seed=1 --seeds 1
 """
 
 from __future__ import annotations
@@ -84,6 +85,21 @@ def untrain_and_measure(model: torch.nn.Module, splits: tuple, gate_mlp: bool = 
             "acc_f": out["summary"]["acc_f"], "epochs": res.epochs, "steps": res.steps, "untrain_s": res.seconds}
 
 
+def parse_settings(pairs: list[str]) -> dict:
+    """``["temperature=4", "max_epochs=40"]`` -> ``{"temperature": 4, "max_epochs": 40}``: each value is read as
+    JSON (numbers, ``null``), else kept as text; ``unlearn`` checks the names and values."""
+    settings = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"quality.py: --set must be KEY=VALUE, got {pair!r}")
+        try:
+            settings[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            settings[key] = raw
+    return settings
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--row", choices=sorted(ROWS), required=True)
@@ -95,6 +111,9 @@ def main() -> None:
     p.add_argument("--save-weights", default=None, help="save the trained state dict here")
     p.add_argument("--gate-mlp", action="store_true", help="patch(gate_mlp=True): gate the ViT MLPs' first layers too")
     p.add_argument("--filters", default=None, help="save the default recipe's gates here (safetensors)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="an unlearn setting for every recipe, repeatable (--set temperature=4); a seed set here "
+                        "replaces the untraining seed of every run")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.add_argument("--seeds", type=int, default=3, help="runs with seeds 0 .. N-1 (training and untraining; default 3)")
     p.add_argument("--out", default=None, help="also write every row, the spread and the manifest to this JSON file")
@@ -108,6 +127,10 @@ def main() -> None:
         p.error("--weights holds one trained original: give --seeds 1 with it")
     torch.set_num_threads(args.threads)
     extra = {} if args.max_epochs is None else {"max_epochs": args.max_epochs}
+    try:
+        extra.update(parse_settings(args.set))
+    except ValueError as e:
+        p.error(str(e))
     rows: dict[str, list] = {name: [] for name in recipes}
     splits = None
     for seed in range(args.seeds):
@@ -115,9 +138,10 @@ def main() -> None:
         if args.save_weights:
             torch.save(model.state_dict(), args.save_weights if args.seeds == 1 else f"{args.save_weights}.seed{seed}")
         for name, recipe in recipes.items():
-            settings = {**recipe, **extra, "seed": seed}
+            settings = {**recipe, "seed": seed, **extra}
             row = {"row": args.row, "recipe": name, "seed": seed, "gate_mlp": args.gate_mlp,
                    "train_s": round(train_s, 1), "threads": args.threads,
+                   **({"settings": extra} if extra else {}),
                    **untrain_and_measure(model, splits, args.gate_mlp, not args.quiet,
                                          args.filters if name == "default" and seed == 0 else None, **settings)}
             rows[name].append(row)

@@ -15,11 +15,19 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python"))
-from quality import trained_model, untrain_and_measure  # noqa: E402
-
-pytestmark = pytest.mark.slow
+from quality import parse_settings, trained_model, untrain_and_measure  # noqa: E402
 
 
+def test_quality_set_reads_each_value_as_json_or_text():
+    assert parse_settings(["temperature=4", "margin=2.5", "lr=null", "forget_loss=margin", "seed=1"]) == {
+        "temperature": 4, "margin": 2.5, "lr": None, "forget_loss": "margin", "seed": 1}
+    assert parse_settings(["x=a=b"]) == {"x": "a=b"}
+    for bad in ("temperature", "=4"):
+        with pytest.raises(ValueError, match="--set must be KEY=VALUE"):
+            parse_settings([bad])
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("row", ["small_cnn_digits", "small_vgg_digits"])  # SmallVGG also: test_unlearn_targets
 def test_cnn_rows_meet_the_targets(row):
     model, splits, _ = trained_model(row)
@@ -31,6 +39,7 @@ def test_cnn_rows_meet_the_targets(row):
     assert got["drop_worst"] <= 0.03  # every class against the original on the same retain set
 
 
+@pytest.mark.slow
 def test_small_vit_meets_the_targets_with_its_family_run_length():
     # With a CNN's run length (10 epochs) it was 1.0-1.4 points short; the ViT default is 30 epochs, patience 30.
     model, splits, _ = trained_model("vit_digits")
