@@ -14,7 +14,7 @@ digits rows.
     python python/quality.py --row vit_digits --paper
     python python/quality.py --row small_cnn_digits --seeds 5 --out runs/quality_small_cnn.json
     python python/quality.py --row small_cnn_fashion --threads 2
-    python python/quality.py --row vit_digits --gate-mlp --set temperature=4 --set seed=1 --seeds 1
+    python python/quality.py --row vit_digits --gate-all --set margin=4 --threads 1
 """
 
 from __future__ import annotations
@@ -67,7 +67,8 @@ def trained_model(row: str, weights: str | None = None, seed: int = 0) -> tuple[
 
 def untrain_and_measure(model: torch.nn.Module, splits: tuple, gate_mlp: bool = False, progress: bool = False,
                         filters: str | None = None, **settings) -> dict:
-    """Patch a copy of ``model`` (``gate_mlp``: also the ViT MLPs' first layers), untrain every class
+    """Patch a copy of ``model`` (``gate_mlp``: True, also the ViT MLPs' first layers; "all", every linear layer
+    of each block), untrain every class
     (``settings`` override the defaults; ``filters``: save the gates there), evaluate Acc_r / Acc_f.
 
     Besides the mean and worst Acc_r, ``drop_worst`` is the largest loss against the original model on the same
@@ -110,6 +111,8 @@ def main() -> None:
     p.add_argument("--weights", default=None, help="the row's trained state dict (torch.save) instead of training")
     p.add_argument("--save-weights", default=None, help="save the trained state dict here")
     p.add_argument("--gate-mlp", action="store_true", help="patch(gate_mlp=True): gate the ViT MLPs' first layers too")
+    p.add_argument("--gate-all", dest="gate_mlp", action="store_const", const="all",
+                   help='patch(gate_mlp="all"): gate every linear layer of each ViT block')
     p.add_argument("--filters", default=None, help="save the default recipe's gates here (safetensors)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="an unlearn setting for every recipe, repeatable (--set temperature=4); a seed set here "

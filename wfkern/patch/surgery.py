@@ -26,22 +26,31 @@ def set_submodule(root: nn.Module, name: str, module: nn.Module) -> nn.Module:
 
 # The first linear layer of a transformer block's MLP: timm ``Mlp.fc1``, torchvision ``MLPBlock``'s ``0``.
 _MLP_FIRST = ("mlp.fc1", "mlp.0")
+# The other linear layers of a block: the MLP's second (timm ``fc2``, torchvision ``3``) and the attention's output
+# projection (timm ``attn.proj``; torchvision's sits inside the wrapped nn.MultiheadAttention).
+_BLOCK_REST = ("mlp.fc2", "mlp.3", "attn.proj")
+# Where the gates sit besides the convs and qkv projections, per ``gate_mlp`` value.
+GATE_PLACEMENTS = {False: (), True: _MLP_FIRST, "all": _MLP_FIRST + _BLOCK_REST}
 
 
-def gates_mlp(layer_names: Iterable[str]) -> bool:
-    """Whether these WF layer names include a transformer MLP's first layer, i.e. the model was patched with
-    ``gate_mlp=True``: how the CLI patches a model again to match saved gates (``load_filters`` then checks
-    the whole layer table)."""
-    return any(name.endswith(_MLP_FIRST) for name in layer_names)
+def gates_mlp(layer_names: Iterable[str]) -> bool | str:
+    """The ``gate_mlp`` these WF layer names were patched with: ``"all"`` when they include a block's second MLP
+    layer or attention output projection, True when only a transformer MLP's first layer, else False. How the CLI,
+    the server and export patch a model again to match saved gates (``load_filters`` then checks the whole layer
+    table)."""
+    names = list(layer_names)
+    if any(name.endswith(_BLOCK_REST) for name in names):
+        return "all"
+    return any(name.endswith(_MLP_FIRST) for name in names)
 
 
-def _target(name: str, module: nn.Module, gate_mlp: bool = False) -> Tuple[Optional[type], Optional[str]]:
+def _target(name: str, module: nn.Module, gate_mlp: bool | str = False) -> Tuple[Optional[type], Optional[str]]:
     """(WF layer class to wrap ``module`` with, or None; skip reason worth reporting, or None)."""
     if isinstance(module, nn.Conv2d):
         return WFConv2d, None
     if isinstance(module, nn.Linear) and name.rpartition(".")[2] == "qkv":
         return WFLinear, None
-    if gate_mlp and isinstance(module, nn.Linear) and name.endswith(_MLP_FIRST):
+    if gate_mlp and isinstance(module, nn.Linear) and name.endswith(GATE_PLACEMENTS[gate_mlp]):
         return WFLinear, None
     if isinstance(module, nn.MultiheadAttention):
         reason = unsupported_reason(module)
@@ -79,7 +88,7 @@ def patch(
     inplace: bool = False,
     include: Optional[Callable[[str, nn.Module], bool]] = None,
     fold_batchnorm: bool = True,
-    gate_mlp: bool = False,
+    gate_mlp: bool | str = False,
 ) -> WFModel:
     """Wrap every ``nn.Conv2d`` and ViT attention qkv projection of ``model`` in a WF layer.
 
@@ -96,16 +105,20 @@ def patch(
         fold_batchnorm: where tracing proves that a BatchNorm2d reads only a wrapped conv's output,
             let masked inference apply it inside the conv's epilogue (one pass instead of two).
             Outputs are unchanged; ``wf.folded_batchnorms`` lists the pairs.
-        gate_mlp: also wrap the first linear layer of every transformer block's MLP (timm ``mlp.fc1``,
-            torchvision ``mlp.0``): one gate per hidden unit. Not in the paper (qkv only); on a small ViT it
-            closed most of the gap to the original's accuracy (docs/untraining.md), at the cost of one more
-            masked layer per block.
+        gate_mlp: where a transformer block gets gates besides its qkv projection (False, the paper's).
+            True: also the first linear layer of its MLP (timm ``mlp.fc1``, torchvision ``mlp.0``), one gate
+            per hidden unit. ``"all"``: every linear layer of the block, i.e. also the MLP's second
+            (``mlp.fc2`` / ``mlp.3``) and timm's attention output projection (``attn.proj``). Not in the
+            paper; on small ViTs they closed the gap to the original's accuracy (docs/untraining.md), at the
+            cost of one (True) or three ("all", timm) more masked layers per block.
     Returns:
         A :class:`WFModel`; ``.skipped`` lists (name, reason) of targets left unwrapped.
     Raises:
         TypeError / ValueError: bad ``num_classes`` or ``init`` (NaN/inf), an already patched model, nothing to wrap.
     """
     init = _check_patch_args(model, num_classes, init)
+    if not any(gate_mlp is key or (isinstance(key, str) and gate_mlp == key) for key in GATE_PLACEMENTS):
+        raise ValueError(f"wfkern.patch: gate_mlp must be False, True or 'all', got {gate_mlp!r}")
     if not inplace:
         model = copy.deepcopy(model)
     plan, skipped = _plan(model, include, gate_mlp)
@@ -155,7 +168,7 @@ def _check_patch_args(model: nn.Module, num_classes: int, init: float) -> float:
 
 
 def _plan(model: nn.Module, include: Optional[Callable[[str, nn.Module], bool]],
-          gate_mlp: bool = False) -> Tuple[list, list]:
+          gate_mlp: bool | str = False) -> Tuple[list, list]:
     """([(name, WF layer class)] to wrap, [(name, reason)] skipped); raises when there is nothing to wrap."""
     plan: List[Tuple[str, type]] = []
     skipped: List[Tuple[str, str]] = []
