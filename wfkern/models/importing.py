@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from wfkern.models.registry import check_model_args, create_model
+from wfkern.models.registry import check_model_args, create_model, json_model_kwargs
 
 __all__ = ["import_model", "read_weights", "ImportInfo", "ImportWeightsError", "classifier_name",
            "library_preprocess", "WRAPPER_PREFIXES", "DEFAULT_WEIGHTS", "few_keys", "state_differences",
@@ -388,61 +388,104 @@ def import_model(arch: str, weights: str, *, num_classes: int, in_chans: int = 3
         (the model in eval mode, on the CPU, float32; an ImportInfo saying what was done).
     Raises:
         ImportWeightsError (a ValueError): an unreadable file, a head of another size, missing / unexpected
-            keys or shape mismatches (named), NaN or inf weights (the key named), or default weights the machine
-            cannot fetch.
+            keys or shape mismatches (named), NaN or inf weights (the key named), or default weights that
+            cannot be fetched.
         ModelArgError (a ValueError): an unknown architecture or option.
     """
-    kwargs = check_model_args(arch, num_classes, in_chans, image_size, model_kwargs)
-    kwargs = {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}
-    library_model = None
-    if weights == DEFAULT_WEIGHTS:
-        if not arch.startswith(("torchvision:", "tv:", "timm:")):
-            raise ImportWeightsError("weights", "be a file for a registry model (only timm:<name> and "
-                                     "torchvision:<name> have library weights)", f"'default' for {arch!r}")
-        try:
-            library_model, source = _fetch_pretrained(arch, in_chans, image_size, kwargs)
-        except ImportWeightsError:
-            raise
-        except Exception as e:  # noqa: BLE001 - no network, no cache, hub errors, ... all mean "not here"
-            lib = "torchvision" if arch.startswith(("torchvision:", "tv:")) else "timm"
-            raise ImportWeightsError(
-                "weights", f"be reachable: 'default' fetches {lib}'s pretrained weights for {arch!r}",
-                f"a failure ({type(e).__name__}: {_first_line(e)[:160]})",
-                "this machine may be offline; save the weights where there is network (a state dict or "
-                "safetensors file) and pass --weights FILE") from e
-        state = {k: v.detach().cpu() for k, v in library_model.state_dict().items()}
-        if arch.startswith("timm:") and _is_vit(arch.split(":", 1)[1]) and "patch_size" not in kwargs:
-            ps = getattr(getattr(library_model, "patch_embed", None), "patch_size", None)
-            if ps is not None:
-                kwargs["patch_size"] = int(ps[0] if isinstance(ps, (tuple, list)) else ps)
-    else:
-        state, source = read_weights(weights)
-        kwargs = _infer_kwargs(arch, kwargs, state)
+    kwargs = json_model_kwargs(check_model_args(arch, num_classes, in_chans, image_size, model_kwargs))
+    source, kwargs = _read_source(arch, weights, in_chans, image_size, kwargs)
     torch.manual_seed(seed)
     model = create_model(arch, num_classes, in_chans, image_size, **kwargs)
+    fit = _check_fit(model, source, arch, num_classes, in_chans, image_size, kwargs, new_head)
+    _load_fitted(model, fit)
+    info = ImportInfo(arch, num_classes, in_chans, image_size, kwargs, source.description, fit.stripped,
+                      len(source.state), sorted({str(v.dtype).replace("torch.", "") for v in source.state.values()}),
+                      fit.head, fit.file_classes, fit.head_reset,
+                      library_preprocess(arch, source.library_model if source.library_model is not None else model))
+    return model.float().eval(), info
+
+
+@dataclass
+class _Source:
+    """The weights as read: their tensors, where they came from, and the library model that held them (None for a
+    file; ``label`` names them in errors)."""
+
+    state: dict[str, Tensor]
+    description: str
+    label: str
+    library_model: nn.Module | None = None
+
+
+@dataclass
+class _Fit:
+    """How the weights fit the rebuilt model: the tensors to load (renamed; a head to be replaced left out), the
+    wrapper prefix stripped, the head's name, whether it is (re)initialised, the weights' head size, and the
+    model described for errors."""
+
+    tensors: dict[str, Tensor]
+    stripped: str
+    head: str | None
+    head_reset: bool
+    file_classes: int | None
+    what: str
+
+
+def _read_source(arch: str, weights: str, in_chans: int, image_size: int, kwargs: dict) -> tuple[_Source, dict]:
+    """The weights ``import_model`` was given, and the architecture options with those the weights decide."""
+    if weights != DEFAULT_WEIGHTS:
+        state, description = read_weights(weights)
+        return _Source(state, description, repr(weights)), _infer_kwargs(arch, kwargs, state)
+    if not arch.startswith(("torchvision:", "tv:", "timm:")):
+        raise ImportWeightsError("weights", "be a file for a registry model (only timm:<name> and "
+                                 "torchvision:<name> have library weights)", f"'default' for {arch!r}")
+    try:
+        library_model, description = _fetch_pretrained(arch, in_chans, image_size, kwargs)
+    except ImportWeightsError:
+        raise
+    except Exception as e:  # noqa: BLE001 - no network, no cache, hub errors, ... all mean "not here"
+        lib = "torchvision" if arch.startswith(("torchvision:", "tv:")) else "timm"
+        raise ImportWeightsError(
+            "weights", f"be reachable: 'default' fetches {lib}'s pretrained weights for {arch!r}",
+            f"a failure ({type(e).__name__}: {_first_line(e)[:160]})",
+            "this machine may be offline; save the weights where there is network (a state dict or "
+            "safetensors file) and pass --weights FILE") from e
+    state = {k: v.detach().cpu() for k, v in library_model.state_dict().items()}
+    kwargs = dict(kwargs)
+    if arch.startswith("timm:") and _is_vit(arch.split(":", 1)[1]) and "patch_size" not in kwargs:
+        patch_size = getattr(getattr(library_model, "patch_embed", None), "patch_size", None)
+        if patch_size is not None:
+            kwargs["patch_size"] = int(patch_size[0] if isinstance(patch_size, (tuple, list)) else patch_size)
+    return _Source(state, description, "the pretrained weights", library_model), kwargs
+
+
+def _check_fit(model: nn.Module, source: _Source, arch: str, num_classes: int, in_chans: int, image_size: int,
+               kwargs: dict, new_head: bool) -> _Fit:
+    """How ``source`` fits ``model``, checked before anything is loaded: every missing / unexpected key, shape
+    mismatch, head of another size and non-finite tensor is an ImportWeightsError."""
     expected = model.state_dict()
-    mapped, stripped = _map_keys(state, expected)
+    tensors, stripped = _map_keys(source.state, expected)
     head = classifier_name(model, num_classes)
     what = f"{arch} ({num_classes} classes, {in_chans} channels, {image_size} px{_opts(kwargs)})"
-    reset = new_head
-    if library_model is not None and head is not None:  # a pretrained head of another size is always replaced
-        w = mapped.get(head + ".weight")
-        reset = reset or (w is not None and w.shape[0] != num_classes)
-    mapped, file_classes = _check_state(mapped, expected, what, head, reset, num_classes)
-    problem = non_finite_weights(mapped)  # the tensors to be loaded (a head being replaced is not)
+    head_reset = new_head
+    if source.library_model is not None and head is not None:  # a pretrained head of another size is replaced
+        head_weight = tensors.get(head + ".weight")
+        head_reset = head_reset or (head_weight is not None and head_weight.shape[0] != num_classes)
+    tensors, file_classes = _check_state(tensors, expected, what, head, head_reset, num_classes)
+    problem = non_finite_weights(tensors)  # the tensors to be loaded (a head being replaced is not)
     if problem is not None:
-        raise ImportWeightsError("weights", "hold finite values (no NaN or inf)",
-                                 f"{problem} of {'the pretrained weights' if library_model is not None else repr(weights)}",
+        raise ImportWeightsError("weights", "hold finite values (no NaN or inf)", f"{problem} of {source.label}",
                                  "the weights are damaged or come from a run that diverged")
-    missing, unexpected = model.load_state_dict(mapped, strict=False)
+    return _Fit(tensors, stripped, head, head_reset, file_classes, what)
+
+
+def _load_fitted(model: nn.Module, fit: _Fit) -> None:
+    """Load the checked tensors into ``model`` (a head being replaced keeps its fresh initialisation)."""
+    missing, unexpected = model.load_state_dict(fit.tensors, strict=False)
     leftover = [k for k in missing if not k.endswith("num_batches_tracked") and not (
-        reset and head is not None and k.startswith(head + "."))]
+        fit.head_reset and fit.head is not None and k.startswith(fit.head + "."))]
     if leftover or unexpected:  # pragma: no cover - _check_state names these first
-        raise ImportWeightsError("weights", f"fit {what}", f"missing {few_keys(leftover)}, unexpected {few_keys(unexpected)}")
-    info = ImportInfo(arch, num_classes, in_chans, image_size, kwargs, source, stripped, len(state),
-                      sorted({str(v.dtype).replace("torch.", "") for v in state.values()}), head, file_classes,
-                      reset, library_preprocess(arch, library_model if library_model is not None else model))
-    return model.float().eval(), info
+        raise ImportWeightsError("weights", f"fit {fit.what}",
+                                 f"missing {few_keys(leftover)}, unexpected {few_keys(unexpected)}")
 
 
 def _opts(kwargs: dict) -> str:

@@ -7,6 +7,7 @@ unbounded size: ``check_model_args`` is the one gate, used by ``create_model`` a
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import re
@@ -21,7 +22,7 @@ from wfkern.models.external import create_timm, create_torchvision
 from wfkern.models.small_cnn import SmallCNN, SmallVGG
 
 __all__ = ["create_model", "list_models", "register_model", "model_family", "model_params", "check_model_args",
-           "Param", "ModelArgError", "DEFAULT_MODEL", "MAX_CLASSES", "MAX_CHANNELS", "MAX_IMAGE_SIZE"]
+           "json_model_kwargs", "Param", "ModelArgError", "DEFAULT_MODEL", "MAX_CLASSES", "MAX_CHANNELS", "MAX_IMAGE_SIZE"]
 
 DEFAULT_MODEL = "small_cnn"
 
@@ -115,15 +116,17 @@ _WIDTH = (1, 4096)
 _VIT = {"patch_size": Param("int", 1, 256), "depth": Param("int", 1, 64), "num_heads": Param("int", 1, 64),
         "embed_dim": Param("int", 1, 4096), "mlp_ratio": Param("float", 0.01, 16.0),
         "qkv_bias": Param("bool"), "drop_rate": Param("float", 0.0, 1.0), "drop_path_rate": Param("float", 0.0, 1.0)}
+# Builders take (num_classes, in_chans, image_size, **options); the small CNNs and the CIFAR ResNet ignore the size.
 _REGISTRY: dict[str, _Entry] = {
-    "small_cnn": _Entry(lambda nc, c, s, **kw: SmallCNN(nc, c, **kw),
+    "small_cnn": _Entry(lambda num_classes, in_chans, _size, **options: SmallCNN(num_classes, in_chans, **options),
                         {"widths": Param("ints", *_WIDTH, length=(1, 32)), "pool_after": Param("ints", 0, 31, (0, 32))}),
-    "small_vgg": _Entry(lambda nc, c, s, **kw: SmallVGG(nc, c, **kw),
+    "small_vgg": _Entry(lambda num_classes, in_chans, _size, **options: SmallVGG(num_classes, in_chans, **options),
                         {"widths": Param("ints", *_WIDTH, length=(2, 2)), "hidden": Param("int", 1, 65536)}),
-    "resnet18": _Entry(lambda nc, c, s, **kw: CifarResNet18(nc, c, **kw), {"width": Param("int", 1, 512)}),
-    "vgg16": _Entry(lambda nc, c, s, **kw: CifarVGG16(nc, c, s, **kw)),
-    "vit_t": _Entry(lambda nc, c, s, **kw: create_timm("vit_tiny_patch16_224", nc, c, s, **kw), _VIT),
-    "vit_s": _Entry(lambda nc, c, s, **kw: create_timm("vit_small_patch16_224", nc, c, s, **kw), _VIT),
+    "resnet18": _Entry(lambda num_classes, in_chans, _size, **options: CifarResNet18(num_classes, in_chans, **options),
+                       {"width": Param("int", 1, 512)}),
+    "vgg16": _Entry(CifarVGG16),
+    "vit_t": _Entry(functools.partial(create_timm, "vit_tiny_patch16_224"), _VIT),
+    "vit_s": _Entry(functools.partial(create_timm, "vit_small_patch16_224"), _VIT),
 }
 # Any timm / torchvision architecture: the options common to them (a model that lacks one is a clear error).
 _PREFIXES: dict[str, _Entry] = {
@@ -210,6 +213,12 @@ def check_model_args(name: str, num_classes: Any = 10, in_chans: Any = 1, image_
     return out
 
 
+def json_model_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Normalised architecture options (``check_model_args``'s) as JSON values, tuples as lists: the form a
+    checkpoint records and ``create_model`` takes back."""
+    return {key: list(value) if isinstance(value, tuple) else value for key, value in kwargs.items()}
+
+
 def create_model(name: str = DEFAULT_MODEL, num_classes: int = 10, in_chans: int = 1, image_size: int = 8,
                  **kwargs) -> nn.Module:
     """Build a randomly initialised classifier (seed with ``torch.manual_seed`` first).
@@ -226,19 +235,19 @@ def create_model(name: str = DEFAULT_MODEL, num_classes: int = 10, in_chans: int
         ValueError: unknown name, bad sizes, an undeclared or out-of-bounds option (ModelArgError), or
             options the architecture rejects.
     """
-    kw = check_model_args(name, num_classes, in_chans, image_size, kwargs)
+    options = check_model_args(name, num_classes, in_chans, image_size, kwargs)
     entry, external = _entry(name)
     args = (external,) if external is not None else ()
     try:
-        return entry.builder(*args, int(num_classes), int(in_chans), int(image_size), **kw)
+        return entry.builder(*args, int(num_classes), int(in_chans), int(image_size), **options)
     except ModelArgError:
         raise
     except ValueError as e:
         if str(e).startswith("wfkern"):
             raise
-        raise ValueError(f"wfkern.create_model: options must fit model {name!r}, got {kw} ({_first_line(e)})") from e
+        raise ValueError(f"wfkern.create_model: options must fit model {name!r}, got {options} ({_first_line(e)})") from e
     except (TypeError, AssertionError) as e:
-        raise ValueError(f"wfkern.create_model: options must fit model {name!r}, got {kw} ({_first_line(e)})") from e
+        raise ValueError(f"wfkern.create_model: options must fit model {name!r}, got {options} ({_first_line(e)})") from e
 
 
 def _first_line(e: BaseException) -> str:
