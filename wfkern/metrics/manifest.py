@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
+import os
 import platform
 from typing import Mapping, Optional
 
@@ -11,8 +13,13 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 
 from wfkern.data import dataset_targets
+from wfkern.metrics.store import atomic_write_json
 
-__all__ = ["versions", "dataset_fingerprint", "run_manifest"]
+__all__ = ["versions", "dataset_fingerprint", "run_manifest", "MANIFEST_FILE", "write_run_manifest",
+           "read_run_manifest"]
+
+# The manifest of a run folder (``wfkern unlearn --out-dir``).
+MANIFEST_FILE = "manifest.json"
 
 _PACKAGES = ("wfkern", "torch", "numpy", "scikit-learn")
 _HASH_BATCH = 4096
@@ -71,3 +78,30 @@ def run_manifest(settings: Mapping, seeds: Mapping[str, Optional[int]], data: Ma
     """
     return {"versions": versions(), "seeds": dict(seeds), "settings": dict(settings),
             "data": {name: dataset_fingerprint(ds) for name, ds in data.items() if ds is not None}}
+
+
+def write_run_manifest(folder: str | os.PathLike, manifest: Mapping) -> str:
+    """Write ``manifest`` (``run_manifest``) atomically to ``folder/manifest.json``; returns the path."""
+    path = os.path.join(os.fspath(folder), MANIFEST_FILE)
+    atomic_write_json(path, dict(manifest))
+    return path
+
+
+def read_run_manifest(folder: str | os.PathLike) -> Optional[dict]:
+    """The manifest of a run folder (``folder/manifest.json``), or None when the run wrote none (older runs).
+
+    Raises:
+        ValueError: the file is not a JSON object (the path named).
+    """
+    path = os.path.join(os.fspath(folder), MANIFEST_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            man = json.load(f)
+    except (ValueError, RecursionError, OSError) as e:
+        raise ValueError(f"wfkern.read_run_manifest: {path} must be a JSON manifest, got unreadable data "
+                         f"({type(e).__name__})") from None
+    if not isinstance(man, dict):
+        raise ValueError(f"wfkern.read_run_manifest: {path} must hold a JSON object, got a JSON {type(man).__name__}")
+    return man

@@ -67,18 +67,31 @@ def spread_table(agg: dict, results_by_method: Optional[dict] = None) -> Table:
     return headers, rows
 
 
+def _manifest_parts(man: dict) -> tuple[str, str, str]:
+    """(versions, seeds, data splits) of one manifest, as text."""
+    ver = ", ".join(f"{k} {v}" for k, v in (man.get("versions") or {}).items())
+    seeds = ", ".join(f"{k} {v}" for k, v in (man.get("seeds") or {}).items())
+    data = "; ".join(f"{k}: {d.get('n')} samples, sha256 {d.get('sha256')} ({d.get('covers')})"
+                     for k, d in (man.get("data") or {}).items() if isinstance(d, dict))
+    return ver, seeds, data
+
+
 def manifest_lines(results: dict) -> list[str]:
-    """One line per method from the ``manifest`` of its results: versions, seeds, the data splits' hashes."""
+    """One line per method from the ``manifest`` of its results: versions, seeds, the data splits' hashes; and a
+    second line for the untraining run behind it (``manifest.unlearn``, written by ``wfkern unlearn``): its seed,
+    settings and data."""
     lines = []
     for m in ordered(results):
         man = results[m].get("manifest")
         if not isinstance(man, dict):
             lines.append(f"{m}: no manifest (results written before manifests were recorded)")
             continue
-        ver = ", ".join(f"{k} {v}" for k, v in (man.get("versions") or {}).items())
-        seeds = ", ".join(f"{k} {v}" for k, v in (man.get("seeds") or {}).items())
-        data = "; ".join(f"{k}: {d.get('n')} samples, sha256 {d.get('sha256')} ({d.get('covers')})"
-                         for k, d in (man.get("data") or {}).items() if isinstance(d, dict))
+        ver, seeds, data = _manifest_parts(man)
         metrics = ",".join((man.get("settings") or {}).get("metrics") or []) or "default"
         lines.append(f"{m}: {ver} | seeds: {seeds} | metrics: {metrics} | data: {data}")
+        run = man.get("unlearn")
+        if isinstance(run, dict):
+            ver, seeds, data = _manifest_parts(run)
+            settings = ", ".join(f"{k}={v}" for k, v in sorted((run.get("settings") or {}).items()))
+            lines.append(f"{m} untraining run: {ver} | seeds: {seeds} | data: {data} | settings: {settings}")
     return lines
