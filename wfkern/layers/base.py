@@ -110,9 +110,8 @@ class WFLayer(nn.Module):
     kind = "layer"
     # Under torch.compile: True hands inductor the epilogue as tensor ops (gate table, multiply-add),
     # which it fuses with the BatchNorm and activation after a convolution; False keeps the kernel.
-    # Measured on an H200 (bf16, batch 256, compiled WF / compiled plain): tensor ops take ResNet-18
-    # from 1.38x to 1.10x and ResNet-50 from 1.89x to 1.18x, but ViT-S/16's qkv projections from
-    # 1.12x to 1.32x (nothing there to fuse with before attention), so only convolutions use them.
+    # Convolutions set it; linear layers keep the kernel, since nothing precedes attention to fuse
+    # with (docs/performance.md, "Compiled", has the measurements).
     compile_as_tensor_ops = False
 
     def __init__(self, base: nn.Module, num_classes: int, channels: int, has_bias: bool,
