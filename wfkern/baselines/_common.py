@@ -24,10 +24,10 @@ def class_split(labels: Tensor, c: int) -> tuple[Tensor, Tensor]:
 
 def resolve_num_classes(labels: Tensor, num_classes: Optional[int], where: str) -> int:
     """``num_classes``, or the largest label + 1 when None; at least 2 (``where`` names the caller in the error)."""
-    nc = int(num_classes) if num_classes is not None else int(labels.max()) + 1
-    if nc < 2:
-        raise ValueError(f"{where}: num_classes must be >= 2, got {nc}")
-    return nc
+    count = int(num_classes) if num_classes is not None else int(labels.max()) + 1
+    if count < 2:
+        raise ValueError(f"{where}: num_classes must be >= 2, got {count}")
+    return count
 
 
 def fine_tune_mode(model: nn.Module) -> None:
@@ -53,10 +53,10 @@ def random_label_epochs(model: nn.Module, opt: torch.optim.Optimizer, train_data
     """
     forget, retain = class_split(labels, c)
     for _ in tqdm(range(epochs), desc=desc, leave=False, disable=not progress):
-        r = retain[torch.randperm(retain.numel(), generator=generator)[:n_retain]]
-        idx = torch.cat([forget, r])
+        retain_drawn = retain[torch.randperm(retain.numel(), generator=generator)[:n_retain]]
+        idx = torch.cat([forget, retain_drawn])
         shift = torch.randint(1, num_classes, (forget.numel(),), generator=generator)
-        target = torch.cat([(c + shift) % num_classes, labels[r]])  # never c for the forget samples
+        target = torch.cat([(c + shift) % num_classes, labels[retain_drawn]])  # never c for the forget samples
         chunks = torch.randperm(idx.numel(), generator=generator).split(batch_size)
         fine_tune_mode(model)
         for pos, (x, _) in zip(chunks, iter_batches(train_data, [idx[p] for p in chunks])):
@@ -125,4 +125,4 @@ def loss_gradients(model: nn.Module, data: Dataset, index_batches: Iterable[Tens
         loss = nn.functional.cross_entropy(model(x.to(device)), torch.as_tensor(y).long().to(device),
                                            reduction=reduction)
         grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
-        yield {n: g.detach().float() for (n, _), g in zip(named, grads) if g is not None}
+        yield {name: grad.detach().float() for (name, _), grad in zip(named, grads) if grad is not None}

@@ -48,17 +48,17 @@ def saliency_mask(model: nn.Module, data: Dataset, forget: Tensor, *, fraction: 
     if forget.numel() == 0:
         raise ValueError("wfkern.saliency_mask: forget must hold at least one sample, got none")
     named = list(model.named_parameters())
-    grad = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in named}
+    grad_sum = {name: torch.zeros_like(p, dtype=torch.float32) for name, p in named}
     for grads in loss_gradients(model, data, forget.split(batch_size), model_device(model, device), "sum"):
-        for n, g in grads.items():
-            grad[n] += g
-    saliency = torch.cat([g.abs().flatten() for g in grad.values()]) / forget.numel()
+        for name, grad in grads.items():
+            grad_sum[name] += grad
+    saliency = torch.cat([grad.abs().flatten() for grad in grad_sum.values()]) / forget.numel()
     k = int(saliency.numel() * fraction)
     keep = torch.zeros(saliency.numel(), dtype=torch.bool, device=saliency.device)
     keep[torch.argsort(saliency, descending=True, stable=True)[:k]] = True
     masks, start = {}, 0
-    for n, p in named:
-        masks[n] = keep[start:start + p.numel()].view_as(p)
+    for name, p in named:
+        masks[name] = keep[start:start + p.numel()].view_as(p)
         start += p.numel()
     return masks
 
@@ -96,13 +96,13 @@ def salun(original: nn.Module, train_data: Dataset, c: int, *, num_classes: Opti
         The unlearned model, in eval mode.
     """
     labels = dataset_targets(train_data, single_label=True)
-    nc = resolve_num_classes(labels, num_classes, "wfkern.salun")
+    num_classes = resolve_num_classes(labels, num_classes, "wfkern.salun")
     forget, retain = class_split(labels, c)
     if forget.numel() == 0:
         raise ValueError(f"wfkern.salun: train_data must hold samples of class {c} to forget, got none")
     model, dev = trainable_copy(original, device)
     masks = saliency_mask(model, train_data, forget, fraction=fraction, batch_size=batch_size, device=dev)
-    params = [(p, masks[n].to(p.device), p.detach().clone()) for n, p in model.named_parameters()]
+    params = [(p, masks[name].to(p.device), p.detach().clone()) for name, p in model.named_parameters()]
     opt = torch.optim.SGD([p for p, _, _ in params], lr=lr, momentum=momentum, weight_decay=weight_decay)
     n_retain = retain.numel()
     if retain_ratio is not None:
@@ -110,19 +110,19 @@ def salun(original: nn.Module, train_data: Dataset, c: int, *, num_classes: Opti
 
     @torch.no_grad()
     def mask_grads() -> None:
-        for p, m, _ in params:
+        for p, mask, _ in params:
             if p.grad is not None:
-                p.grad.mul_(m)
+                p.grad.mul_(mask)
 
     @torch.no_grad()
     def restore_outside_mask() -> None:
-        for p, m, p0 in params:
-            p.copy_(torch.where(m, p, p0))
-            buf = opt.state.get(p, {}).get("momentum_buffer")
-            if buf is not None:
-                buf.mul_(m)
+        for p, mask, original_value in params:
+            p.copy_(torch.where(mask, p, original_value))
+            momentum_buffer = opt.state.get(p, {}).get("momentum_buffer")
+            if momentum_buffer is not None:
+                momentum_buffer.mul_(mask)
 
-    random_label_epochs(model, opt, train_data, labels, c, nc, n_retain, epochs=epochs, batch_size=batch_size,
+    random_label_epochs(model, opt, train_data, labels, c, num_classes, n_retain, epochs=epochs, batch_size=batch_size,
                         generator=torch.Generator().manual_seed(int(seed)), device=dev, desc=f"salun class {c}",
                         progress=progress, after_backward=mask_grads, after_step=restore_outside_mask)
     return model.eval()

@@ -75,12 +75,12 @@ def random_labels(original: nn.Module, train_data: Dataset, c: int, *, num_class
         The unlearned model, in eval mode.
     """
     labels = dataset_targets(train_data, single_label=True)
-    nc = resolve_num_classes(labels, num_classes, "wfkern.random_labels")
+    num_classes = resolve_num_classes(labels, num_classes, "wfkern.random_labels")
     model, dev = trainable_copy(original, device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     forget, retain = class_split(labels, c)
     n_retain = min(retain.numel(), int(round(retain_ratio * forget.numel())))
-    random_label_epochs(model, opt, train_data, labels, c, nc, n_retain, epochs=epochs, batch_size=batch_size,
+    random_label_epochs(model, opt, train_data, labels, c, num_classes, n_retain, epochs=epochs, batch_size=batch_size,
                         generator=torch.Generator().manual_seed(int(seed)), device=dev,
                         desc=f"random-labels class {c}", progress=progress)
     return model.eval()

@@ -36,17 +36,17 @@ def fisher_diagonal(model: nn.Module, data: Dataset, index_batches: Iterable[Ten
     Returns:
         ``{name: importance}`` for every parameter of ``model.named_parameters()`` (zeros where unused), float32.
     """
-    imp = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in model.named_parameters()}
+    importance = {name: torch.zeros_like(p, dtype=torch.float32) for name, p in model.named_parameters()}
     n_batches = 0
     for grads in loss_gradients(model, data, index_batches, model_device(model, device)):
-        for n, g in grads.items():
-            imp[n] += g.pow(2)
+        for name, grad in grads.items():
+            importance[name] += grad.pow(2)
         n_batches += 1
     if n_batches == 0:
         raise ValueError("wfkern.fisher_diagonal: index_batches must hold at least one batch, got none")
-    for v in imp.values():
-        v /= n_batches
-    return imp
+    for values in importance.values():
+        values /= n_batches
+    return importance
 
 
 @torch.no_grad()
