@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import math
-import time
-from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -130,50 +129,95 @@ def evaluate(model, test_data: Dataset, *, train_data: Optional[Dataset] = None,
         {"acc", "per_class_acc"}, "per_class": {c: {...}}, "summary": {...}, "manifest": {versions, seeds,
         settings, data hashes} (``manifest.run_manifest``)}``; fractions in [0, 1].
     """
+    plan = _describe(model, test_data, train_data, num_classes, classes, classes_seed, sample_classes, class_names,
+                     settings, overrides)
+    _check(plan)
+    return _run(plan, Path(out_dir) if out_dir is not None else None, resume, progress)
+
+
+@dataclass
+class _Plan:
+    """What one evaluation is: the settings, the model as an ``Unlearned``, the data, metrics and classes."""
+
+    s: EvalSettings
+    um: object
+    test_data: Dataset
+    train_data: Optional[Dataset]
+    metrics: set
+    chosen: list
+    names: list
+    classes_seed: int
+
+
+def _describe(model, test_data, train_data, num_classes, classes, classes_seed, sample_classes, class_names,
+              settings, overrides) -> _Plan:
+    """Resolve the arguments into a plan: settings with overrides, the unlearned view, the test subset, the metrics
+    (each must exist and have its data) and the classes (each must be a class of the model)."""
     s = (settings if settings is not None else EvalSettings()).replace(**overrides)
     um = as_unlearned(model, num_classes)
     if s.test_per_class is not None:
         test_data = per_class_subset(test_data, s.test_per_class, s.seed)
     metrics = _resolve_metrics(s.metrics, um, train_data is not None)
-    _check_settings(s, metrics)
     chosen = select_classes(um.num_classes, classes, classes_seed, sample=sample_classes)
     names = [str(n) for n in class_names] if class_names is not None else [str(c) for c in range(um.num_classes)]
-    if "probe" in metrics and chosen and um.feature_root(chosen[0]) is not None:  # bad layer names: before any work
+    return _Plan(s, um, test_data, train_data, metrics, chosen, names, classes_seed)
+
+
+def _check(plan: _Plan) -> None:
+    """Before any work: the opt-in metrics' budgets, and the probe's layer names on the model."""
+    s, um, chosen = plan.s, plan.um, plan.chosen
+    _check_settings(s, plan.metrics)
+    if "probe" in plan.metrics and chosen and um.feature_root(chosen[0]) is not None:
         for spec in s.probe_layers:
             resolve_layer(um.feature_root(chosen[0]), spec, um.num_classes)
+
+
+def _run(plan: _Plan, out: Optional[Path], resume: bool, progress: bool) -> dict:
+    """Evaluate every planned class (skipping those ``out`` already holds when resuming), then the result."""
+    s, um = plan.s, plan.um
     um.set_eval()
-    ctx = _context(um, test_data, train_data, s, "zrf" in metrics)
-    header = {"method": um.method, "fingerprint": um.fingerprint(), "settings": {**s.as_dict(), "metrics": sorted(metrics)},
-              "num_test": len(test_data), "num_train": len(train_data) if train_data is not None else None}
-    out = Path(out_dir) if out_dir is not None else None
+    ctx = _context(um, plan.test_data, plan.train_data, s, "zrf" in plan.metrics)
     if out is not None:
+        header = {"method": um.method, "fingerprint": um.fingerprint(),
+                  "settings": {**s.as_dict(), "metrics": sorted(plan.metrics)}, "num_test": len(plan.test_data),
+                  "num_train": len(plan.train_data) if plan.train_data is not None else None}
         _check_resume(out, header, resume)
         atomic_write_json(out / "eval_config.json", header)
     per_class = {}
-    bar = tqdm(chosen, desc=f"evaluate {um.method}", disable=not progress)
+    bar = tqdm(plan.chosen, desc=f"evaluate {um.method}", disable=not progress)
     for c in bar:
-        path = out / "classes" / f"class_{c:05d}.json" if out is not None else None
-        done = read_json(path) if path is not None else None
-        if done is None:
-            with torch.random.fork_rng(devices=_rng_devices(ctx.device)):
-                torch.manual_seed(class_seed(s.seed, c))
-                done = evaluate_class(um, c, ctx, s, metrics, progress=progress)
-            if path is not None:
-                atomic_write_json(path, done)
-        per_class[c] = done
-        bar.set_postfix(acc_f=f"{done.get('acc_f') or 0:.3f}", acc_r=f"{done.get('acc_r') or 0:.3f}")
-    orig_pred = ctx.orig_logits.argmax(dim=1)
-    original = {"acc": accuracy(orig_pred, ctx.test_labels),
-                "per_class_acc": {c: per_class[c]["orig_acc"] for c in chosen}}
-    result = {"method": um.method, "num_classes": um.num_classes, "classes": chosen, "class_names": names,
-              "metrics": sorted(metrics), "settings": s.as_dict(), "fingerprint": um.fingerprint(),
-              "original": original, "per_class": per_class, "summary": summarize(per_class),
-              "manifest": run_manifest(s.as_dict(), {"seed": s.seed, "zrf_seed": s.zrf_seed,
-                                                     "classes_seed": classes_seed},
-                                       {"test": test_data, "train": train_data})}
+        per_class[c] = _class_result(plan, ctx, c, out, progress)
+        bar.set_postfix(acc_f=f"{per_class[c].get('acc_f') or 0:.3f}", acc_r=f"{per_class[c].get('acc_r') or 0:.3f}")
+    result = _result(plan, ctx, per_class)
     if out is not None:
         atomic_write_json(out / RESULTS_FILE, result)
     return result
+
+
+def _class_result(plan: _Plan, ctx: EvalContext, c: int, out: Optional[Path], progress: bool) -> dict:
+    """Class ``c``'s metrics: read back from ``out`` when there, else computed (seeded per class) and stored."""
+    path = out / "classes" / f"class_{c:05d}.json" if out is not None else None
+    done = read_json(path) if path is not None else None
+    if done is None:
+        with torch.random.fork_rng(devices=_rng_devices(ctx.device)):
+            torch.manual_seed(class_seed(plan.s.seed, c))
+            done = evaluate_class(plan.um, c, ctx, plan.s, plan.metrics, progress=progress)
+        if path is not None:
+            atomic_write_json(path, done)
+    return done
+
+
+def _result(plan: _Plan, ctx: EvalContext, per_class: dict) -> dict:
+    """The result dict (``evaluate``'s Returns) from the per-class results."""
+    s, um, chosen = plan.s, plan.um, plan.chosen
+    original = {"acc": accuracy(ctx.orig_logits.argmax(dim=1), ctx.test_labels),
+                "per_class_acc": {c: per_class[c]["orig_acc"] for c in chosen}}
+    return {"method": um.method, "num_classes": um.num_classes, "classes": chosen, "class_names": plan.names,
+            "metrics": sorted(plan.metrics), "settings": s.as_dict(), "fingerprint": um.fingerprint(),
+            "original": original, "per_class": per_class, "summary": summarize(per_class),
+            "manifest": run_manifest(s.as_dict(), {"seed": s.seed, "zrf_seed": s.zrf_seed,
+                                                   "classes_seed": plan.classes_seed},
+                                     {"test": plan.test_data, "train": plan.train_data})}
 
 
 def per_class_subset(dataset: Dataset, n: int, seed: int = 0) -> Dataset:

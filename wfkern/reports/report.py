@@ -17,10 +17,10 @@ from typing import Iterator, Optional
 from wfkern._atomic import atomic_write_text
 from wfkern.metrics.classes import format_classes
 from wfkern.metrics.evaluate import summarize
-from wfkern.unlearn.state import history_record_problem
 
 from .figures import (plot_insertion_deletion, plot_per_class_accuracy, plot_relations, plot_untraining,
                       relations_explanation)
+from .schema import check_results
 from .spread import manifest_lines
 from .tables import (GAP_METRICS, depth_table, gap_table, gaps, method_label, mia_verdict, ordered, per_class_table,
                      reference_method, table1, table2, to_html, to_markdown)
@@ -61,128 +61,6 @@ def load_results(path: str | os.PathLike) -> dict:
         raise ValueError(f"wfkern.load_results: {p} must be readable, got {e.strerror or type(e).__name__}") from None
     check_results(res, str(p))
     return res
-
-
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _is_num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-_NUMBER_KEYS = ("acc_r", "acc_f", "zrf", "mia", "mia_prob", "attack_acc", "rt", "insertion_auc", "deletion_auc",
-                "probe_acc_f", "probe_acc_r", "rft_acc_f", "rft_acc_r", "mia_eff", "mia_eff_entropy", "mia_eff_m_entropy")
-_ROW_KEYS = _NUMBER_KEYS + ("orig_acc", "orig_acc_r")
-_COST_NUMBERS = ("all_classes_runs", "all_classes_seconds", "all_classes_bytes")
-
-
-def check_results(res, source: str) -> None:
-    """Check that ``res`` has the structure of a ``wfkern.evaluate`` result, as far as a report reads it.
-
-    Raises:
-        ValueError: ``wfkern.load_results: key 'per_class.3.acc_r' of <source> must be ..., got ...``.
-    """
-
-    def bad(key: str, expectation: str, got) -> None:
-        raise ValueError(f"wfkern.load_results: key {key!r} of {source} must {expectation}, got {got}")
-
-    def number(key: str, v) -> None:
-        if v is not None and not _is_num(v):
-            bad(key, "be a number or null", _short(v))
-
-    def typed(key: str, v, typ: type, expectation: str) -> None:
-        if not isinstance(v, typ) or (typ is int and isinstance(v, bool)):
-            bad(key, expectation, _short(v))
-
-    if not isinstance(res, dict):
-        raise ValueError(f"wfkern.load_results: {source} must hold a `wfkern evaluate` result (a JSON object), "
-                         f"got a JSON {type(res).__name__}")
-    for key in ("summary", "classes", "per_class", "num_classes"):
-        if key not in res:
-            bad(key, "be present (is this a `wfkern evaluate` results.json?)", "nothing")
-    typed("num_classes", res["num_classes"], int, "be an integer >= 1")
-    if res["num_classes"] < 1:
-        bad("num_classes", "be an integer >= 1", res["num_classes"])
-    typed("summary", res["summary"], dict, "be a JSON object")
-    for key in _NUMBER_KEYS:
-        number(f"summary.{key}", res["summary"].get(key))
-    for key in ("n_classes", "rt_capped"):
-        if res["summary"].get(key) is not None:
-            typed(f"summary.{key}", res["summary"][key], int, "be an integer")
-    if res["summary"].get("insertion_auc") is not None:
-        if not _is_num(res["summary"].get("deletion_auc")):
-            bad("summary.deletion_auc", "be a number beside insertion_auc", _short(res["summary"].get("deletion_auc")))
-        typed("summary.n_classes", res["summary"].get("n_classes"), int, "be an integer")
-    typed("classes", res["classes"], list, "be a list of class indices")
-    if not res["classes"]:
-        bad("classes", "hold at least one class", "[]")
-    typed("per_class", res["per_class"], dict, "be a JSON object (class -> metrics)")
-    for i, c in enumerate(res["classes"]):
-        if not _is_int(c) or not 0 <= c < res["num_classes"]:
-            bad(f"classes.{i}", f"be a class index in [0, {res['num_classes']})", _short(c))
-        row = res["per_class"].get(str(c), res["per_class"].get(c))
-        if row is None:
-            bad(f"per_class.{c}", "be present for every evaluated class", "nothing")
-        typed(f"per_class.{c}", row, dict, "be a JSON object")
-        for key in _ROW_KEYS:
-            number(f"per_class.{c}.{key}", row.get(key))
-        insdel = row.get("insdel")
-        if insdel is not None:
-            typed(f"per_class.{c}.insdel", insdel, dict, "be a JSON object")
-            k = insdel.get("k")
-            if not isinstance(k, list) or not all(_is_num(v) for v in k):
-                bad(f"per_class.{c}.insdel.k", "be a list of numbers", _short(k))
-            for key in ("insertion_curve", "deletion_curve"):
-                curve = insdel.get(key)
-                if not isinstance(curve, list) or len(curve) != len(k) or not all(v is None or _is_num(v) for v in curve):
-                    bad(f"per_class.{c}.insdel.{key}", f"be a list of {len(k)} numbers (one per k)", _short(curve))
-            for key in ("insertion_auc", "deletion_auc"):
-                if not _is_num(row.get(key)):
-                    bad(f"per_class.{c}.{key}", "be a number beside the curves", _short(row.get(key)))
-    if res.get("method") is not None:
-        typed("method", res["method"], str, "be a string")
-    names = res.get("class_names")
-    if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
-        bad("class_names", "be a list of strings", _short(names))
-    if res.get("settings") is not None:
-        typed("settings", res["settings"], dict, "be a JSON object")
-    cost = res.get("cost")
-    if cost is not None:
-        typed("cost", cost, dict, "be a JSON object")
-        for key in _COST_NUMBERS:
-            number(f"cost.{key}", cost.get(key))
-    rel = res.get("relations")
-    if rel:
-        typed("relations", rel, dict, "be a JSON object")
-        for key in ("classes", "filters"):
-            if not isinstance(rel.get(key), list) or not all(_is_int(v) for v in rel[key]):
-                bad(f"relations.{key}", "be a list of integers", _short(rel.get(key)))
-        n, m = len(rel["classes"]), len(rel["filters"])
-        for key in ("member", "relevance"):
-            grid = rel.get(key)
-            if not (isinstance(grid, list) and len(grid) == n and all(
-                    isinstance(r, list) and len(r) == m and all(_is_num(v) for v in r) for r in grid)):
-                bad(f"relations.{key}", f"be {n} lists of {m} numbers (classes x shared filters)", _short(grid))
-        if not isinstance(rel.get("layer"), str):
-            bad("relations.layer", "be a layer name", _short(rel.get("layer")))
-        if rel.get("top") is not None:
-            typed("relations.top", rel["top"], dict, "be a JSON object (class -> its top filters)")
-    hist = res.get("unlearn_history")
-    if hist is not None:
-        typed("unlearn_history", hist, list, "be a list of validation records (history.jsonl)")
-        previous = None
-        for i, rec in enumerate(hist):  # the rule every reader of history.jsonl applies
-            problem = history_record_problem(rec, previous)
-            if problem is not None:
-                key, expectation, value = problem
-                bad(f"unlearn_history.{i}" + (f".{key}" if key else ""), expectation, _short(value))
-            previous = rec["step"]
 
 
 def _write_text(path: Path, text: str) -> None:
