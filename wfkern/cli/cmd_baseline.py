@@ -27,30 +27,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_class_args(p)
     p.add_argument("--seed", type=int, default=0, help="seed of each run")
     own = " (default: the method's own, docs/evaluation.md)"
-    g = p.add_argument_group("method options (default: each method's own, docs/evaluation.md)")
-    g.add_argument("--epochs", type=int, default=None,
-                   help="random-labels, ft, salun, scrub, l1-sparse: epochs; retrain: training epochs (default: the "
-                        "method's own; retrain: the checkpoint's)")
-    g.add_argument("--max-epochs", type=int, default=None, help="neg-grad: cap on epochs" + own)
-    g.add_argument("--lr", type=float, default=None, help="learning rate (not ssd)" + own)
-    g.add_argument("--batch-size", type=int, default=None, help="batch size (ssd: of the Fisher estimates)" + own)
-    g.add_argument("--retain-ratio", type=float, default=None,
-                   help="random-labels, salun: retain samples per forget sample per epoch (salun's default: the whole "
-                        "retain set)" + own)
-    g.add_argument("--alpha", type=float, default=None,
-                   help="ssd: selection threshold, dampen where I_Df > alpha * I_D (default: the paper's 10, at most "
-                        "N / (2 N_f): 5 on 10 balanced classes)")
-    g.add_argument("--lambda", dest="lam", metavar="LAMBDA", type=float, default=None,
-                   help="ssd: dampening constant, beta = min(lambda * I_D / I_Df, 1) (default: the paper's 1)")
-    g.add_argument("--saliency-fraction", dest="fraction", metavar="FRACTION", type=float, default=None,
-                   help="salun: share of all weights in the saliency mask, those with the largest |gradient| of the "
-                        "forget loss (default: the paper's 0.5)")
-    g.add_argument("--forget-epochs", type=int, default=None,
-                   help="scrub: the first epochs that also take a max-step pass over the forget samples (default 3)")
-    g.add_argument("--temperature", type=float, default=None, help="scrub: distillation temperature (default 4)")
-    g.add_argument("--l1", type=float, default=None,
-                   help="l1-sparse: initial strength of the l1 penalty, decaying linearly over the epochs "
-                        "(default 1e-3)")
+    group = p.add_argument_group("method options (default: each method's own, docs/evaluation.md)")
+    group.add_argument("--epochs", type=int, default=None,
+                       help="random-labels, ft, salun, scrub, l1-sparse: epochs; retrain: training epochs (default: the "
+                            "method's own; retrain: the checkpoint's)")
+    group.add_argument("--max-epochs", type=int, default=None, help="neg-grad: cap on epochs" + own)
+    group.add_argument("--lr", type=float, default=None, help="learning rate (not ssd)" + own)
+    group.add_argument("--batch-size", type=int, default=None, help="batch size (ssd: of the Fisher estimates)" + own)
+    group.add_argument("--retain-ratio", type=float, default=None,
+                       help="random-labels, salun: retain samples per forget sample per epoch (salun's default: the whole "
+                            "retain set)" + own)
+    group.add_argument("--alpha", type=float, default=None,
+                       help="ssd: selection threshold, dampen where I_Df > alpha * I_D (default: the paper's 10, at most "
+                            "N / (2 N_f): 5 on 10 balanced classes)")
+    group.add_argument("--lambda", dest="lam", metavar="LAMBDA", type=float, default=None,
+                       help="ssd: dampening constant, beta = min(lambda * I_D / I_Df, 1) (default: the paper's 1)")
+    group.add_argument("--saliency-fraction", dest="fraction", metavar="FRACTION", type=float, default=None,
+                       help="salun: share of all weights in the saliency mask, those with the largest |gradient| of the "
+                            "forget loss (default: the paper's 0.5)")
+    group.add_argument("--forget-epochs", type=int, default=None,
+                       help="scrub: the first epochs that also take a max-step pass over the forget samples (default 3)")
+    group.add_argument("--temperature", type=float, default=None, help="scrub: distillation temperature (default 4)")
+    group.add_argument("--l1", type=float, default=None,
+                       help="l1-sparse: initial strength of the l1 penalty, decaying linearly over the epochs "
+                            "(default 1e-3)")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out-dir holds finished classes")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     add_data_args(p, dataset_default=None)
@@ -91,12 +91,12 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(args.out_dir, "--out-dir", files=(COST_FILE,), dirs=("models", "cost"))
     model, config, (train, val) = checkpoint_and_splits(args, device, ("train", "val"))
     classes = resolve_classes(args, config.num_classes)
-    rec = run_baseline(args.method, original=model, train_data=train, out_dir=args.out_dir,
-                       num_classes=config.num_classes, classes=classes, model_fn=config.build, val_data=val,
-                       seed=args.seed, method_kwargs=_method_kwargs(args, config), resume=not args.no_resume,
-                       progress=not args.no_progress, device=device)
-    rec_kw = rec["method_kwargs"]
-    print(f"{args.method}: {rec['n_runs']} runs, {rec['seconds_total']:.1f}s, {rec['bytes_total'] / 2**20:.2f} MiB "
-          f"({rec_kw or 'defaults'}); all {config.num_classes} classes: {rec['all_classes_seconds']:.1f}s, "
-          f"{rec['all_classes_bytes'] / 2**20:.2f} MiB -> {os.path.join(args.out_dir, 'cost.json')}", file=sys.stdout)
+    cost = run_baseline(args.method, original=model, train_data=train, out_dir=args.out_dir,
+                        num_classes=config.num_classes, classes=classes, model_fn=config.build, val_data=val,
+                        seed=args.seed, method_kwargs=_method_kwargs(args, config), resume=not args.no_resume,
+                        progress=not args.no_progress, device=device)
+    method_kwargs = cost["method_kwargs"]
+    print(f"{args.method}: {cost['n_runs']} runs, {cost['seconds_total']:.1f}s, {cost['bytes_total'] / 2**20:.2f} MiB "
+          f"({method_kwargs or 'defaults'}); all {config.num_classes} classes: {cost['all_classes_seconds']:.1f}s, "
+          f"{cost['all_classes_bytes'] / 2**20:.2f} MiB -> {os.path.join(args.out_dir, 'cost.json')}", file=sys.stdout)
     return 0

@@ -52,10 +52,10 @@ def mixed_batch(wf, test, num_classes: int, seed: int, device: torch.device) -> 
     Returns:
         One dict per sample: true label, forget label, original and WF predictions.
     """
-    g = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
     targets = dataset_targets(test, single_label=True)
     idx = torch.stack([torch.nonzero(targets == c).flatten()[torch.randint(0, int((targets == c).sum()), (1,),
-                                                                        generator=g)][0] for c in range(num_classes)])
+                                                                        generator=generator)][0] for c in range(num_classes)])
     x, y = next(iter_batches(test, [idx]))
     forget = torch.where(torch.arange(num_classes) % 2 == 0, y, (y + 1 + torch.arange(num_classes) // 2) % num_classes)
     forget[-1] = -1

@@ -47,25 +47,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "fine-tune the model before unlearning (with --weights default this happens whenever the "
                         "pretrained head has another size)")
     p.add_argument("--seed", type=int, default=0, help="seed of a new head's initialisation")
-    g = p.add_argument_group("what the model expects (recorded in the checkpoint; later commands use it)")
-    g.add_argument("--dataset", default=None,
-                   help="dataset the model is for, e.g. imagefolder or cifar10 (default: none; later commands "
-                        "then need --dataset)")
-    g.add_argument("--image-size", type=int, default=None,
-                   help="input side in pixels (default: the dataset's native side; 224 for imagefolder or none)")
-    g.add_argument("--in-chans", type=int, default=None, help="input channels (default: the dataset's, else 3)")
-    g.add_argument("--split-seed", type=int, default=0, help="seed of the dataset's train/val/test split")
-    g.add_argument("--mean", default=None, metavar="M1,M2,M3",
-                   help="normalisation mean, one value per channel (default: the library's for --weights default, "
-                        "else the dataset's own)")
-    g.add_argument("--std", default=None, metavar="S1,S2,S3",
-                   help="normalisation standard deviation, one per channel (default: as --mean)")
-    g.add_argument("--crop-pct", type=float, default=None,
-                   help="ImageFolder images are resized to image-size / crop-pct, then centre-cropped, e.g. 0.875 "
-                        "(default: the library's for --weights default, else 1: no margin)")
-    g.add_argument("--interpolation", choices=INTERPOLATIONS, default=None,
-                   help="resize filter of ImageFolder images (default: the library's for --weights default, "
-                        "else bilinear)")
+    group = p.add_argument_group("what the model expects (recorded in the checkpoint; later commands use it)")
+    group.add_argument("--dataset", default=None,
+                       help="dataset the model is for, e.g. imagefolder or cifar10 (default: none; later commands "
+                            "then need --dataset)")
+    group.add_argument("--image-size", type=int, default=None,
+                       help="input side in pixels (default: the dataset's native side; 224 for imagefolder or none)")
+    group.add_argument("--in-chans", type=int, default=None, help="input channels (default: the dataset's, else 3)")
+    group.add_argument("--split-seed", type=int, default=0, help="seed of the dataset's train/val/test split")
+    group.add_argument("--mean", default=None, metavar="M1,M2,M3",
+                       help="normalisation mean, one value per channel (default: the library's for --weights default, "
+                            "else the dataset's own)")
+    group.add_argument("--std", default=None, metavar="S1,S2,S3",
+                       help="normalisation standard deviation, one per channel (default: as --mean)")
+    group.add_argument("--crop-pct", type=float, default=None,
+                       help="ImageFolder images are resized to image-size / crop-pct, then centre-cropped, e.g. 0.875 "
+                            "(default: the library's for --weights default, else 1: no margin)")
+    group.add_argument("--interpolation", choices=INTERPOLATIONS, default=None,
+                       help="resize filter of ImageFolder images (default: the library's for --weights default, "
+                            "else bilinear)")
     p.set_defaults(run=run)
 
 

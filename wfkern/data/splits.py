@@ -27,12 +27,12 @@ def stratified_split(targets: Tensor, fractions: tuple[float, ...], seed: int) -
     """
     if any(f <= 0 for f in fractions) or sum(fractions) > 1 + 1e-9:
         raise ValueError(f"wfkern.stratified_split: fractions must be positive and sum to <= 1, got {fractions}")
-    g = torch.Generator().manual_seed(int(seed))
+    generator = torch.Generator().manual_seed(int(seed))
     groups = [torch.arange(targets.shape[0])] if targets.dim() > 1 else \
         [torch.nonzero(targets == c).flatten() for c in torch.unique(targets)]
     parts: list[list[Tensor]] = [[] for _ in fractions]
     for idx in groups:
-        idx = idx[torch.randperm(idx.numel(), generator=g)]
+        idx = idx[torch.randperm(idx.numel(), generator=generator)]
         start = 0
         for i, f in enumerate(fractions):
             last = i == len(fractions) - 1 and abs(sum(fractions) - 1) < 1e-9

@@ -32,20 +32,20 @@ def forget_set(forget: ForgetSet, num_classes: int, where: str = "wfkern.bake") 
         if forget.dtype == torch.bool or forget.is_floating_point() or forget.is_complex() or forget.dim() > 1:
             raise TypeError(f"{where}: forget must be an int, a list of ints or a 0-d / 1-d integer tensor, got a "
                             f"{forget.dim()}-d {forget.dtype} tensor")
-        items = [int(v) for v in forget.reshape(-1).tolist()]
+        items = [int(label) for label in forget.reshape(-1).tolist()]
     elif isinstance(forget, (list, tuple)):
         items = list(forget)
     else:
         items = [forget]
-    for v in items:
-        if isinstance(v, bool) or not isinstance(v, int):
+    for label in items:
+        if isinstance(label, bool) or not isinstance(label, int):
             raise TypeError(f"{where}: forget must be an int, a list of ints or an integer tensor, got "
-                            f"{type(v).__name__} {v!r}")
-        if not -1 <= v < num_classes:
+                            f"{type(label).__name__} {label!r}")
+        if not -1 <= label < num_classes:
             shown = "" if isinstance(forget, int) else f" in the set {items}"
-            raise ValueError(f"{where}: forget must be an int in [-1, {num_classes}), got {v}{shown}; -1 means "
+            raise ValueError(f"{where}: forget must be an int in [-1, {num_classes}), got {label}{shown}; -1 means "
                              "nothing, a set is a list or tensor of such ints")
-    return sorted({v for v in items if v >= 0})
+    return sorted({label for label in items if label >= 0})
 
 
 def _fold(layer: WFLayer, classes: Tensor) -> None:

@@ -106,7 +106,7 @@ def class_names_for(config, given: list[str] | None = None) -> list[str]:
 
     n = config.num_classes
     if given is not None:
-        if len(given) != n or len(set(given)) != n or not all(isinstance(g, str) and g for g in given):
+        if len(given) != n or len(set(given)) != n or not all(isinstance(name, str) and name for name in given):
             raise ValueError(f"wfkern.serve: class_names must be {n} distinct non-empty names (one per class), "
                              f"got {len(given)} ({', '.join(map(str, given[:4]))}{', ...' if len(given) > 4 else ''})")
         return list(given)

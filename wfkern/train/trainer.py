@@ -147,24 +147,24 @@ def train_model(model: nn.Module, train_data: Dataset, val_data: Dataset | None 
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     n = len(train_data)
     steps = max(1, n // batch_size)
-    gbs = min(batch_size, n)
+    global_batch = min(batch_size, n)
     sched = _warmup_cosine(opt, epochs * steps)
     result = TrainResult(float("nan"))
     t0 = time.perf_counter()
     bar = _bar(epochs * steps, progress and ctx.rank == 0)
     for epoch in range(epochs):
-        g = torch.Generator().manual_seed(seed * TRAIN_SEED_STRIDE + epoch)
-        perm = torch.randperm(n, generator=g)[: steps * gbs].view(steps, gbs)
+        generator = torch.Generator().manual_seed(seed * TRAIN_SEED_STRIDE + epoch)
+        perm = torch.randperm(n, generator=generator)[: steps * global_batch].view(steps, global_batch)
         shards = [row[ctx.rank::ctx.world_size] for row in perm]
-        running = _train_epoch(model, train_data, shards, g, opt, sched, params, ctx, device, max_shift,
+        running = _train_epoch(model, train_data, shards, generator, opt, sched, params, ctx, device, max_shift,
                                label_smoothing, bar)
-        rec = {"epoch": epoch + 1, "loss": running / steps, "seconds": time.perf_counter() - t0}
+        record = {"epoch": epoch + 1, "loss": running / steps, "seconds": time.perf_counter() - t0}
         if val_data is not None:
-            rec["val_acc"] = evaluate_accuracy(model, val_data, device=device)
-            result.val_acc = rec["val_acc"]
-        result.history.append(rec)
+            record["val_acc"] = evaluate_accuracy(model, val_data, device=device)
+            result.val_acc = record["val_acc"]
+        result.history.append(record)
         if ctx.rank == 0:
-            log.info("train epoch %d/%d loss %.4f val_acc %s", epoch + 1, epochs, rec["loss"], rec.get("val_acc"))
+            log.info("train epoch %d/%d loss %.4f val_acc %s", epoch + 1, epochs, record["loss"], record.get("val_acc"))
     if bar is not None:
         bar.close()
     model.eval()
@@ -186,12 +186,12 @@ def _warmup_cosine(opt: torch.optim.Optimizer, total: int) -> torch.optim.lr_sch
         opt, lambda s: min(1.0, (s + 1) / max(1, total // 20)) * 0.5 * (1 + math.cos(math.pi * s / total)))
 
 
-def _train_epoch(model, train_data, shards, g, opt, sched, params, ctx, device, max_shift: int,
+def _train_epoch(model, train_data, shards, generator, opt, sched, params, ctx, device, max_shift: int,
                  label_smoothing: float, bar) -> float:
     """One pass over this process's ``shards`` of the epoch's batches; returns the summed batch losses."""
     running = 0.0
     for x, y in iter_batches(train_data, shards):
-        x = random_shift(x, max_shift, g).to(device)
+        x = random_shift(x, max_shift, generator).to(device)
         loss = _loss(model(x), y.to(device), label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -114,9 +114,10 @@ class Reporter:
             if due or since >= _LINE_MAX_S:
                 self._line()
 
-    def validation(self, step: int, v: dict, improved: bool, best_step: int, best_objective: float) -> None:
+    def validation(self, step: int, scores: dict, improved: bool, best_step: int, best_objective: float) -> None:
         """After a validation: its accuracies and the best objective so far go into the postfix / next line."""
         best = "best" if improved else f"best {format_loss(best_objective)} @ {best_step}"
-        self.val = f"val acc_r {format_pct(v['acc_r'])} acc_f {format_pct(v['acc_f'])} obj {format_loss(v['objective'])} ({best})"
+        self.val = f"val acc_r {format_pct(scores['acc_r'])} acc_f {format_pct(scores['acc_f'])} " \
+                   f"obj {format_loss(scores['objective'])} ({best})"
         if self.bar is not None:
             self.bar.set_postfix_str(self._postfix())
