@@ -55,9 +55,14 @@ def test_aggregate_and_spread_table():
     assert agg["wfnet"]["probe_acc_f"]["mean"] == pytest.approx(0.75)
     assert agg["wfnet"]["probe_acc_f"]["std"] == pytest.approx(math.sqrt(0.005))
     assert agg["retrain"]["acc_f"] == {"mean": 0.0, "std": 0.0, "n": 2}
+    # the mean gap to retraining per seed: |0.9 - 0.9| and |0 - 0| -> 0 points; then |0.02 - 0| -> 2 over 2 metrics
+    assert agg["wfnet"]["gap"]["mean"] == pytest.approx(0.5) and agg["wfnet"]["gap"]["std"] == pytest.approx(0.5 ** 0.5)
+    assert agg["retrain"]["gap"] == {"mean": None, "std": None, "n": 0}
     headers, rows = spread_table(agg)
-    assert headers == ["Method", "Seeds", "Acc_r", "Acc_f", "Probe Acc_f"]  # columns no method has are left out
-    assert rows[0] == ["Retrained model", "2", "90.0 ± 0.0", "0.0 ± 0.0", "50.0 ± 14.1"]
+    # columns no method has are left out
+    assert headers == ["Method", "Seeds", "Acc_r", "Acc_f", "Probe Acc_f", "Gap to retrain"]
+    assert rows[0] == ["Retrained model", "2", "90.0 ± 0.0", "0.0 ± 0.0", "50.0 ± 14.1", "–"]
+    assert rows[1][-1] == "0.5 ± 0.7"
     assert rows[1][0] == "**WF-Net**" and rows[1][3] == "1.0 ± 1.4"
 
 

@@ -6,14 +6,15 @@ from __future__ import annotations
 import math
 from typing import Optional, Sequence
 
-from .tables import Table, method_label, ordered
+from .tables import Table, gaps, method_label, ordered
 
 __all__ = ["mean_std", "fmt_mean_std", "aggregate", "spread_table", "SPREAD_METRICS", "manifest_lines"]
 
-# (summary key, column, scale): fractions shown x100; RT in epochs.
+# (summary key, column, scale): fractions shown x100; RT in epochs; "gap": the mean gap to retraining of that seed
+# (``tables.gaps``, already in percentage points).
 SPREAD_METRICS = (("acc_r", "Acc_r", 100.0), ("acc_f", "Acc_f", 100.0), ("zrf", "ZRF", 100.0), ("rt", "RT", 1.0),
                   ("mia", "MIA", 100.0), ("mia_eff", "MIA-eff.", 100.0), ("probe_acc_f", "Probe Acc_f", 100.0),
-                  ("rft_acc_f", "Retain-FT Acc_f", 100.0))
+                  ("rft_acc_f", "Retain-FT Acc_f", 100.0), ("gap", "Gap to retrain", 1.0))
 
 
 def mean_std(values: Sequence[Optional[float]]) -> tuple[Optional[float], Optional[float], int]:
@@ -38,14 +39,18 @@ def aggregate(runs: Sequence[dict]) -> dict:
     """Per method and summary key, the mean, standard deviation and count over runs.
 
     Args:
-        runs: one ``{method: wfkern.evaluate result}`` per seed (a method may be missing from a run).
+        runs: one ``{method: wfkern.evaluate result}`` per seed (a method may be missing from a run), every method
+            of a run evaluated on the same classes. The gap to retraining is each seed's mean gap
+            (``tables.gaps``: |method − retrained| over Acc_r, Acc_f, ZRF and MIA, in points) when the run holds a
+            retrained model.
     Returns:
         ``{method: {key: {"mean", "std", "n"}}}`` for every key of ``SPREAD_METRICS`` (and ``rt_capped``).
     """
     methods = list(dict.fromkeys(m for run in runs for m in run))
+    run_gaps = [gaps(run) for run in runs]
     out = {}
     for m in methods:
-        rows = [run[m]["summary"] for run in runs if m in run]
+        rows = [{**run[m]["summary"], "gap": (g.get(m) or {}).get("mean")} for run, g in zip(runs, run_gaps) if m in run]
         out[m] = {}
         for key in [k for k, _, _ in SPREAD_METRICS] + ["rt_capped"]:
             mean, std, n = mean_std([r.get(key) for r in rows])
