@@ -48,7 +48,7 @@ def make_workload(name: str, device: str):
     model = build_model(name, resolution).eval().to(device, DTYPE[device]).requires_grad_(False)
     wf = wfkern.patch(model, NUM_CLASSES)  # frozen like the plain model: the floor is bwd-to-input only
     with torch.no_grad():
-        for p in wf.alpha_parameters():
+        for p in wf.gate_parameters():
             p.normal_(0, 3)
     x = torch.randn(batch, 3, resolution, resolution, device=device, dtype=DTYPE[device])
     labels = torch.randint(-1, NUM_CLASSES, (batch,), device=device)

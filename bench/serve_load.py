@@ -38,21 +38,21 @@ LOCUSTFILE = Path(__file__).with_name("serve_locustfile.py")
 
 
 def make_files(folder: Path, model: str, classes: int, size: int, seed: int = 0) -> tuple[Path, Path, Path]:
-    """A random-init model (save_model), filters with random gates (save_filters), 32 random RGB PNGs."""
+    """A random-init model (save_model), filters with random gates (save_gates), 32 random RGB PNGs."""
     import wfkern
     from PIL import Image
 
     from wfkern.models import create_model
 
     torch.manual_seed(seed)
-    ckpt, filters, images = folder / "model.safetensors", folder / "filters.safetensors", folder / "images.json"
+    ckpt, filters, images = folder / "model.safetensors", folder / "gates.safetensors", folder / "images.json"
     wfkern.save_model(create_model(model, classes, 3, size), str(ckpt), arch=model, image_size=size)
     wf = wfkern.patch(wfkern.load_model(str(ckpt)), num_classes=classes)
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for layer in wf.wf_layers().values():
             layer.alpha_w.copy_(torch.randn(layer.alpha_w.shape, generator=gen) * 3)
-    wf.save_filters(str(filters))
+    wf.save_gates(str(filters))
     pngs = []
     for _ in range(32):
         buf = io.BytesIO()
@@ -110,7 +110,7 @@ class LiveServer:
                self.url.rsplit(":", 1)[1], "--no-auth", "--mode", mode, "--threads", str(args.threads),
                "--max-batch-size", str(args.max_batch_size), "--batch-timeout", str(args.batch_timeout)]
         if mode != "plain":
-            cmd += ["--filters", str(filters)]
+            cmd += ["--gates", str(filters)]
         self.proc = subprocess.Popen(cmd, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True)
         end = time.monotonic() + 120

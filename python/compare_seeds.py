@@ -56,10 +56,10 @@ def run_seed(d: Path, seed: int, classes: str, methods: list[str], threads: int,
     d.mkdir(parents=True, exist_ok=True)
     _run([wk, "train", "--out", ck, "--seed", str(seed), *train_args, *common], log, d / "model.safetensors")
     _run([wk, "unlearn", "--checkpoint", ck, "--out-dir", str(d / "wf"), "--seed", str(seed), *common], log,
-         d / "wf" / "filters.safetensors")
+         d / "wf" / "gates.safetensors")
     ev = [wk, "evaluate", "--checkpoint", ck, "--classes", classes, "--seed", str(seed), "--metrics", METRICS, *common]
     _run([*ev, "--original", "--out", str(d / "eval_original")], log, d / "eval_original" / "results.json")
-    _run([*ev, "--filters", str(d / "wf" / "filters.safetensors"), "--out", str(d / "eval_wfnet")], log,
+    _run([*ev, "--gates", str(d / "wf" / "gates.safetensors"), "--out", str(d / "eval_wfnet")], log,
          d / "eval_wfnet" / "results.json")
     for m in methods:
         _run([wk, "baseline", "--method", m, "--checkpoint", ck, "--out-dir", str(d / f"b_{m}"), "--classes", classes,

@@ -77,7 +77,7 @@ def untrain_and_measure(model: torch.nn.Module, splits: tuple, gate_mlp: bool = 
     wf = wfkern.patch(copy.deepcopy(model), num_classes=10, gate_mlp=gate_mlp)
     res = wfkern.unlearn(wf, train, val, progress=progress, **settings)
     if filters:
-        wf.save_filters(filters)
+        wf.save_gates(filters)
     out = evaluate(wf, test, progress=progress, metrics=("acc",))
     rows = list(out["per_class"].values())
     worst = min(rows, key=lambda r: r["acc_r"])
@@ -113,7 +113,7 @@ def main() -> None:
     p.add_argument("--gate-mlp", action="store_true", help="patch(gate_mlp=True): gate the ViT MLPs' first layers too")
     p.add_argument("--gate-all", dest="gate_mlp", action="store_const", const="all",
                    help='patch(gate_mlp="all"): gate every linear layer of each ViT block')
-    p.add_argument("--filters", default=None, help="save the default recipe's gates here (safetensors)")
+    p.add_argument("--gates", default=None, help="save the default recipe's gates here (safetensors)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="an unlearn setting for every recipe, repeatable (--set temperature=4); a seed set here "
                         "replaces the untraining seed of every run")
@@ -146,7 +146,7 @@ def main() -> None:
                    "train_s": round(train_s, 1), "threads": args.threads,
                    **({"settings": extra} if extra else {}),
                    **untrain_and_measure(model, splits, args.gate_mlp, not args.quiet,
-                                         args.filters if name == "default" and seed == 0 else None, **settings)}
+                                         args.gates if name == "default" and seed == 0 else None, **settings)}
             rows[name].append(row)
             print(json.dumps(row), flush=True)
     report = {"row": args.row, "seeds": list(range(args.seeds)), "recipes": {}}

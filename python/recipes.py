@@ -161,7 +161,7 @@ def plan(name: str, out: str, *, smoke: bool = False, data_root: Optional[str] =
     wf_dir = os.path.join(out, "wfnet")
     unlearn = ["unlearn", *ck, *data, "--out-dir", wf_dir, "--no-progress", *run_args]
     unlearn += list(SMOKE["unlearn"]) if smoke else []
-    steps.append(Step(unlearn, os.path.join(wf_dir, "filters.safetensors"), "unlearn"))
+    steps.append(Step(unlearn, os.path.join(wf_dir, "gates.safetensors"), "unlearn"))
     classes = ["--classes", SMOKE["classes"]] if smoke else []
     for m in r.baselines:
         bdir = os.path.join(out, "baselines", m)
@@ -175,7 +175,7 @@ def plan(name: str, out: str, *, smoke: bool = False, data_root: Optional[str] =
             ev_common += ["--metrics", r.eval_args[r.eval_args.index("--metrics") + 1]]
     else:
         ev_common += list(r.eval_args)
-    evals = {"original": ["--original"], "wfnet": ["--filters", os.path.join(wf_dir, "filters.safetensors")]}
+    evals = {"original": ["--original"], "wfnet": ["--gates", os.path.join(wf_dir, "gates.safetensors")]}
     evals.update({m: ["--baseline-dir", os.path.join(out, "baselines", m)] for m in r.baselines})
     for m, what in evals.items():
         edir = os.path.join(out, "eval", m)

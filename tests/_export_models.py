@@ -32,7 +32,7 @@ def scramble(wf, seed=0):
     """Gate logits N(0, 2): every class's gates differ, many far from the untraining start."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for p in wf.alpha_parameters():
+        for p in wf.gate_parameters():
             p.copy_(torch.randn(p.shape, generator=gen) * 2)
     return wf
 
@@ -53,5 +53,5 @@ def write_checkpoint_and_filters(name, folder, seed=0):
     _, arch, kwargs = BUILDERS[name]
     checkpoint, filters = str(folder / f"{name}.safetensors"), str(folder / f"{name}_filters.safetensors")
     wfkern.save_model(model, checkpoint, arch=arch, image_size=IMAGE, dataset="cifar10", **kwargs)
-    wf.save_filters(filters)
+    wf.save_gates(filters)
     return checkpoint, filters, wf

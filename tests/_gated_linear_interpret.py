@@ -71,18 +71,18 @@ class Block(nn.Module):
 
 wf = wfkern.patch(Block().eval(), NC)
 with torch.no_grad():
-    for p in wf.alpha_parameters():
+    for p in wf.gate_parameters():
         p.copy_(torch.randn(p.shape, generator=gen) * 3)
 x = torch.randn(4, 6, 8, generator=gen)
 labels = torch.tensor([[2, 5], [-1, -1], [0, -1], [6, 6]])
 with torch.no_grad():
-    assert uses_fused_linear(x, wf.alpha_parameters()[0])
+    assert uses_fused_linear(x, wf.gate_parameters()[0])
     fused = wf(x, forget=labels)
     os.environ["WFKERN_TRITON_LINEAR"] = "0"
-    assert not uses_fused_linear(x, wf.alpha_parameters()[0])
+    assert not uses_fused_linear(x, wf.gate_parameters()[0])
     plain = wf(x, forget=labels)
     os.environ["WFKERN_TRITON_LINEAR"] = "1"
 torch.testing.assert_close(fused, plain, atol=1e-5, rtol=1e-5)
-assert not uses_fused_linear(x.requires_grad_(), wf.alpha_parameters()[0])  # training keeps the autograd op
+assert not uses_fused_linear(x.requires_grad_(), wf.gate_parameters()[0])  # training keeps the autograd op
 print("ok WF layer routing")
 sys.exit(0)

@@ -28,7 +28,7 @@ def make_model(folder: Path, num_classes: int = 10, seed: int = 0) -> tuple[Path
     from wfkern.models import create_model
 
     torch.manual_seed(seed)
-    ckpt, filters = folder / "model.safetensors", folder / "filters.safetensors"
+    ckpt, filters = folder / "model.safetensors", folder / "gates.safetensors"
     model = create_model("small_cnn", num_classes, 1, 8, widths=WIDTHS)
     with torch.no_grad():  # sharper logits than a random init's, so that every forget set shows
         model.head.weight.mul_(40)
@@ -38,7 +38,7 @@ def make_model(folder: Path, num_classes: int = 10, seed: int = 0) -> tuple[Path
     with torch.no_grad():
         for layer in wf.wf_layers().values():
             layer.alpha_w.copy_(torch.randn(layer.alpha_w.shape, generator=gen) * 3)
-    wf.save_filters(str(filters))
+    wf.save_gates(str(filters))
     return ckpt, filters
 
 
@@ -47,7 +47,7 @@ def oracle(ckpt: Path, filters: Path):
     import wfkern
 
     wf = wfkern.patch(wfkern.load_model(str(ckpt)), num_classes=10)
-    wfkern.load_filters(wf, str(filters))
+    wfkern.load_gates(wf, str(filters))
     return wf.eval()
 
 
@@ -77,7 +77,7 @@ class Server:
         cmd = [sys.executable, "-m", "wfkern.cli.main", "serve", "--checkpoint", str(ckpt), "--port", str(self.port),
                "--threads", "1", *extra]
         if filters is not None:
-            cmd += ["--filters", str(filters)]
+            cmd += ["--gates", str(filters)]
         cmd += ["--registry", str(registry)] if registry is not None else ["--no-auth"]
         self.log = log
         out = open(log, "w") if log is not None else subprocess.DEVNULL

@@ -99,7 +99,7 @@ def test_run_baseline_writes_one_checkpoint_per_class_and_the_cost(tmp_path, tra
 
 
 def test_wf_cost_is_one_run_and_one_file(tmp_path):
-    path = tmp_path / "filters.safetensors"
+    path = tmp_path / "gates.safetensors"
     path.write_bytes(b"x" * 1234)
     rec = wf_cost(str(path), 12.5, 10, out_dir=str(tmp_path))
     assert (rec["n_runs"], rec["n_files"], rec["bytes_total"], rec["all_classes_bytes"]) == (1, 1, 1234, 1234)

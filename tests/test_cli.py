@@ -66,6 +66,17 @@ def test_help_for_every_command(cmd, capsys):
     assert e.value.code == 0 and f"usage: wfkern {cmd}" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("cmd, extra", [("evaluate", ["--out", "e"]), ("export", ["--out", "x.onnx"]), ("serve", [])])
+def test_gates_flag_keeps_its_old_spelling_for_one_release(cmd, extra, capsys):
+    parser = build_parser()
+    args = parser.parse_args([cmd, "--checkpoint", "m.safetensors", "--gates", "g.safetensors", *extra])
+    assert args.gates == "g.safetensors" and capsys.readouterr().err == ""
+    args = parser.parse_args([cmd, "--checkpoint", "m.safetensors", "--filters", "old.safetensors", *extra])
+    err = capsys.readouterr().err
+    assert args.gates == "old.safetensors"
+    assert err.count("\n") == 1 and "--filters is deprecated" in err and "use --gates" in err
+
+
 def test_no_command_prints_usage(capsys):
     rc, _, err = run_cli(capsys)
     assert rc == 2 and "usage: wfkern" in err
@@ -83,7 +94,7 @@ def test_train_then_unlearn_then_resume(tmp_path, capsys, tiny_checkpoint):
     rc, out, _ = run_cli(capsys, "unlearn", "--checkpoint", str(tiny_checkpoint), "--out-dir", str(out_dir),
                          "--max-epochs", "1", "--evals-per-epoch", "2", "--no-progress")
     assert rc == 0 and "mean" in out and "Acc_f %" in out
-    assert {"filters.safetensors", "history.jsonl", "unlearn_state.safetensors"} <= set(os.listdir(out_dir))
+    assert {"gates.safetensors", "history.jsonl", "unlearn_state.safetensors"} <= set(os.listdir(out_dir))
     history = [json.loads(line) for line in open(out_dir / "history.jsonl")]
     assert [r["eval"] for r in history] == [1, 2]
     rc, out, _ = run_cli(capsys, "unlearn", "--checkpoint", str(tiny_checkpoint), "--out-dir", str(out_dir),
@@ -95,7 +106,7 @@ def test_train_then_unlearn_then_resume(tmp_path, capsys, tiny_checkpoint):
 def test_gate_mlp_unlearn_then_evaluate_and_resume(tmp_path, capsys):
     """--gate-mlp gates each ViT block's fc1 too; `evaluate` patches the model as the filters say, and a resume
     that would patch it differently is refused up front, naming the flag."""
-    from wfkern.patch import filters_layer_names
+    from wfkern.patch import gates_layer_names
 
     ckpt = tmp_path / "vit.safetensors"
     vit = ["--model", "vit_t", "--model-arg", "depth=1", "--model-arg", "embed_dim=12", "--model-arg", "num_heads=2",
@@ -104,10 +115,10 @@ def test_gate_mlp_unlearn_then_evaluate_and_resume(tmp_path, capsys):
     out_dir = tmp_path / "run"
     fast = ["--max-epochs", "1", "--max-steps", "2", "--evals-per-epoch", "1", "--no-progress"]
     rc, _, _ = run_cli(capsys, "unlearn", "--checkpoint", str(ckpt), "--out-dir", str(out_dir), "--gate-mlp", *fast)
-    filters = out_dir / "filters.safetensors"
-    names = filters_layer_names(filters)
+    filters = out_dir / "gates.safetensors"
+    names = gates_layer_names(filters)
     assert rc == 0 and any(n.endswith("mlp.fc1") for n in names) and any(n.endswith("attn.qkv") for n in names)
-    rc, out, _ = run_cli(capsys, "evaluate", "--checkpoint", str(ckpt), "--filters", str(filters), "--out",
+    rc, out, _ = run_cli(capsys, "evaluate", "--checkpoint", str(ckpt), "--gates", str(filters), "--out",
                          str(tmp_path / "eval"), "--metrics", "acc", "--classes", "0,1", "--no-progress")
     assert rc == 0 and "2 classes evaluated" in out
     assert_user_error(capsys, ["unlearn", "--checkpoint", str(ckpt), "--out-dir", str(out_dir), "--resume", *fast],

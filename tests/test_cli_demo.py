@@ -56,4 +56,4 @@ def test_demo_mixed_batch_and_table_file(demo_run, capsys):
     assert own and all(m["unlearned"] != m["true"] for m in own)
     table = (out_dir / "demo_table.txt").read_text()
     assert "WF Acc_r %" in table and "mean" in table and "forgotten" in table
-    assert {"model.safetensors", "filters.safetensors", "history.jsonl"} <= {p.name for p in out_dir.iterdir()}
+    assert {"model.safetensors", "gates.safetensors", "history.jsonl"} <= {p.name for p in out_dir.iterdir()}

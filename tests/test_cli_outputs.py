@@ -97,7 +97,7 @@ def test_train_out_in_a_really_read_only_folder(tmp_path, capsys, no_work):
 
 # --- wfkern demo / unlearn / evaluate / baseline --out-dir ------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["model.safetensors", "filters.safetensors", "demo_table.txt", "demo_results.json",
+@pytest.mark.parametrize("name", ["model.safetensors", "gates.safetensors", "demo_table.txt", "demo_results.json",
                                   "history.jsonl", "unlearn_state.safetensors"])
 def test_demo_checks_every_file_it_will_write(tmp_path, capsys, no_work, name):
     out = tmp_path / "demo"
@@ -122,10 +122,10 @@ def test_unlearn_checks_its_outputs_before_loading(tmp_path, capsys, no_work):
     ckpt = tmp_path / "m.safetensors"
     ckpt.write_bytes(b"never read")
     out = tmp_path / "run"
-    (out / "filters.safetensors").mkdir(parents=True)
+    (out / "gates.safetensors").mkdir(parents=True)
     line = assert_user_error(capsys, ["unlearn", "--checkpoint", str(ckpt), "--out-dir", str(out)],
                              "--out-dir must be a file path")
-    assert "filters.safetensors" in line
+    assert "gates.safetensors" in line
 
 
 def test_evaluate_checks_its_outputs_before_loading(tmp_path, capsys, no_work):

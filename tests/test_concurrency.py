@@ -34,7 +34,7 @@ def _patched(fold: bool, seed: int = 0) -> wfkern.WFModel:
         bn.running_var.uniform_(0.5, 2.0)
     wf = wfkern.patch(net.eval(), NUM_CLASSES, fold_batchnorm=fold)
     with torch.no_grad():
-        for p in wf.alpha_parameters():
+        for p in wf.gate_parameters():
             p.normal_(0, 3)
     return wf
 
@@ -55,7 +55,7 @@ def _call(wf, x, forget, grad):
         out = wf(x, forget=forget)
         if not out.requires_grad:  # nothing forgotten: the gates take no part
             return out, None
-        return out.detach(), torch.autograd.grad(out.sum(), wf.alpha_parameters(), allow_unused=True)[0]
+        return out.detach(), torch.autograd.grad(out.sum(), wf.gate_parameters(), allow_unused=True)[0]
     with torch.no_grad():
         return wf(x, forget=forget), None
 

@@ -65,7 +65,7 @@ def exported(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp(f"onnx_{request.param}")
     checkpoint, filters, wf = write_checkpoint_and_filters(request.param, folder)
     out = folder / f"{request.param}.onnx"
-    assert main(["export", "--checkpoint", checkpoint, "--filters", filters, "--out", str(out)]) == 0
+    assert main(["export", "--checkpoint", checkpoint, "--gates", filters, "--out", str(out)]) == 0
     return out, wf.eval(), folder
 
 
@@ -111,7 +111,7 @@ def test_single_label_input(exported):
         pytest.skip("once is enough: the ViT exports fastest")
     checkpoint, filters = str(folder / "vit_tiny.safetensors"), str(folder / "vit_tiny_filters.safetensors")
     single = folder / "single.onnx"
-    assert main(["export", "--checkpoint", checkpoint, "--filters", filters, "--out", str(single),
+    assert main(["export", "--checkpoint", checkpoint, "--gates", filters, "--out", str(single),
                  "--forget-input", "single"]) == 0
     import onnxruntime
 

@@ -88,7 +88,7 @@ FRESH = textwrap.dedent("""
 def test_aoti_package_in_a_fresh_process(tmp_path, decompose):
     checkpoint, filters, wf = write_checkpoint_and_filters("vit_tiny", tmp_path)
     out = tmp_path / "model.pt2"
-    argv = ["export", "--checkpoint", checkpoint, "--filters", filters, "--out", str(out), "--threads", "2"]
+    argv = ["export", "--checkpoint", checkpoint, "--gates", filters, "--out", str(out), "--threads", "2"]
     assert main(argv + (["--decompose"] if decompose else [])) == 0
     cases = [ROWS, [[4, -1]], [[-1, -1]] * 3]
     io = {}

@@ -53,7 +53,7 @@ def exported(tmp_path_factory):
     for name in BUILDS:
         checkpoint, filters, wf = write_checkpoint_and_filters(name, folder)
         out = str(folder / f"{name}_forget.safetensors")
-        assert main(["export", "--checkpoint", checkpoint, "--filters", filters, "--forget", "cat,7", "--out", out]) == 0
+        assert main(["export", "--checkpoint", checkpoint, "--gates", filters, "--forget", "cat,7", "--out", out]) == 0
         x = inputs(5)
         with torch.no_grad():
             want = wf.eval()(x, forget=torch.tensor([[3, 7]] * 5))
@@ -90,14 +90,14 @@ def test_the_record_names_the_base_and_the_filters(exported):
         record = json.loads(f.metadata()["wfkern_export"])
     assert record["base_fingerprint"] == base_fingerprint(wf)
     with open(filters, "rb") as f:
-        assert record["filters_fingerprint"] == hashlib.sha256(f.read()).hexdigest()
+        assert record["gates_fingerprint"] == hashlib.sha256(f.read()).hexdigest()
     assert record["image_size"] == IMAGE and record["in_chans"] == 3 and record["dataset"] == "cifar10"
 
 
 def test_ids_and_names_give_the_same_file(exported, tmp_path):
     out, _, checkpoint, filters = exported["resnet18"]
     again = str(tmp_path / "ids.safetensors")
-    assert main(["export", "--checkpoint", checkpoint, "--filters", filters, "--forget", "7, 3,Cat", "--out", again]) == 0
+    assert main(["export", "--checkpoint", checkpoint, "--gates", filters, "--forget", "7, 3,Cat", "--out", again]) == 0
     with safe_open(out, "pt") as a, safe_open(again, "pt") as b:
         assert a.metadata() == b.metadata()
         for key in a.keys():
@@ -130,7 +130,7 @@ def test_a_grey_input_model_exports_its_inner_architecture(tmp_path):
     checkpoint, filters = str(tmp_path / "grey.safetensors"), str(tmp_path / "grey_filters.safetensors")
     wfkern.save_model(model, checkpoint, arch="torchvision:resnet18", in_chans=1, image_size=IMAGE)
     wf = scramble(wfkern.patch(model, NUM_CLASSES))
-    wf.save_filters(filters)
+    wf.save_gates(filters)
     out = str(tmp_path / "baked.safetensors")
     record = export_weights(load_source(checkpoint, filters), 4, out)
     assert record["channel_adapter"] == {"in_chans": 1, "model_chans": 3}

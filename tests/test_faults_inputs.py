@@ -28,13 +28,13 @@ def trained_like_wf(seed: int = 0):
     wf = wfkern.patch(create_model("small_cnn", 10, 1, 8, widths=(8, 16, 16)), num_classes=10)
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
-        for p in wf.alpha_parameters():
+        for p in wf.gate_parameters():
             p.copy_(torch.randn(p.shape, generator=gen) * 4)
     return wf.train()
 
 
 def bits(wf):
-    return {k: v.view(torch.int32).clone() for k, v in wf.filters_state_dict().items()}
+    return {k: v.view(torch.int32).clone() for k, v in wf.gates_state_dict().items()}
 
 
 def assert_unchanged(before, wf):
@@ -100,7 +100,7 @@ def test_bad_data_is_refused_before_the_gates_change(tmp_path, digits_small, cas
     with pytest.raises(ValueError, match=match) as err:
         unlearn(wf, train, val, out_dir=str(tmp_path) if resume else None, resume=resume, **FAST)
     assert str(err.value).startswith("wfkern.unlearn: ") and "\n" not in str(err.value)
-    assert_unchanged(before, wf)  # reset_alphas / the checkpoint's gates never ran
+    assert_unchanged(before, wf)  # reset_gates / the checkpoint's gates never ran
     assert [m.training for m in wf.modules()] == modes
 
 
@@ -122,7 +122,7 @@ def test_valid_single_and_multi_label_data_still_train(digits_small):
     wf = trained_like_wf()
     res = unlearn(wf, relabel(train, _multi(train), True), relabel(val, _multi(val), True), **FAST)
     assert math.isfinite(res.best_objective) and res.steps == 2
-    assert all((p == p).all() for p in wf.alpha_parameters())
+    assert all((p == p).all() for p in wf.gate_parameters())
 
 
 @pytest.mark.parametrize("device, match", [
@@ -134,7 +134,7 @@ def test_unlearn_on_a_device_this_machine_lacks_is_a_clear_error(digits_small, d
     if device.startswith("cuda") and torch.cuda.is_available():
         pytest.skip("this machine has a CUDA GPU")
     wf = trained_like_wf()
-    before = [p.detach().clone() for p in wf.alpha_parameters()]
+    before = [p.detach().clone() for p in wf.gate_parameters()]
     with pytest.raises(ValueError, match=match):
         unlearn(wf, *digits_small, device=device, **FAST)
-    assert all(torch.equal(a, b) for a, b in zip(before, wf.alpha_parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(before, wf.gate_parameters()))

@@ -25,7 +25,7 @@ from wfkern.train import ModelConfig, save_checkpoint
 
 SEED = 20261127
 SLOW = 0.1  # seconds each widened window stays open
-RUN_FILES = ["filters.safetensors", "history.jsonl", "unlearn_state.safetensors"]
+RUN_FILES = ["gates.safetensors", "history.jsonl", "unlearn_state.safetensors"]
 # Tiny: 1024 training digits in batches of 16 (64 steps an epoch), 2 validations an epoch, 3 epochs.
 ARGS = ["--max-epochs", "3", "--evals-per-epoch", "2", "--batch-size", "16", "--patience", "100",
         "--threads", "1", "--no-progress"]
@@ -144,7 +144,7 @@ def test_sigkill_at_seeded_points_then_resume_matches_an_uninterrupted_run(tmp_p
         "checkpoint write": lambda: (lambda: _temp_file(run, "unlearn_state.safetensors") is not None, 0.0),
         "history append": lambda: (lambda: _history_bytes(run)[-1:] not in (b"", b"\n"), 0.0),
         "history rewrite on resume": lambda: (lambda: _temp_file(run, "history.jsonl") is not None, 0.0),
-        "filters write": lambda: (lambda: _temp_file(run, "filters.safetensors") is not None, 0.0),
+        "filters write": lambda: (lambda: _temp_file(run, "gates.safetensors") is not None, 0.0),
     }
     middle = ["checkpoint write", "history append", "history rewrite on resume"]
     rng.shuffle(middle)
@@ -179,8 +179,8 @@ def test_sigkill_at_seeded_points_then_resume_matches_an_uninterrupted_run(tmp_p
     assert proc.returncode == 0, output
     assert reference.wait(timeout=120) == 0, output
 
-    ours = load_file(os.path.join(run, "filters.safetensors"))
-    theirs = load_file(os.path.join(ref_dir, "filters.safetensors"))
+    ours = load_file(os.path.join(run, "gates.safetensors"))
+    theirs = load_file(os.path.join(ref_dir, "gates.safetensors"))
     assert ours.keys() == theirs.keys()
     for key in ours:  # bit for bit
         assert torch.equal(ours[key].view(torch.int32), theirs[key].view(torch.int32)), key

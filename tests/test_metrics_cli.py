@@ -39,13 +39,13 @@ def test_evaluate_baseline_report_happy_path(run, capsys):
     d, ck = run
     # WF-Net on classes 0-2, the baseline (which ran 0 and 1) with no --classes at all: it used to try every class
     # and die on the first model the baseline never trained.
-    assert main(["evaluate", "--checkpoint", ck, "--filters", str(d / "wf" / "filters.safetensors"),
+    assert main(["evaluate", "--checkpoint", ck, "--gates", str(d / "wf" / "gates.safetensors"),
                  "--out", str(d / "e_wf"), "--classes", "0-2", *SPEED]) == 0
     out = capsys.readouterr().out
     assert "3 classes evaluated (0-2) ->" in out
     wf = json.loads((d / "e_wf" / "results.json").read_text())
     assert wf["method"] == "wfnet" and wf["classes"] == [0, 1, 2] and wf["dataset"] == "digits"
-    assert wf["cost"]["n_files"] == 1 and wf["cost"]["bytes_total"] == (d / "wf" / "filters.safetensors").stat().st_size
+    assert wf["cost"]["n_files"] == 1 and wf["cost"]["bytes_total"] == (d / "wf" / "gates.safetensors").stat().st_size
     assert wf["relations"]["layer"] and len(wf["relations"]["member"]) == 3
     assert {"acc_f", "acc_r", "zrf", "mia", "rt", "insertion_auc"} <= set(wf["per_class"]["0"])
     # the run's history travels with the results: the report's untraining curve needs no other file
@@ -101,7 +101,7 @@ def test_evaluate_user_errors(run, capsys, tmp_path):
     base = ["evaluate", "--checkpoint", ck, "--out", str(tmp_path / "e")]
     user_error(capsys, ["evaluate", "--checkpoint", str(tmp_path / "no.safetensors"), "--original", "--out",
                         str(tmp_path / "e")], "--checkpoint must be an existing file")
-    user_error(capsys, [*base, "--filters", str(tmp_path / "none.safetensors")], "--filters must be an existing file")
+    user_error(capsys, [*base, "--gates", str(tmp_path / "none.safetensors")], "--gates must be an existing file")
     user_error(capsys, [*base, "--baseline-dir", str(tmp_path)], "--baseline-dir must hold cost.json")
     user_error(capsys, [*base, "--original", "--classes", "a,b"],
                "--classes must be class indices like 3, 0,3,5 or 0-4, got 'a,b'; for N random classes use "
@@ -114,10 +114,10 @@ def test_evaluate_user_errors(run, capsys, tmp_path):
     user_error(capsys, [*base, "--baseline-dir", str(d / "ng"), "--classes", "1,5"],
                f"--classes must be among the classes the baseline in {str(d / 'ng')!r} ran (0, 1), got 5; run "
                "`wfkern baseline` for those classes first, or leave --classes out")
-    user_error(capsys, [*base, "--original", "--run-dir", str(d / "wf")], "--run-dir must go with --filters")
-    user_error(capsys, [*base, "--filters", str(d / "wf" / "filters.safetensors"), "--run-dir", str(tmp_path)],
+    user_error(capsys, [*base, "--original", "--run-dir", str(d / "wf")], "--run-dir must go with --gates")
+    user_error(capsys, [*base, "--gates", str(d / "wf" / "gates.safetensors"), "--run-dir", str(tmp_path)],
                "--run-dir must be a `wfkern unlearn` folder with history.jsonl")
-    user_error(capsys, [*base, "--filters", str(d / "wf" / "filters.safetensors"), "--relations-layer", "nope"],
+    user_error(capsys, [*base, "--gates", str(d / "wf" / "gates.safetensors"), "--relations-layer", "nope"],
                "--relations-layer must be a WF layer of the model (")
     user_error(capsys, [*base, "--original", "--metrics", "acc,bogus"], "metrics must be drawn from")
     user_error(capsys, [*base, "--original", "--metrics", "insdel"], "model must be a WF model for 'insdel'")

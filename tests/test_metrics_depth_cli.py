@@ -18,7 +18,7 @@ def test_depth_metrics_from_the_command_line(tmp_path, capsys):
     ev = ["evaluate", "--checkpoint", ck, "--classes", "0", "--metrics", "acc,probe,retain_ft,mia_eff",
           "--probe-layers", "head,features.0", "--rft-epochs", "1", "--rft-part", "head", *quick]
     capsys.readouterr()
-    assert main([*ev, "--filters", str(tmp_path / "wf" / "filters.safetensors"), "--out", str(tmp_path / "e_wf")]) == 0
+    assert main([*ev, "--gates", str(tmp_path / "wf" / "gates.safetensors"), "--out", str(tmp_path / "e_wf")]) == 0
     assert "Depth: a linear probe on the features still finds" in capsys.readouterr().out
     assert main([*ev, "--baseline-dir", str(tmp_path / "b"), "--out", str(tmp_path / "e_b")]) == 0
     res = json.loads((tmp_path / "e_wf" / "results.json").read_text())

@@ -126,7 +126,7 @@ def _small_resnet():
     model = torchvision.models.resnet18(num_classes=10).eval().cuda()
     wf = wfkern.patch(model, 10)
     with torch.no_grad():
-        for p in wf.alpha_parameters():
+        for p in wf.gate_parameters():
             p.normal_(0, 3)
     return model, wf
 
@@ -176,7 +176,7 @@ def test_cuda_untraining_step_matches_reference(dtype):
         wf.zero_grad()
         with wfkern.use_reference(reference):
             torch.nn.functional.cross_entropy(wf(x, forget=labels).float(), target).backward()
-        grads.append([p.grad.float().clone() for p in wf.alpha_parameters()])
+        grads.append([p.grad.float().clone() for p in wf.gate_parameters()])
     tol = GRAD_TOL[torch.float32] if dtype == torch.float32 else dict(atol=5e-2, rtol=5e-2)
     for g, w in zip(*grads):
         torch.testing.assert_close(g, w, **tol)

@@ -59,7 +59,7 @@ def _build(name, seed=0):
 def _scramble_alphas(wf, seed=0):
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for p in wf.alpha_parameters():
+        for p in wf.gate_parameters():
             p.copy_(torch.randn(p.shape, generator=gen) * 3)
 
 
@@ -90,7 +90,7 @@ def test_patch_wraps_every_conv_or_attention_projection(name):
 def test_patch_trains_only_the_gates(name):
     _, _, wf = _patched(name)
     trainable = [p for p in wf.parameters() if p.requires_grad]
-    assert {id(p) for p in trainable} == {id(p) for p in wf.alpha_parameters()}
+    assert {id(p) for p in trainable} == {id(p) for p in wf.gate_parameters()}
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -140,7 +140,7 @@ def test_patch_train_mode_gives_alpha_grads(name):
     wf = wfkern.patch(model, NUM_CLASSES).train()
     out = wf(x, forget=torch.tensor([[1, 2], [0, -1], [-1, -1], [5, 5]]))
     out.sum().backward()
-    grads = [p.grad for p in wf.alpha_parameters()]
+    grads = [p.grad for p in wf.gate_parameters()]
     assert all(g is not None for g in grads)
     # rows never selected get exactly zero gradient
     for layer in wf.wf_layers().values():
@@ -206,10 +206,10 @@ def test_patch_compile_matches_eager(name):
         torch.testing.assert_close(compiled(x), model(x), atol=1e-4, rtol=1e-4)
     out = compiled(x, forget=labels)
     out.square().sum().backward()
-    got = [p.grad.clone() for p in wf.alpha_parameters()]
+    got = [p.grad.clone() for p in wf.gate_parameters()]
     wf.zero_grad()
     wf(x, forget=labels).square().sum().backward()
-    for g, w in zip(got, (p.grad for p in wf.alpha_parameters())):
+    for g, w in zip(got, (p.grad for p in wf.gate_parameters())):
         torch.testing.assert_close(g, w, atol=1e-3, rtol=1e-3)
 
 
@@ -331,11 +331,11 @@ def test_patch_model_cuda(name, dtype):
     wfkern.ops.raise_label_errors()  # reported once
     out = wf(x, forget=labels)
     out.float().sum().backward()
-    grads = [p.grad.clone() for p in wf.alpha_parameters()]
+    grads = [p.grad.clone() for p in wf.gate_parameters()]
     wf.zero_grad()
     with wfkern.use_reference():
         wf(x, forget=labels).float().sum().backward()
-    for g, w in zip(grads, (p.grad for p in wf.alpha_parameters())):
+    for g, w in zip(grads, (p.grad for p in wf.gate_parameters())):
         torch.testing.assert_close(g, w, atol=5e-2 if dtype == torch.bfloat16 else 1e-3, rtol=5e-2)
 
 
@@ -371,7 +371,7 @@ def test_patch_folds_batchnorm_only_where_proved():
     unfolded = wfkern.patch(model, NUM_CLASSES, fold_batchnorm=False)
     assert unfolded.folded_batchnorms == []
     _scramble_alphas(wf)
-    unfolded.load_filters_state_dict(wf.filters_state_dict())
+    unfolded.load_gates_state_dict(wf.gates_state_dict())
     labels = torch.tensor([3, -1, 0, 9])
     with torch.no_grad():
         torch.testing.assert_close(wf(x, forget=labels), unfolded(x, forget=labels), atol=1e-4, rtol=1e-4)
@@ -380,7 +380,7 @@ def test_patch_folds_batchnorm_only_where_proved():
     torch.testing.assert_close(wf(x, forget=labels), unfolded(x, forget=labels), atol=1e-4, rtol=1e-4)
     wf.train(), unfolded.train()
     torch.testing.assert_close(wf(x, forget=labels), unfolded(x, forget=labels), atol=1e-4, rtol=1e-4)
-    # same filters file and fingerprint either way
+    # same gates file and fingerprint either way
     from wfkern.patch import base_fingerprint
     assert base_fingerprint(wf) == base_fingerprint(unfolded)
 
@@ -390,7 +390,7 @@ def test_patch_folds_batchnorm_only_where_proved():
     assert wf_other.folded_batchnorms == [("conv2", "bn2")]
     plain_other = wfkern.patch(other, 4, fold_batchnorm=False)
     _scramble_alphas(wf_other)
-    plain_other.load_filters_state_dict(wf_other.filters_state_dict())
+    plain_other.load_gates_state_dict(wf_other.gates_state_dict())
     x4 = torch.randn(2, 3, 6, 6)
     with torch.no_grad():
         torch.testing.assert_close(wf_other(x4, forget=torch.tensor([1, 2])),

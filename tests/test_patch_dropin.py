@@ -12,7 +12,7 @@ import wfkern
 def _scramble(wf, seed=0):
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for p in wf.alpha_parameters():
+        for p in wf.gate_parameters():
             p.copy_(torch.randn(p.shape, generator=gen) * 3)
 
 

@@ -56,7 +56,7 @@ def _setup(name: str, fold_batchnorm: bool = True, channels_last: bool = False):
     wf = wfkern.patch(model, NUM_CLASSES, fold_batchnorm=fold_batchnorm)
     model.requires_grad_(False)
     with torch.no_grad():
-        for p in wf.alpha_parameters():
+        for p in wf.gate_parameters():
             p.copy_(torch.randn(p.shape, generator=gen) * 3)
     x = torch.randn(5, *shape, generator=gen)
     if channels_last:
@@ -122,5 +122,5 @@ def test_gradients_of_a_batch_with_unmasked_rows_equal_the_unfolded_models():
     _, unfolded, _ = _setup("small_cnn", fold_batchnorm=False)
     for wf in (folded, unfolded):
         wf(x, forget=LABELS["tensor"]).square().sum().backward()
-    for a, b in zip(folded.alpha_parameters(), unfolded.alpha_parameters()):
+    for a, b in zip(folded.gate_parameters(), unfolded.gate_parameters()):
         torch.testing.assert_close(a.grad, b.grad, atol=1e-4, rtol=1e-4)

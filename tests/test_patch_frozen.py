@@ -41,14 +41,14 @@ def test_train_mode_never_moves_the_base(way, tmp_path):
     snapshot = _state(model)
     wf = _train_mode_ways()[way](model)
     assert wf.training
-    wf.save_filters(str(tmp_path / "gates.safetensors"))
+    wf.save_gates(str(tmp_path / "gates.safetensors"))
     before = _state(wf.model)
     for forget in (3, torch.tensor([1, -1, 3, 3]), None):
         out = wf(x, forget=forget)
         if out.requires_grad:  # forget=None runs the frozen base alone
             out.sum().backward()
     _assert_same_state(before, wf.model)
-    wfkern.load_filters(wf, str(tmp_path / "gates.safetensors"))  # the base fingerprint still matches
+    wfkern.load_gates(wf, str(tmp_path / "gates.safetensors"))  # the base fingerprint still matches
     assert all(not m.training for m in wf.modules() if isinstance(m, nn.BatchNorm2d))
     with torch.no_grad():
         assert torch.equal(wf.eval()(x), original)
@@ -107,7 +107,7 @@ def test_cast_keeps_gates_float32():
     model = torchvision.models.resnet18(num_classes=10).eval()
     wf = wfkern.patch(model, 10)
     with torch.no_grad():
-        for p in wf.alpha_parameters():
+        for p in wf.gate_parameters():
             p.normal_(0, 2)
     x = torch.randn(2, 3, 32, 32)
     labels = torch.tensor([3, -1])
@@ -115,8 +115,8 @@ def test_cast_keeps_gates_float32():
         expected = wf(x, forget=labels)
     for cast in (lambda m: m.half(), lambda m: m.to(torch.bfloat16)):
         wf_low = cast(wfkern.patch(model, 10))
-        wf_low.load_filters_state_dict(wf.filters_state_dict())
-        assert {p.dtype for p in wf_low.alpha_parameters()} == {torch.float32}
+        wf_low.load_gates_state_dict(wf.gates_state_dict())
+        assert {p.dtype for p in wf_low.gate_parameters()} == {torch.float32}
         dtype = next(wf_low.model.conv1.base.parameters()).dtype
         with torch.no_grad():
             out = wf_low(x.to(dtype), forget=labels)
@@ -143,9 +143,9 @@ def test_batchnorm_read_by_two_convs_is_not_folded():
     assert wf.folded_batchnorms == []
     unfolded = wfkern.patch(model, 3, fold_batchnorm=False)
     with torch.no_grad():
-        for p in wf.alpha_parameters():
+        for p in wf.gate_parameters():
             p.normal_(0, 2)
-    unfolded.load_filters_state_dict(wf.filters_state_dict())
+    unfolded.load_gates_state_dict(wf.gates_state_dict())
     x = torch.randn(2, 3, 5, 5)
     with torch.no_grad():
         torch.testing.assert_close(wf(x, forget=torch.tensor([0, 2])), unfolded(x, forget=torch.tensor([0, 2])))
@@ -164,16 +164,16 @@ def test_folded_batchnorm_gives_the_unfolded_gradients(reference):
     folded, unfolded = wfkern.patch(model, 10), wfkern.patch(model, 10, fold_batchnorm=False)
     assert folded.folded_batchnorms and not unfolded.folded_batchnorms
     with torch.no_grad():
-        for p in folded.alpha_parameters():
+        for p in folded.gate_parameters():
             p.normal_(0, 2, generator=gen)
-    unfolded.load_filters_state_dict(folded.filters_state_dict())
+    unfolded.load_gates_state_dict(folded.gates_state_dict())
     x = torch.randn(4, 3, 32, 32, generator=gen)
     labels = torch.tensor([[3, -1], [-1, -1], [0, 9], [5, 5]])
     grads = []
     for wf in (folded, unfolded):
         with wfkern.use_reference(reference):
             loss = torch.nn.functional.cross_entropy(wf(x, forget=labels), torch.arange(4))
-        grads.append(torch.autograd.grad(loss, wf.alpha_parameters()))
+        grads.append(torch.autograd.grad(loss, wf.gate_parameters()))
     for g, w in zip(*grads):
         torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-4)
 
@@ -181,10 +181,10 @@ def test_folded_batchnorm_gives_the_unfolded_gradients(reference):
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), "3", None, True])
 def test_reset_alphas_refuses_non_finite_values(value):
     wf = wfkern.patch(torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1)), 3)
-    before = wf.filters_state_dict()
-    with pytest.raises(ValueError, match="reset_alphas: value must be a finite number"):
-        wf.reset_alphas(value)
-    assert all(torch.equal(before[k], v) for k, v in wf.filters_state_dict().items())
+    before = wf.gates_state_dict()
+    with pytest.raises(ValueError, match="reset_gates: value must be a finite number"):
+        wf.reset_gates(value)
+    assert all(torch.equal(before[k], v) for k, v in wf.gates_state_dict().items())
 
 
 def test_patch_refuses_a_class_count_its_head_contradicts():

@@ -20,7 +20,7 @@ def wf():
     model = create_model("small_cnn", num_classes=NUM_CLASSES, in_chans=1, image_size=8).eval()
     wf = wfkern.patch(model, NUM_CLASSES)
     with torch.no_grad():
-        for p in wf.alpha_parameters():
+        for p in wf.gate_parameters():
             p.normal_(0, 3)
     return wf
 
@@ -88,7 +88,7 @@ def test_checked_labels_op_passes_opcheck():
 
 def test_save_filters_onto_a_directory_is_a_clear_error(wf, tmp_path):
     with pytest.raises(IsADirectoryError, match=r"must be a file path, got a directory"):
-        wf.save_filters(str(tmp_path))
+        wf.save_gates(str(tmp_path))
     with pytest.raises(IsADirectoryError, match=r"must be a file path, got a directory"):
-        wf.save_filters(str(tmp_path) + os.sep)
+        wf.save_gates(str(tmp_path) + os.sep)
     assert os.listdir(tmp_path) == []

@@ -46,7 +46,7 @@ def test_gate_mlp_places_the_gates_and_masks_like_bake(build, per_block):
         assert gates_mlp(wf.wf_layers()) == gate_mlp  # how the CLI, serve and export patch again
         gen = torch.Generator().manual_seed(2)
         with torch.no_grad():
-            for p in wf.alpha_parameters():
+            for p in wf.gate_parameters():
                 p.copy_(torch.randn(p.shape, generator=gen) * 3)
             torch.testing.assert_close(wf(x), model(x), atol=0, rtol=0)  # forget nothing: the original
             baked = wfkern.bake(wf, forget=3).eval()
@@ -54,7 +54,7 @@ def test_gate_mlp_places_the_gates_and_masks_like_bake(build, per_block):
     wf_all, wf_fc1 = (wfkern.patch(model, NUM_CLASSES, gate_mlp=g) for g in ("all", True))
     for wf in (wf_all, wf_fc1):
         with torch.no_grad():
-            for p in wf.alpha_parameters():
+            for p in wf.gate_parameters():
                 p.fill_(-3.0)
     with torch.no_grad():  # the extra gates act: closing them all changes more than closing fc1's
         assert not torch.allclose(wf_all(x, forget=3), wf_fc1(x, forget=3), atol=1e-3)

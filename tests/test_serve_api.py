@@ -52,7 +52,7 @@ def test_classes_health_and_fingerprints(setup):
     status, body, _ = request(setup["url"] + "/v1/classes")
     assert status == 200 and body["num_classes"] == 10 and body["mode"] == "wf"
     assert [c["name"] for c in body["classes"]] == [str(i) for i in range(10)]
-    assert len(body["model_fingerprint"]) == 64 and len(body["filters_fingerprint"]) == 64
+    assert len(body["model_fingerprint"]) == 64 and len(body["gates_fingerprint"]) == 64 and body["filters_fingerprint"] == body["gates_fingerprint"]
     assert request(setup["url"] + "/healthz")[:2] == (200, {"status": "ok"})
 
 

@@ -29,12 +29,12 @@ def one_line_error(capsys, argv: list[str], words: str) -> str:
 
 def test_bad_invocations_are_one_line_errors(files, tmp_path, capsys):
     ckpt, filters = map(str, files)
-    base = ["serve", "--checkpoint", ckpt, "--filters", filters]
+    base = ["serve", "--checkpoint", ckpt, "--gates", filters]
     one_line_error(capsys, base, "--registry must be given")
     one_line_error(capsys, base + ["--registry", str(tmp_path / "none.db")], "--registry must be an existing")
-    one_line_error(capsys, ["serve", "--checkpoint", ckpt, "--no-auth"], "filters must be given for mode 'wf'")
-    one_line_error(capsys, ["serve", "--checkpoint", ckpt, "--filters", str(tmp_path / "f"), "--no-auth"],
-                   "filters must be an existing file")
+    one_line_error(capsys, ["serve", "--checkpoint", ckpt, "--no-auth"], "gates must be given for mode 'wf'")
+    one_line_error(capsys, ["serve", "--checkpoint", ckpt, "--gates", str(tmp_path / "f"), "--no-auth"],
+                   "gates must be an existing file")
     one_line_error(capsys, ["serve", "--checkpoint", str(tmp_path / "m"), "--no-auth"], "--checkpoint must be")
     one_line_error(capsys, base + ["--no-auth", "--class-names", "a,b"], "class_names must be 10 distinct")
     one_line_error(capsys, base + ["--no-auth", "--max-images", "0"], "--max-images must be >= 1, got 0")
@@ -46,7 +46,7 @@ def test_no_auth_warns_loudly_and_a_busy_port_is_one_line(files, capsys):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        err = one_line_error(capsys, ["serve", "--checkpoint", ckpt, "--filters", filters, "--no-auth", "--port",
+        err = one_line_error(capsys, ["serve", "--checkpoint", ckpt, "--gates", filters, "--no-auth", "--port",
                                       str(port)], f"got {port}, which is in use")
     assert "WARNING: wfkern serve runs with --no-auth: ANY client" in err
 

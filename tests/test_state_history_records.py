@@ -203,8 +203,8 @@ def test_resume_and_report_refuse_a_damaged_history_in_one_line(finished_run, tm
         assert f"wfkern.read_history: {out / 'history.jsonl'}:2 " in msg and said in msg, msg
         assert not (tmp_path / "r").exists()
         # evaluate reads the run's untraining time from it, before any class is evaluated
-        filters = str(out / "filters.safetensors")
-        msg = _one_line_error(capsys, ["evaluate", "--checkpoint", argv[2], "--filters", filters,
+        filters = str(out / "gates.safetensors")
+        msg = _one_line_error(capsys, ["evaluate", "--checkpoint", argv[2], "--gates", filters,
                                        "--out", str(tmp_path / "e"), "--metrics", "acc", "--classes", "0",
                                        "--no-progress"], "evaluate")
         assert f"wfkern.read_history: {out / 'history.jsonl'}:2 " in msg and said in msg, msg
@@ -220,8 +220,8 @@ def test_a_resume_refused_for_its_history_leaves_the_gates_alone(tmp_path):
     unlearn(wf, train, val, out_dir=str(tmp_path), max_steps=2, evals_per_epoch=2, progress=False)
     path = tmp_path / "history.jsonl"
     path.write_text(path.read_text().replace('"step": 1,', '"step": "one",', 1))
-    wf.reset_alphas(3.0)
-    before = {k: v.clone() for k, v in wf.filters_state_dict().items()}
+    wf.reset_gates(3.0)
+    before = {k: v.clone() for k, v in wf.gates_state_dict().items()}
     with pytest.raises(ValueError, match=r"history.jsonl:1 field 'step' must be an integer >= 0, got 'one'"):
         unlearn(wf, train, val, out_dir=str(tmp_path), resume=True, max_steps=2, evals_per_epoch=2, progress=False)
-    assert all(torch.equal(v, before[k]) for k, v in wf.filters_state_dict().items())
+    assert all(torch.equal(v, before[k]) for k, v in wf.gates_state_dict().items())

@@ -62,7 +62,7 @@ def test_the_run_records_what_it_started_from(run):
     _, _, _, prog = load_state(str(out / "unlearn_state.safetensors"))
     assert prog.run == {"base_fingerprint": _fingerprint(ckpt), "precision": "fp32", "train_samples": 1078,
                         "val_samples": 269, "dataset": "digits", "split_seed": 0, "image_size": 8, "data_root": None}
-    with safe_open(str(out / "filters.safetensors"), framework="pt") as f:  # the filters file's fingerprint
+    with safe_open(str(out / "gates.safetensors"), framework="pt") as f:  # the gates file's fingerprint
         assert f.metadata()["base_fingerprint"] == prog.run["base_fingerprint"]
 
 
@@ -129,7 +129,7 @@ def test_the_library_refuses_another_base_data_or_precision(tmp_path, digits):
     ]
     for case, said in cases:
         wf = case.get("wf", _wf(0))
-        wf.reset_alphas(1.5)
+        wf.reset_gates(1.5)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=case.get("autocast", False)):
             with pytest.raises(ResumeMismatch) as e:
                 unlearn(wf, case.get("train", train), val, out_dir=str(tmp_path), resume=True,
@@ -137,7 +137,7 @@ def test_the_library_refuses_another_base_data_or_precision(tmp_path, digits):
         assert str(e.value) == ("wfkern.unlearn: resume must use the run's base model, data and precision, got "
                                 f"{said}; start a new run (resume=False or another out_dir)")
         assert isinstance(e.value, ValueError) and len(e.value.differences) == 1
-        assert all((a == 1.5).all() for a in wf.filters_state_dict().values())  # the gates were not touched
+        assert all((a == 1.5).all() for a in wf.gates_state_dict().values())  # the gates were not touched
     # settings only one side holds are not compared: the library resuming without data_settings goes on
     res = unlearn(_wf(0), train, val, out_dir=str(tmp_path), resume=True, **LIB)
     assert res.steps == 2

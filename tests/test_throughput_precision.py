@@ -34,7 +34,7 @@ def _dtypes(path: str) -> dict[str, torch.dtype]:
 def test_library_context_autocasts_and_keeps_gates_float32():
     torch.manual_seed(0)
     wf = wfkern.patch(create_model("small_cnn", 10, 1, 8, **TINY), num_classes=10)
-    opt = torch.optim.Adam(wf.alpha_parameters(), lr=0.1)
+    opt = torch.optim.Adam(wf.gate_parameters(), lr=0.1)
     x = torch.randn(4, 1, 8, 8)
     with wfkern.precision("bf16", device="cpu") as mode:
         assert mode == "bf16"
@@ -42,7 +42,7 @@ def test_library_context_autocasts_and_keeps_gates_float32():
         assert out.dtype == torch.bfloat16
         out.float().logsumexp(1).mean().backward()
         opt.step()
-    assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in wf.alpha_parameters())
+    assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in wf.gate_parameters())
     assert all(t.dtype == torch.float32 for s in opt.state.values() for t in s.values() if t.dim() > 0)
     with wfkern.precision("fp32"):
         assert wf(x).dtype == torch.float32
@@ -73,7 +73,7 @@ def test_unlearn_bf16_on_the_cpu_keeps_gates_and_optimiser_float32(checkpoint, t
                  "--evals-per-epoch", "1", "--batch-size", "64", "--optimizer", "adam", "--lr", "0.1",
                  "--no-progress", "--device", "cpu", "--precision", "bf16"]) == 0
     assert "untrained" in capsys.readouterr().out
-    filters = _dtypes(str(out / "filters.safetensors"))
+    filters = _dtypes(str(out / "gates.safetensors"))
     assert filters and set(filters.values()) == {torch.float32}
     state = _dtypes(str(out / "unlearn_state.safetensors"))
     optim = {k: v for k, v in state.items() if k.startswith("optim/")}

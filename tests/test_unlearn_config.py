@@ -163,13 +163,13 @@ def test_a_new_field_becomes_a_flag():
 
 def test_an_unknown_setting_is_a_clear_error_before_the_gates_change(digits_small):
     wf = tiny_wf()
-    before = {k: v.clone() for k, v in wf.filters_state_dict().items()}
+    before = {k: v.clone() for k, v in wf.gates_state_dict().items()}
     with pytest.raises(TypeError) as err:
         unlearn(wf, *digits_small, lrr=1.0, progress=False)
     msg = str(err.value)
     assert msg.startswith("wfkern.unlearn: settings must be fields of UnlearnConfig (") and msg.endswith("got 'lrr'")
     assert all(f"{f.name}" in msg for f in dataclasses.fields(UnlearnConfig)) and "\n" not in msg
-    assert all(torch.equal(before[k], v) for k, v in wf.filters_state_dict().items())
+    assert all(torch.equal(before[k], v) for k, v in wf.gates_state_dict().items())
     with pytest.raises(TypeError, match=r"wfkern.unlearn: config must be an UnlearnConfig .*got dict"):
         unlearn(wf, *digits_small, {"lr": 1.0}, progress=False)
 
@@ -193,7 +193,7 @@ def test_config_and_keywords_run_the_same_and_the_config_is_left_alone(digits_sm
     resolved = {"lambda1": LAMBDA1_MARGIN, "patience": PATIENCE_DEFAULTS["cnn"],
                 "max_steps": MAX_STEPS_PER_CLASS["cnn"] * 10}
     assert res_kw.config == res_cfg.config == {**UnlearnConfig().to_dict(), **run, **resolved}
-    a, b = by_keywords.filters_state_dict(), by_config.filters_state_dict()
+    a, b = by_keywords.gates_state_dict(), by_config.gates_state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert config == UnlearnConfig(batch_size=64, max_epochs=3, evals_per_epoch=2)  # not resolved in place
 

@@ -39,7 +39,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     assert ctx.world_size == world and dist.get_backend() == "gloo" and device.type == "cpu"
     wf, train, val = _setup()
     res = unlearn(wf, train, val, device=device, **RUN)
-    save_file(wf.filters_state_dict(), os.path.join(out, f"rank{rank}.safetensors"),
+    save_file(wf.gates_state_dict(), os.path.join(out, f"rank{rank}.safetensors"),
               metadata={"best_step": str(res.best_step), "steps": str(res.steps)})
     dist.barrier()  # both ranks are done before either tears gloo down (a lone teardown can abort the peer)
     dist.destroy_process_group()
@@ -65,7 +65,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
         res = unlearn(wf, train, val, **RUN)
     finally:
         torch.set_num_threads(threads)  # leave the session's thread count as it was
-    single = wf.filters_state_dict()
+    single = wf.gates_state_dict()
     ranks = [load_file(str(tmp_path / f"rank{r}.safetensors")) for r in range(2)]
     for key, ref in single.items():
         assert (ref != 3.0).any()  # the gates did move

@@ -33,7 +33,7 @@ def tiny_wf(seed: int = 0):
 
 
 def filters(wf):
-    return wf.filters_state_dict()
+    return wf.gates_state_dict()
 
 
 def assert_same_filters(a, b, atol=0.0):
@@ -46,14 +46,14 @@ def test_gates_move_and_files_are_written(tmp_path, digits_small):
     wf = tiny_wf()
     res = unlearn(wf, *digits_small, out_dir=str(tmp_path), **FAST)
     assert res.steps == 8 and res.epochs == 2 and res.config["lambda1"] == 1.0  # the margin loss's λ1
-    assert sorted(os.listdir(tmp_path)) == ["filters.safetensors", "history.jsonl", "unlearn_state.safetensors"]
+    assert sorted(os.listdir(tmp_path)) == ["gates.safetensors", "history.jsonl", "unlearn_state.safetensors"]
     lines = [json.loads(line) for line in open(tmp_path / "history.jsonl")]
     assert [r["step"] for r in lines] == [2, 4, 6, 8]  # evals_per_epoch=2, 4 steps an epoch
     assert lines == res.history
     assert any(r["best"] for r in lines) and all(math.isfinite(r["val_objective"]) for r in lines)
     assert any((a != 3.0).any() for a in filters(wf).values())  # the gates trained
     wf2 = tiny_wf()
-    wfkern.load_filters(wf2, str(tmp_path / "filters.safetensors"))
+    wfkern.load_gates(wf2, str(tmp_path / "gates.safetensors"))
     assert_same_filters(filters(wf2), filters(wf))
 
 

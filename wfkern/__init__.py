@@ -3,10 +3,11 @@
     wf = wfkern.patch(model, num_classes=10)   # wrap convs / attention qkv; freeze the base
     wf(x)                                      # the original model, exactly
     wf(x, forget=y)                            # sample b forgets class y[b] (-1: nothing)
+    wfkern.save_gates(wf, "gates.safetensors")  # the learnt gates; wfkern.load_gates(wf, path) reads them
     wfkern.save_model(model, "m.safetensors", arch="torchvision:resnet18")   # any timm / torchvision model
 """
 from wfkern.ops import backend, describe_backend, use_reference
-from wfkern.patch import WFModel, bake, load_filters, patch
+from wfkern.patch import WFModel, bake, load_filters, load_gates, patch, save_gates
 from wfkern.unlearn import UnlearnConfig, UnlearnDiverged, UnlearnResult, unlearn
 from wfkern.metrics import EvalSettings, evaluate
 from wfkern.data.loader import loader_options
@@ -28,11 +29,13 @@ __all__ = [
     "describe_backend",
     "evaluate",
     "import_model",
-    "load_filters",
+    "load_filters",  # deprecated: load_gates
+    "load_gates",
     "load_model",
     "loader_options",
     "patch",
     "precision",
+    "save_gates",
     "save_model",
     "unlearn",
     "use_reference",

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
+import warnings
 
 import torch
 from torch import nn
 
 __all__ = ["model_device", "usable_device", "trainable_copy", "interactive", "SEED_STRIDE", "SEED_SPREAD", "TRAIN_SEED_STRIDE", "setting",
-           "replace_settings"]
+           "replace_settings", "renamed"]
 
 # Seeds derived from a run's seed. Both numbers are primes, so derived streams of neighbouring seeds,
 # classes, epochs and steps never coincide within any realistic run.
@@ -103,3 +105,15 @@ def interactive(stream) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError):
         return False
+
+
+def renamed(new, old: str, new_name: str):
+    """``new`` under its old name ``old``, kept for one release: each call warns (a DeprecationWarning naming
+    ``new_name``), then calls ``new``. Works for functions and, defined in a class body, for methods."""
+    @functools.wraps(new)
+    def alias(*args, **kwargs):
+        warnings.warn(f"{old} is deprecated and will be removed in the next release; use {new_name}",
+                      DeprecationWarning, stacklevel=2)
+        return new(*args, **kwargs)
+    alias.__doc__ = f"Deprecated alias of ``{new_name}`` (kept for one release)."
+    return alias

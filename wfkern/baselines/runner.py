@@ -174,19 +174,19 @@ def run_baseline(method: str, *, original: Optional[nn.Module], train_data: Data
     return record
 
 
-def wf_cost(filters_path: str, seconds: float, num_classes: int, out_dir: Optional[str] = None) -> dict:
-    """WF-Net's cost recorded the baselines' way: one untraining round, one filters file for all classes.
+def wf_cost(gates_path: str, seconds: float, num_classes: int, out_dir: Optional[str] = None) -> dict:
+    """WF-Net's cost recorded the baselines' way: one untraining round, one gates file for all classes.
 
     Args:
-        filters_path: the saved filters (``wf.save_filters``).
+        gates_path: the saved gates (``wf.save_gates``).
         seconds: wall time of the untraining round.
         num_classes: Nc.
         out_dir: when given, the record is written to ``out_dir/cost.json``.
     """
-    nbytes = Path(filters_path).stat().st_size
+    nbytes = Path(gates_path).stat().st_size
     record = {"method": "wfnet", "num_classes": num_classes, "n_runs": 1, "n_files": 1, "seconds_total": seconds,
               "bytes_total": nbytes, "all_classes_seconds": seconds, "all_classes_bytes": nbytes,
-              "all_classes_runs": 1, "filters": str(filters_path)}
+              "all_classes_runs": 1, "gates": str(gates_path)}
     if out_dir is not None:
         atomic_write_json(Path(out_dir) / COST_FILE, record)
     return record

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 import torch
 from torch.utils.data import Dataset
@@ -24,7 +25,7 @@ __all__ = ["add_data_args", "add_device_arg", "load_splits", "parse_model_args",
            "per_class_accuracy", "format_table", "ensure_dir", "ensure_parent", "check_output_file",
            "check_output_dir", "apply_threads", "check_model_choice", "add_loader_args", "with_throughput",
            "add_class_args", "class_list_items", "data_settings", "parse_class_list", "resolve_classes",
-           "add_settings_flags", "settings_given",
+           "add_settings_flags", "settings_given", "add_gates_arg",
            "NONE_WORDS"]
 
 
@@ -41,6 +42,22 @@ def add_data_args(p: argparse.ArgumentParser, dataset_default: str | None = DEFA
                    help=f"resize images to this side (default: {image_default})")
     p.add_argument("--split-seed", type=int, default=None,
                    help=f"seed of the train/val/test split (default: {seed_default})")
+
+
+class _GatesPath(argparse.Action):
+    """Stores the gates file path; the old spelling --filters still works, with a note on stderr."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        if option_string == "--filters":
+            print(f"{parser.prog}: --filters is deprecated and will be removed in the next release; use --gates",
+                  file=sys.stderr)
+        setattr(namespace, self.dest, value)
+
+
+def add_gates_arg(p, help: str, **kwargs) -> None:
+    """--gates PATH (a gates file from `wfkern unlearn`); --filters, its old name, still works for one release."""
+    p.add_argument("--gates", "--filters", dest="gates", action=_GatesPath, metavar="PATH",
+                   help=f"{help}; --filters: its old name, deprecated", **kwargs)
 
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:

@@ -12,7 +12,8 @@ import time
 
 import wfkern
 from wfkern.baselines import per_class_loader, read_cost, wf_cost
-from wfkern.cli._common import (add_class_args, add_data_args, add_device_arg, add_loader_args, add_settings_flags,
+from wfkern.cli._common import (add_class_args, add_data_args, add_device_arg, add_gates_arg, add_loader_args,
+                                add_settings_flags,
                                 check_output_dir, checkpoint_and_splits, format_table, class_list_items,
                                 resolve_classes, settings_given, start_command, with_throughput)
 from wfkern.cli.errors import UserError
@@ -20,7 +21,7 @@ from wfkern.metrics import EvalSettings, PerClassModels, evaluate, filter_class_
 from wfkern.metrics.classes import format_classes
 from wfkern.metrics.evaluate import RESULTS_FILE
 from wfkern.metrics.store import atomic_write_json
-from wfkern.patch import filters_layer_names, gates_mlp
+from wfkern.patch import gates_layer_names, gates_mlp
 from wfkern.reports.history import history_path, read_history
 from wfkern.reports.tables import MIA_CHANCE_MARGIN, mia_at_chance
 
@@ -33,10 +34,10 @@ _RELATIONS_TOP_K = inspect.signature(filter_class_relations).parameters["top_k"]
 PLAIN_PROGRESS_INTERVAL_S = 20.0
 
 
-def wf_untrain_seconds(filters_path: str, run_dir: str | None = None) -> float | None:
+def wf_untrain_seconds(gates_path: str, run_dir: str | None = None) -> float | None:
     """Untraining wall time of a ``wfkern unlearn`` run: the last ``seconds`` in its history.jsonl (in
-    ``run_dir``, default the folder of ``filters_path``); None without a history."""
-    run = run_dir or os.path.dirname(os.path.abspath(filters_path))
+    ``run_dir``, default the folder of ``gates_path``); None without a history."""
+    run = run_dir or os.path.dirname(os.path.abspath(gates_path))
     if not history_path(run).is_file():
         return None
     seconds = None
@@ -70,20 +71,20 @@ def baseline_classes(baseline_dir: str, cost: dict) -> list[int]:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="Acc_r, Acc_f, ZRF, RT, MIA, insertion/deletion per class",
                        description="Evaluate class unlearning (docs/evaluation.md). Give the original checkpoint and "
-                                   "one of --filters (WF-Net), --baseline-dir (a `wfkern baseline` output) or "
+                                   "one of --gates (WF-Net), --baseline-dir (a `wfkern baseline` output) or "
                                    "--original. Per-class results are saved as they finish; rerunning the same "
                                    "command resumes.")
     p.add_argument("--checkpoint", required=True, help="the original model (from `wfkern train`)")
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--filters", help="WF-Net filters (from `wfkern unlearn`)")
+    add_gates_arg(what, "WF-Net: the gates file (from `wfkern unlearn`)")
     what.add_argument("--baseline-dir", help="output folder of `wfkern baseline`")
     what.add_argument("--original", action="store_true", help="evaluate the original model itself")
     p.add_argument("--out", required=True, help="results folder (results.json, classes/)")
     p.add_argument("--method-name", default=None, help="name in the report (default: wfnet / the baseline's method / original)")
     add_class_args(p, all_means="all classes; with --baseline-dir, the classes the baseline ran")
     p.add_argument("--run-dir", default=None,
-                   help="with --filters: the `wfkern unlearn` folder whose history.jsonl gives the untraining time "
-                        "and the report's untraining curve (default: the folder of --filters)")
+                   help="with --gates: the `wfkern unlearn` folder whose history.jsonl gives the untraining time "
+                        "and the report's untraining curve (default: the folder of --gates)")
     add_settings_flags(p.add_argument_group("evaluation settings"), EvalSettings)
     p.add_argument("--relations-layer", default=None, help="WF layer of the filter-class figure (default: the deepest)")
     p.add_argument("--relations-top-k", type=int, default=_RELATIONS_TOP_K,
@@ -97,16 +98,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_dir(args) -> str | None:
-    """The unlearn run folder of --filters: --run-dir (checked), else the filters' folder when it holds a history."""
+    """The unlearn run folder of --gates: --run-dir (checked), else the gates file's folder when it holds a history."""
     if args.run_dir is not None:
-        if not args.filters:
-            raise UserError(f"--run-dir must go with --filters (it is the `wfkern unlearn` folder of those filters), "
-                            f"got {args.run_dir!r} without --filters")
+        if not args.gates:
+            raise UserError(f"--run-dir must go with --gates (it is the `wfkern unlearn` folder of that gates file), "
+                            f"got {args.run_dir!r} without --gates")
         if not history_path(args.run_dir).is_file():
             raise UserError(f"--run-dir must be a `wfkern unlearn` folder with history.jsonl, got {args.run_dir!r}")
         return args.run_dir
-    if args.filters:
-        folder = os.path.dirname(os.path.abspath(args.filters))
+    if args.gates:
+        folder = os.path.dirname(os.path.abspath(args.gates))
         return folder if history_path(folder).is_file() else None
     return None
 
@@ -116,20 +117,20 @@ def _model_under_test(args, model, config, device):
     for all, how to name them)."""
     if args.original:
         return model, args.method_name or "original", None, None, None, ""
-    if args.filters:
-        if not os.path.isfile(args.filters):
-            raise UserError(f"--filters must be an existing file, got {args.filters!r}")
-        # Patched as the filters were learnt (with MLP gates or not); load_filters checks every layer.
-        gate_mlp = gates_mlp(filters_layer_names(args.filters))
+    if args.gates:
+        if not os.path.isfile(args.gates):
+            raise UserError(f"--gates must be an existing file, got {args.gates!r}")
+        # Patched as the gates were learnt (with MLP gates or not); load_gates checks every layer.
+        gate_mlp = gates_mlp(gates_layer_names(args.gates))
         wf = wfkern.patch(model, num_classes=config.num_classes, gate_mlp=gate_mlp)
-        wfkern.load_filters(wf, args.filters)
+        wfkern.load_gates(wf, args.gates)
         layers = list(wf.wf_layers())
         if args.relations_layer is not None and args.relations_layer not in layers:  # before the evaluation runs
             shown = ", ".join(layers[:8]) + (", ..." if len(layers) > 8 else "")
             raise UserError(f"--relations-layer must be a WF layer of the model ({shown}), "
                             f"got {args.relations_layer!r}")
-        seconds = wf_untrain_seconds(args.filters, _run_dir(args))
-        cost = wf_cost(args.filters, seconds, config.num_classes) if seconds is not None else None
+        seconds = wf_untrain_seconds(args.gates, _run_dir(args))
+        cost = wf_cost(args.gates, seconds, config.num_classes) if seconds is not None else None
         return wf, args.method_name or "wfnet", cost, wf, None, ""
     if not os.path.isdir(args.baseline_dir):
         raise UserError(f"--baseline-dir must be a folder written by `wfkern baseline`, got {args.baseline_dir!r}")
@@ -244,8 +245,8 @@ def _depth_line(s: dict) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     device = start_command(args)
-    if args.filters is not None and not os.path.isfile(args.filters):
-        raise UserError(f"--filters must be an existing file, got {args.filters!r}")
+    if args.gates is not None and not os.path.isfile(args.gates):
+        raise UserError(f"--gates must be an existing file, got {args.gates!r}")
     if args.classes is not None:  # the form of --classes, before any work (the bounds need the model)
         class_list_items(args.classes)
     if args.sample_classes is not None and args.sample_classes < 1:

@@ -7,7 +7,7 @@ import os
 import re
 import sys
 
-from wfkern.cli._common import apply_threads, check_output_file, parse_class_list
+from wfkern.cli._common import add_gates_arg, apply_threads, check_output_file, parse_class_list
 from wfkern.cli.errors import UserError
 
 __all__ = ["add_parser", "run", "resolve_forget", "FORMATS"]
@@ -20,14 +20,14 @@ _IDS = re.compile(r"\s*\d+\s*(-\s*\d+\s*)?")  # what parse_class_list reads: an 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export", help="write the unlearned model for use outside wfkern: baked weights, ONNX or a pt2 package",
-        description="Export a checkpoint with its filters (from `wfkern unlearn`). safetensors: the classes of "
+        description="Export a checkpoint with its gates (from `wfkern unlearn`). safetensors: the classes of "
                     "--forget folded into the weights, a plain state dict with the original architecture's key names "
                     "(torchvision / timm load it without wfkern). onnx / pt2: the patched model with a per-sample "
                     "int64 'forget' input (-1 = nothing; a row of K labels forgets the set) and a dynamic batch. "
                     "The file is written atomically and checked against wfkern's own outputs first. See "
                     "docs/export.md.")
     p.add_argument("--checkpoint", required=True, help="the original model (from `wfkern train` / `wfkern import`)")
-    p.add_argument("--filters", required=True, help="its filters (from `wfkern unlearn`)")
+    add_gates_arg(p, "its gates file (from `wfkern unlearn`)", required=True)
     p.add_argument("--out", required=True, help="the file to write")
     p.add_argument("--format", choices=FORMATS, default=None,
                    help="what to write (default: from the --out suffix: .onnx, .pt2, else safetensors)")
@@ -87,7 +87,7 @@ def _check_args(args: argparse.Namespace, fmt: str) -> None:
                         f"{args.forget!r}")
     if args.decompose and fmt != "pt2":
         raise UserError(f"--decompose must go with --format pt2, got --format {fmt}")
-    for what, path in (("--checkpoint", args.checkpoint), ("--filters", args.filters)):
+    for what, path in (("--checkpoint", args.checkpoint), ("--gates", args.gates)):
         if not os.path.isfile(path):
             raise UserError(f"{what} must be an existing file, got {path!r}")
     check_output_file(args.out, "--out")
@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     config = read_checkpoint_config(args.checkpoint)  # names and class count, before any weights are read
     names = class_names(config)
     classes = resolve_forget(args.forget, config.num_classes, names) if fmt == "safetensors" else None
-    source = load_source(args.checkpoint, args.filters)
+    source = load_source(args.checkpoint, args.gates)
     if fmt == "safetensors":
         rec = export_weights(source, classes, args.out, overwrite=args.overwrite)
         shown = ", ".join(str(c) if str(n) == str(c) else f"{c} ({n})"

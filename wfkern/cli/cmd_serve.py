@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from wfkern.cli._common import add_gates_arg
 from wfkern.cli.errors import UserError
 
 __all__ = ["add_parser", "run"]
@@ -14,13 +15,13 @@ ENGINES = ("litserve", "ray")
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve a model with per-request forgetting over HTTP",
-                       description="Serve --checkpoint with its --filters: POST /v1/predict classifies images, each "
+                       description="Serve --checkpoint with its --gates: POST /v1/predict classifies images, each "
                                    "request forgetting its tenant's classes (the --registry) and the classes it "
                                    "names; requests arriving within the batching window share one forward. "
                                    "GET /v1/classes, /healthz, /metrics, /docs; a page at /. SIGTERM drains.")
     p.add_argument("--checkpoint", required=True, help="the original model (wfkern train / import / save_model)")
-    p.add_argument("--filters", default=None, help="WF-Net filters (wfkern unlearn / wf.save_filters); "
-                                                   "required unless --mode plain (default: none)")
+    add_gates_arg(p, "the gates file (wfkern unlearn / wf.save_gates); required unless --mode plain (default: none)",
+                  default=None)
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     p.add_argument("--port", type=int, default=8000, help="port to listen on")
     auth = p.add_mutually_exclusive_group()
@@ -83,10 +84,10 @@ def run(args: argparse.Namespace) -> int:
     if args.engine == "ray":
         from wfkern.serve.ray_engine import run_ray
 
-        return run_ray(args.checkpoint, args.filters, host=args.host, port=args.port, replicas=args.replicas,
+        return run_ray(args.checkpoint, args.gates, host=args.host, port=args.port, replicas=args.replicas,
                        **options)
     from wfkern.serve import build_app
 
-    server = build_app(args.checkpoint, args.filters, workers=args.replicas, **options)
+    server = build_app(args.checkpoint, args.gates, workers=args.replicas, **options)
     server.run(host=args.host, port=args.port, log_level=args.log_level)
     return 0

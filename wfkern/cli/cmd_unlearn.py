@@ -15,12 +15,12 @@ from wfkern.patch import gates_mlp
 from wfkern.train import init_distributed
 from wfkern.unlearn import PAPER_RECIPE, UnlearnConfig, unlearn
 from wfkern.unlearn.config import setting_problem
-from wfkern.unlearn.state import FILTERS_FILE, HISTORY_FILE, STATE_FILE, ResumeMismatch, format_differences, load_state
+from wfkern.unlearn.state import GATES_FILE, HISTORY_FILE, STATE_FILE, ResumeMismatch, format_differences, load_state
 
 __all__ = ["add_parser", "run", "add_unlearn_args", "unlearn_kwargs", "check_data_matches", "UNLEARN_FILES"]
 
 # What an untraining run writes into its folder.
-UNLEARN_FILES = (FILTERS_FILE, HISTORY_FILE, STATE_FILE)
+UNLEARN_FILES = (GATES_FILE, HISTORY_FILE, STATE_FILE)
 
 
 def add_unlearn_args(p: argparse.ArgumentParser) -> None:
@@ -64,7 +64,7 @@ def check_data_matches(info, config, checkpoint: str) -> None:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("unlearn", help="untrain every class in one round (trains the WF gates)",
                        description="Patch a trained checkpoint with WF layers and untrain all classes in one round. "
-                                   "Writes OUT_DIR/filters.safetensors, history.jsonl and a resumable "
+                                   "Writes OUT_DIR/gates.safetensors, history.jsonl and a resumable "
                                    "unlearn_state.safetensors. Runs under torchrun for several processes.")
     p.add_argument("--checkpoint", required=True, help="model checkpoint from `wfkern train`")
     p.add_argument("--out-dir", required=True, help="folder for filters, history and checkpoints")
@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
                 "step cap" if result.steps >= result.config["max_steps"] else "epoch cap")
         print(f"untrained {result.steps} steps ({stop}) in {result.seconds:.1f}s; best val objective "
               f"{result.best_objective:.4f} at step {result.best_step}; filters -> "
-              f"{os.path.join(args.out_dir, 'filters.safetensors')}", file=sys.stdout)
+              f"{os.path.join(args.out_dir, 'gates.safetensors')}", file=sys.stdout)
     return 0
 
 

@@ -1,6 +1,6 @@
 """Taking the forgetting model out of Python: baked plain weights, ONNX with a forget input, an AOTInductor package.
 
-    src = wfkern.export.load_source("model.safetensors", "filters.safetensors")
+    src = wfkern.export.load_source("model.safetensors", "gates.safetensors")
     wfkern.export.export_weights(src, [3, 7], "forget_3_7.safetensors")   # torchvision / timm load it as is
     wfkern.export.export_onnx(src, "wf.onnx")                             # onnxruntime: logits = f(input, forget)
     wfkern.export.export_pt2(src, "wf.pt2")                               # torch._inductor.aoti_load_package

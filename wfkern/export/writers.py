@@ -83,7 +83,7 @@ def export_weights(source: ExportSource, forget: ForgetSet, path: str, *, overwr
     The file loads into the architecture itself, e.g. ``torchvision.models.resnet18(num_classes=10)
     .load_state_dict(safetensors.torch.load_file(path))``, with no wfkern installed. Its metadata holds
     ``format`` (``wfkern.export/1``), ``arch``, ``forgotten`` (comma list) and ``wfkern_export`` (the JSON record:
-    forgotten classes and names, base and filters fingerprints, architecture and sizes).
+    forgotten classes and names, base and gates fingerprints, architecture and sizes).
 
     Args:
         source: from :func:`wfkern.export.load_source`.

@@ -94,12 +94,12 @@ class WFUnlearned(Unlearned):
         return self.wf.model  # the base model: wrapped layers keep their names, gated while forget=c runs
 
     def random_model(self, seed: int) -> Callable[[Tensor], Tensor]:
-        skip = list(self.wf.alpha_parameters()) if hasattr(self.wf, "alpha_parameters") else []
+        skip = list(self.wf.gate_parameters()) if hasattr(self.wf, "gate_parameters") else []
         return random_init_like(self.wf, seed, skip=skip)
 
     def fingerprint(self) -> dict:
         digest = hashlib.sha256()
-        for p in self.wf.alpha_parameters():
+        for p in self.wf.gate_parameters():
             digest.update(p.detach().float().cpu().contiguous().numpy().tobytes())
         return {**super().fingerprint(), "alphas_sha256": digest.hexdigest()[:16]}
 

@@ -8,9 +8,10 @@ from typing import Dict, List, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from wfkern._utils import renamed
 from wfkern.layers import ForgetContext, WFLayer, find_wf_layers
 from wfkern.ops import check_label_values, checked_labels, raise_label_errors
-from wfkern.patch.filters_io import save_filters
+from wfkern.patch.gates_io import GATE_KEYS, current_gate_keys, load_gates, save_gates
 
 __all__ = ["WFModel"]
 
@@ -129,32 +130,24 @@ class WFModel(nn.Module):
         """{dotted name inside ``self.model``: WF layer}, in module order."""
         return find_wf_layers(self.model)
 
-    def alpha_parameters(self) -> List[nn.Parameter]:
+    def gate_parameters(self) -> List[nn.Parameter]:
         """Every gate logit matrix: the only parameters that require grad."""
-        params = []
-        for layer in self.wf_layers().values():
-            params.append(layer.alpha_w)
-            if layer.alpha_b is not None:
-                params.append(layer.alpha_b)
-        return params
+        return list(self._gate_tensors().values())
 
-    def filters_state_dict(self) -> Dict[str, Tensor]:
-        """{"<layer>.alpha_w" / "<layer>.alpha_b": detached float32 CPU copy}."""
-        state = {}
-        for name, layer in self.wf_layers().items():
-            state[f"{name}.alpha_w"] = layer.alpha_w.detach().float().cpu().clone()
-            if layer.alpha_b is not None:
-                state[f"{name}.alpha_b"] = layer.alpha_b.detach().float().cpu().clone()
-        return state
+    def gates_state_dict(self) -> Dict[str, Tensor]:
+        """{"<layer>.gates" / "<layer>.bias_gates": detached float32 CPU copy of the gate logits}."""
+        return {key: param.detach().float().cpu().clone() for key, param in self._gate_tensors().items()}
 
-    def load_filters_state_dict(self, state: Dict[str, Tensor]) -> None:
-        """Copy gate logits in; validates every key and shape first, so a bad state changes nothing."""
-        expected = {k: v.shape for k, v in self._alpha_tensors().items()}
+    def load_gates_state_dict(self, state: Dict[str, Tensor]) -> None:
+        """Copy gate logits in (wfkern 0.1's ``alpha_w`` / ``alpha_b`` keys too); validates every key and shape
+        first, so a bad state changes nothing."""
+        state = current_gate_keys(state)
+        expected = {k: v.shape for k, v in self._gate_tensors().items()}
         missing = sorted(set(expected) - set(state))
         unexpected = sorted(set(state) - set(expected))
         if missing or unexpected:
             raise ValueError(
-                "wfkern.WFModel: filters must cover exactly this model's WF layers, got "
+                "wfkern.WFModel: gates must cover exactly this model's WF layers, got "
                 f"{len(missing)} missing (e.g. {missing[:3]}) and {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
             )
         for key, shape in expected.items():
@@ -163,27 +156,40 @@ class WFModel(nn.Module):
             if not state[key].is_floating_point():
                 raise ValueError(f"wfkern.WFModel: {key} must be floating point, got {state[key].dtype}")
         with torch.no_grad():
-            for key, param in self._alpha_tensors().items():
+            for key, param in self._gate_tensors().items():
                 param.copy_(state[key])
 
-    def reset_alphas(self, value: float = 3.0) -> None:
+    def reset_gates(self, value: float = 3.0) -> None:
         """Set every gate logit to ``value`` (3.0: the untraining start, sigmoid(3) ~ 0.95)."""
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"wfkern.WFModel.reset_alphas: value must be a finite number, got {value!r}")
+            raise ValueError(f"wfkern.WFModel.reset_gates: value must be a finite number, got {value!r}")
         with torch.no_grad():
-            for param in self.alpha_parameters():
+            for param in self.gate_parameters():
                 param.fill_(value)
 
-    def save_filters(self, path: str, extra_metadata: Optional[dict] = None) -> None:
-        """Write the gates to a safetensors file (atomic). See :func:`wfkern.load_filters`."""
-        save_filters(self, path, extra_metadata)
+    def save_gates(self, path: str, extra_metadata: Optional[dict] = None) -> None:
+        """Write the gates to a safetensors gates file (atomic); same as ``wfkern.save_gates(self, ...)``."""
+        save_gates(self, path, extra_metadata)
 
-    def _alpha_tensors(self) -> Dict[str, nn.Parameter]:
+    def load_gates(self, path: str, *, check_fingerprint: bool = True) -> dict:
+        """Load a gates file into this model; same as ``wfkern.load_gates(self, ...)`` (returns its extra metadata)."""
+        return load_gates(self, path, check_fingerprint=check_fingerprint)
+
+    # wfkern 0.1's names, kept for one release.
+    alpha_parameters = renamed(gate_parameters, "WFModel.alpha_parameters", "WFModel.gate_parameters")
+    filters_state_dict = renamed(gates_state_dict, "WFModel.filters_state_dict", "WFModel.gates_state_dict")
+    load_filters_state_dict = renamed(load_gates_state_dict, "WFModel.load_filters_state_dict",
+                                      "WFModel.load_gates_state_dict")
+    reset_alphas = renamed(reset_gates, "WFModel.reset_alphas", "WFModel.reset_gates")
+    save_filters = renamed(save_gates, "WFModel.save_filters", "WFModel.save_gates")
+
+    def _gate_tensors(self) -> Dict[str, nn.Parameter]:
+        """{"<layer>.gates" / "<layer>.bias_gates": the layer's gate logit parameter}, in module order."""
         out = {}
         for name, layer in self.wf_layers().items():
-            out[f"{name}.alpha_w"] = layer.alpha_w
+            out[f"{name}.{GATE_KEYS[0]}"] = layer.alpha_w
             if layer.alpha_b is not None:
-                out[f"{name}.alpha_b"] = layer.alpha_b
+                out[f"{name}.{GATE_KEYS[1]}"] = layer.alpha_b
         return out
 
     def extra_repr(self) -> str:

@@ -36,7 +36,7 @@ GATE_PLACEMENTS = {False: (), True: _MLP_FIRST, "all": _MLP_FIRST + _BLOCK_REST}
 def gates_mlp(layer_names: Iterable[str]) -> bool | str:
     """The ``gate_mlp`` these WF layer names were patched with: ``"all"`` when they include a block's second MLP
     layer or attention output projection, True when only a transformer MLP's first layer, else False. How the CLI,
-    the server and export patch a model again to match saved gates (``load_filters`` then checks the whole layer
+    the server and export patch a model again to match saved gates (``load_gates`` then checks the whole layer
     table)."""
     names = list(layer_names)
     if any(name.endswith(_BLOCK_REST) for name in names):

@@ -1,6 +1,6 @@
 """``wfkern serve``: per-request forgetting behind an HTTP server (LitServe), with a per-tenant forget registry.
 
-    server = wfkern.serve.build_app("model.safetensors", "filters.safetensors", registry="registry.db")
+    server = wfkern.serve.build_app("model.safetensors", "gates.safetensors", registry="registry.db")
     server.run(host="127.0.0.1", port=8000)       # API v1: POST /v1/predict, GET /v1/classes, /healthz, /metrics
 
 Sits at the command line's level: imports patch, models, train and data; only the CLI imports it. Needs the

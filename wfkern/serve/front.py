@@ -45,7 +45,7 @@ class ServerInfo:
     class_names: list
     mode: str
     model_fingerprint: str
-    filters_fingerprint: str | None
+    gates_fingerprint: str | None
 
 
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
@@ -185,7 +185,8 @@ class Front:
         return {"api_version": API_VERSION, "predictions": out["predictions"],
                 "forget": {"applied": applied, "names": [self.names[c] for c in applied], "tenant": held,
                            "request": asked},
-                "model_fingerprint": self.info.model_fingerprint, "filters_fingerprint": self.info.filters_fingerprint,
+                "model_fingerprint": self.info.model_fingerprint, "gates_fingerprint": self.info.gates_fingerprint,
+                "filters_fingerprint": self.info.gates_fingerprint,
                 "batch": {"requests": out["batch"]["requests"], "images": out["batch"]["images"]}}
 
     # -- the app ------------------------------------------------------------------------------------------------------
@@ -253,7 +254,8 @@ class Front:
             return {"api_version": API_VERSION, "num_classes": len(self.names), "mode": self.info.mode,
                     "classes": [{"id": i, "name": n} for i, n in enumerate(self.names)],
                     "model_fingerprint": self.info.model_fingerprint,
-                    "filters_fingerprint": self.info.filters_fingerprint}
+                    "gates_fingerprint": self.info.gates_fingerprint,
+                    "filters_fingerprint": self.info.gates_fingerprint}
 
         @app.get("/v1/forget", response_model=schema.TenantForget, responses=_ERRORS,
                  summary="The calling tenant's forgotten classes (its own entries only)")

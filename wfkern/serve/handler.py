@@ -43,7 +43,7 @@ class ServedModel:
         mode: one of ``MODES``.
         spec: input preprocessing.  class_names: one per class.  num_classes: Nc.
         model_fingerprint: sha256 of the base weights (``wfkern.patch.base_fingerprint``).
-        filters_fingerprint: sha256 of the filters file's bytes (None without filters).
+        gates_fingerprint: sha256 of the gates file's bytes (None without gates).
         device: where the forward runs.
     """
 
@@ -53,7 +53,7 @@ class ServedModel:
     class_names: list[str]
     num_classes: int
     model_fingerprint: str
-    filters_fingerprint: str | None
+    gates_fingerprint: str | None
     device: torch.device
     _baked: dict = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -68,42 +68,42 @@ class ServedModel:
             return self._baked[cls]
 
 
-def load_served(checkpoint: str, filters: str | None = None, *, mode: str = "wf", device: str = "cpu",
+def load_served(checkpoint: str, gates: str | None = None, *, mode: str = "wf", device: str = "cpu",
                 class_names: list[str] | None = None) -> ServedModel:
-    """Load a checkpoint and its filters as ``wfkern evaluate`` does (patched as the filters were learnt).
+    """Load a checkpoint and its gates as ``wfkern evaluate`` does (patched as the gates were learnt).
 
     Args:
         checkpoint: a wfkern model checkpoint (``wfkern.save_model`` / ``wfkern train``).
-        filters: a filters file (``wf.save_filters``); required for modes wf and baked.
+        gates: a gates file (``wf.save_gates``); required for modes wf and baked.
         mode: "wf", "plain" or "baked".
         device: where to run.  class_names: one name per class (default: the dataset's).
     Raises:
-        FileNotFoundError, ValueError: a missing or foreign file, filters of other weights, a bad mode.
+        FileNotFoundError, ValueError: a missing or foreign file, gates of other weights, a bad mode.
     """
-    from wfkern.patch import base_fingerprint, filters_layer_names, gates_mlp, load_filters, patch
+    from wfkern.patch import base_fingerprint, gates_layer_names, gates_mlp, load_gates, patch
     from wfkern.train import load_checkpoint
 
     if mode not in MODES:
         raise ValueError(f"wfkern.serve: mode must be one of {', '.join(MODES)}, got {mode!r}")
     if not os.path.isfile(checkpoint):
         raise FileNotFoundError(f"wfkern.serve: checkpoint must be an existing file, got {checkpoint!r}")
-    if mode != "plain" and filters is None:
-        raise ValueError(f"wfkern.serve: filters must be given for mode {mode!r}, got none; pass --filters, or "
+    if mode != "plain" and gates is None:
+        raise ValueError(f"wfkern.serve: gates must be given for mode {mode!r}, got none; pass --gates, or "
                          "serve the original model with mode 'plain'")
-    if filters is not None and not os.path.isfile(filters):
-        raise FileNotFoundError(f"wfkern.serve: filters must be an existing file, got {filters!r}")
+    if gates is not None and not os.path.isfile(gates):
+        raise FileNotFoundError(f"wfkern.serve: gates must be an existing file, got {gates!r}")
     dev = torch.device(device)
     model, config = load_checkpoint(checkpoint, device=dev)
-    gate_mlp = gates_mlp(filters_layer_names(filters)) if filters is not None else False
+    gate_mlp = gates_mlp(gates_layer_names(gates)) if gates is not None else False
     wf = patch(model, num_classes=config.num_classes, gate_mlp=gate_mlp)
-    if filters is not None:
-        load_filters(wf, filters)
+    if gates is not None:
+        load_gates(wf, gates)
     fingerprint = base_fingerprint(wf)
     served = wf.eval()
     if mode == "plain":  # the original module itself, unpatched (the benchmark's baseline)
         served = load_checkpoint(checkpoint, device=dev)[0].eval().requires_grad_(False)
     return ServedModel(served, mode, input_spec(config), class_names_for(config, class_names), config.num_classes,
-                       fingerprint, file_sha256(filters) if filters is not None else None, dev)
+                       fingerprint, file_sha256(gates) if gates is not None else None, dev)
 
 
 @dataclass

@@ -54,22 +54,22 @@ class WindowLoop(BatchedLoop):
 
 
 class WFLitAPI(ls.LitAPI):
-    """Serve a checkpoint with its filters; one worker process holds one copy of the model.
+    """Serve a checkpoint with its gates; one worker process holds one copy of the model.
 
     Args:
-        checkpoint, filters, mode, class_names: as ``wfkern.serve.load_served``.
+        checkpoint, gates, mode, class_names: as ``wfkern.serve.load_served``.
         limits: what a request may carry.
         threads: torch CPU threads in the worker (None: torch's choice).
         max_batch_size, batch_timeout: LitServe's batching window.
         api_path: where LitServe would mount the API (the front mounts ``/v1/predict`` itself).
     """
 
-    def __init__(self, checkpoint: str, filters: str | None, *, mode: str = "wf", class_names=None,
+    def __init__(self, checkpoint: str, gates: str | None, *, mode: str = "wf", class_names=None,
                  limits: Limits = Limits(), threads: int | None = None, max_batch_size: int = 16,
                  batch_timeout: float = 0.005, api_path: str = "/v1/_worker") -> None:
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path=api_path,
                          loop=WindowLoop() if max_batch_size > 1 else "auto")
-        self.checkpoint, self.filters, self.mode = checkpoint, filters, mode
+        self.checkpoint, self.gates, self.mode = checkpoint, gates, mode
         self.class_names, self.limits, self.threads = class_names, limits, threads
         self.served: ServedModel | None = None
 
@@ -79,7 +79,7 @@ class WFLitAPI(ls.LitAPI):
         if self.threads is not None:
             torch.set_num_threads(self.threads)
         device = "cpu" if str(device).startswith("cpu") else device
-        self.served = load_served(self.checkpoint, self.filters, mode=self.mode, device=device,
+        self.served = load_served(self.checkpoint, self.gates, mode=self.mode, device=device,
                                   class_names=self.class_names)
 
     def decode_request(self, request: dict) -> Decoded:

@@ -24,7 +24,7 @@ PAGE = """<!doctype html>
 <body>
 <h1>wfkern serve</h1>
 <p>Pick a PNG or JPEG image, tick the classes to forget, and compare the model's answer without them and with them
-(one forward each; the forgetting model is the same network with those classes' filters applied).</p>
+(one forward each; the forgetting model is the same network with those classes' gates applied).</p>
 <p><label>Image <input type="file" id="image" accept="image/png,image/jpeg"></label>
    <img id="preview" alt=""></p>
 <p><label>API key <input type="password" id="key" size="50" placeholder="Bearer key (not needed with --no-auth)">

@@ -25,13 +25,13 @@ class ForgetDeployment:
     Args: as ``wfkern.serve.load_served``, plus the request limits, torch threads and the batching window.
     """
 
-    def __init__(self, checkpoint: str, filters: str | None, mode: str, class_names: list[str], limits: Limits,
+    def __init__(self, checkpoint: str, gates: str | None, mode: str, class_names: list[str], limits: Limits,
                  threads: int | None, device: str, max_batch_size: int, batch_timeout: float) -> None:
         import torch
 
         if threads is not None:
             torch.set_num_threads(threads)
-        self.served = load_served(checkpoint, filters, mode=mode, device=device, class_names=class_names)
+        self.served = load_served(checkpoint, gates, mode=mode, device=device, class_names=class_names)
         self.limits = limits
         self.predict_many.set_max_batch_size(max_batch_size)
         self.predict_many.set_batch_wait_timeout_s(batch_timeout)
@@ -55,7 +55,7 @@ def deployment(replicas: int):
                             ray_actor_options={"num_cpus": 0.25})
 
 
-def build_ray_front(checkpoint: str, filters: str | None = None, *, replicas: int = 1, registry: str | None = None,
+def build_ray_front(checkpoint: str, gates: str | None = None, *, replicas: int = 1, registry: str | None = None,
                     no_auth: bool = False, mode: str = "wf", max_batch_size: int = 16, batch_timeout: float = 0.005,
                     max_queue: int = 256, limits: Limits = Limits(), top_k: int = 5, threads: int | None = None,
                     device: str = "cpu", class_names: list[str] | None = None, request_timeout: float = 30.0,
@@ -70,14 +70,14 @@ def build_ray_front(checkpoint: str, filters: str | None = None, *, replicas: in
     _check_numbers(max_batch_size, batch_timeout, max_queue, top_k, replicas, request_timeout)
     if registry is not None and no_auth:
         raise ValueError(f"wfkern.serve: registry must be left out with no_auth, got {registry!r}")
-    served = load_served(checkpoint, filters, mode=mode, device="cpu", class_names=class_names)
-    info = ServerInfo(served.class_names, mode, served.model_fingerprint, served.filters_fingerprint)
+    served = load_served(checkpoint, gates, mode=mode, device="cpu", class_names=class_names)
+    info = ServerInfo(served.class_names, mode, served.model_fingerprint, served.gates_fingerprint)
     del served
     store = SQLiteForgetStore(registry, num_classes=len(info.class_names)) if registry else None
     if not ray.is_initialized():
         ray.init(**{"include_dashboard": False, "log_to_driver": False, **(ray_init or {})})
     serve.start(proxy_location="Disabled")
-    app_handle = serve.run(deployment(replicas).bind(checkpoint, filters, mode, list(info.class_names), limits,
+    app_handle = serve.run(deployment(replicas).bind(checkpoint, gates, mode, list(info.class_names), limits,
                                                      threads, device, max_batch_size, batch_timeout),
                            name="wfkern", route_prefix=None)
 
@@ -95,7 +95,7 @@ def build_ray_front(checkpoint: str, filters: str | None = None, *, replicas: in
     return app, stop
 
 
-def run_ray(checkpoint: str, filters: str | None, *, host: str, port: int, replicas: int, **options) -> int:
+def run_ray(checkpoint: str, gates: str | None, *, host: str, port: int, replicas: int, **options) -> int:
     """Serve API v1 on uvicorn with the model in Ray Serve replicas; SIGTERM drains, then Ray stops."""
     try:
         import ray  # noqa: F401
@@ -103,6 +103,6 @@ def run_ray(checkpoint: str, filters: str | None, *, host: str, port: int, repli
         raise RuntimeError("wfkern.serve: --engine ray needs Ray Serve; pip install 'ray[serve]'") from e
     if options.get("no_auth"):
         print(NO_AUTH_WARNING, file=sys.stderr, flush=True)
-    app, stop = build_ray_front(checkpoint, filters, replicas=replicas, **options)
+    app, stop = build_ray_front(checkpoint, gates, replicas=replicas, **options)
     run_uvicorn(app, host, port, f"Ray Serve, {replicas} replica{'s' if replicas != 1 else ''}", stop=stop)
     return 0

@@ -52,7 +52,9 @@ class PredictResponse(BaseModel):
     predictions: list[Prediction]
     forget: ForgetApplied
     model_fingerprint: str = Field(..., description="sha256 of the base model's weights")
-    filters_fingerprint: Optional[str] = Field(None, description="sha256 of the filters file")
+    gates_fingerprint: Optional[str] = Field(None, description="sha256 of the gates file")
+    filters_fingerprint: Optional[str] = Field(None, description="deprecated: the same as gates_fingerprint "
+                                               "(its old name; removed in the next release)")
     batch: BatchInfo
 
 
@@ -67,7 +69,8 @@ class ClassesResponse(BaseModel):
     classes: list[ClassOut]
     mode: str
     model_fingerprint: str
-    filters_fingerprint: Optional[str] = None
+    gates_fingerprint: Optional[str] = None
+    filters_fingerprint: Optional[str] = Field(None, description="deprecated: the same as gates_fingerprint")
 
 
 class HealthResponse(BaseModel):

@@ -41,7 +41,7 @@ class WFServer:
     """A served checkpoint: ``app`` (the FastAPI app of API v1) and ``run(host, port)``.
 
     Args:
-        checkpoint, filters: the model and its gates (``filters`` may be None with ``mode="plain"``).
+        checkpoint, gates: the model and its gates (``gates`` may be None with ``mode="plain"``).
         registry: the forget registry's SQLite file (``wfkern registry init``); None needs ``no_auth``.
         no_auth: serve without keys or registry (prints a loud warning at start-up).
         mode: "wf", "plain" or "baked" (``wfkern.serve.handler``).
@@ -53,7 +53,7 @@ class WFServer:
         workers: model worker processes.  request_timeout: seconds before a request is answered 504.
     """
 
-    def __init__(self, checkpoint: str, filters: str | None = None, *, registry: str | None = None,
+    def __init__(self, checkpoint: str, gates: str | None = None, *, registry: str | None = None,
                  no_auth: bool = False, mode: str = "wf", max_batch_size: int = 16, batch_timeout: float = 0.005,
                  max_queue: int = 256, limits: Limits = Limits(), top_k: int = 5, threads: int | None = None,
                  device: str = "cpu", class_names: list[str] | None = None, workers: int = 1,
@@ -68,12 +68,12 @@ class WFServer:
         if registry is not None and no_auth:
             raise ValueError("wfkern.serve: registry must be left out with no_auth (no keys, no tenants), got "
                              f"{registry!r}")
-        served = load_served(checkpoint, filters, mode=mode, device="cpu", class_names=class_names)  # checks all
-        self.info = ServerInfo(served.class_names, mode, served.model_fingerprint, served.filters_fingerprint)
+        served = load_served(checkpoint, gates, mode=mode, device="cpu", class_names=class_names)  # checks all
+        self.info = ServerInfo(served.class_names, mode, served.model_fingerprint, served.gates_fingerprint)
         del served
         store = SQLiteForgetStore(registry, num_classes=len(self.info.class_names)) if registry else None
         self.no_auth = no_auth
-        self.lit_api = WFLitAPI(checkpoint, filters, mode=mode, class_names=self.info.class_names, limits=limits,
+        self.lit_api = WFLitAPI(checkpoint, gates, mode=mode, class_names=self.info.class_names, limits=limits,
                                 threads=threads, max_batch_size=max_batch_size, batch_timeout=batch_timeout)
         accel = "cpu" if device == "cpu" else "cuda"
         devices = 1 if accel == "cpu" else [int(device.partition(":")[2] or 0)]
@@ -191,10 +191,10 @@ def _check_numbers(max_batch_size, batch_timeout, max_queue, top_k, workers, req
         raise ValueError(f"wfkern.serve: request_timeout must be > 0 seconds, got {request_timeout!r}")
 
 
-def build_app(checkpoint: str, filters: str | None = None, **options) -> WFServer:
-    """A server for ``checkpoint`` + ``filters``; ``.run(host, port)`` serves it, ``.app`` is its FastAPI app.
+def build_app(checkpoint: str, gates: str | None = None, **options) -> WFServer:
+    """A server for ``checkpoint`` + ``gates``; ``.run(host, port)`` serves it, ``.app`` is its FastAPI app.
 
     Options: those of ``WFServer`` (registry, no_auth, mode, max_batch_size, batch_timeout, max_queue, limits,
     top_k, threads, device, class_names, workers, request_timeout).
     """
-    return WFServer(checkpoint, filters, **options)
+    return WFServer(checkpoint, gates, **options)

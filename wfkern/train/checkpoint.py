@@ -336,7 +336,7 @@ def save_model(model: nn.Module, path: str, *, arch: str, num_classes: int | Non
     Returns:
         The ModelConfig written.
     Raises:
-        TypeError: ``model`` is not an nn.Module, or is a WFModel (save the original, or its filters).
+        TypeError: ``model`` is not an nn.Module, or is a WFModel (save the original, or its gates).
         ValueError: a description the registry refuses, or a module it does not rebuild (the keys, shapes or
             logits that differ are named).
     """
@@ -344,9 +344,9 @@ def save_model(model: nn.Module, path: str, *, arch: str, num_classes: int | Non
     from wfkern.models.registry import ModelArgError, check_model_args, model_params
 
     where = "wfkern.save_model"
-    if hasattr(model, "wf_layers") and hasattr(model, "alpha_parameters"):
+    if hasattr(model, "wf_layers") and hasattr(model, "gate_parameters"):
         raise TypeError(f"{where}: model must be a plain classifier, got a WFModel; save the original model "
-                        "(before wfkern.patch) with save_model and the gates with wf.save_filters")
+                        "(before wfkern.patch) with save_model and the gates with wf.save_gates")
     if not isinstance(model, nn.Module):
         raise TypeError(f"{where}: model must be a torch.nn.Module, got {type(model).__name__}")
     try:

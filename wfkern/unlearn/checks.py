@@ -13,9 +13,9 @@ __all__ = ["check_inputs", "check_targets", "check_data"]
 
 
 def check_inputs(wf, train_data: Dataset, val_data: Dataset, out_dir: str | None, resume: bool) -> None:
-    if not hasattr(wf, "alpha_parameters") or not hasattr(wf, "wf_layers"):
+    if not hasattr(wf, "gate_parameters") or not hasattr(wf, "wf_layers"):
         raise TypeError(f"wfkern.unlearn: wf must be a wfkern.WFModel (from wfkern.patch), got {type(wf).__name__}")
-    if not wf.alpha_parameters():
+    if not wf.gate_parameters():
         raise ValueError("wfkern.unlearn: wf must have at least one WF layer, got none (nothing was patched)")
     if wf.num_classes < 2:
         raise ValueError(f"wfkern.unlearn: wf.num_classes must be >= 2, got {wf.num_classes}")
@@ -75,7 +75,7 @@ def check_data(wf, train_data: Dataset, val_data: Dataset) -> torch.Tensor:
     train_targets = dataset_targets(train_data)
     check_targets("train_data", train_targets, wf.num_classes)
     check_targets("val_data", dataset_targets(val_data), wf.num_classes)
-    device = wf.alpha_parameters()[0].device
+    device = wf.gate_parameters()[0].device
     first = next(iter(wf.wf_layers().values())).base
     modes = {m: m.training for m in wf.modules()}
     try:

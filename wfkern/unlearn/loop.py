@@ -20,7 +20,7 @@ from wfkern.unlearn.config import UnlearnConfig
 from wfkern.unlearn.objective import (combine_losses, expand_labels, forget_terms, original_logits, pick_forget_labels,
                                       retain_terms)
 from wfkern.unlearn.progress import Reporter, format_loss, format_pct
-from wfkern.unlearn.state import (FILTERS_FILE, HISTORY_FILE, STATE_FILE, HistoryLog, Progress, ResumeMismatch,
+from wfkern.unlearn.state import (GATES_FILE, HISTORY_FILE, STATE_FILE, HistoryLog, Progress, ResumeMismatch,
                                   load_state, resume_differences, save_state)
 from wfkern.unlearn.validation import ValidationPlan, make_validation_plan, validation_objective
 
@@ -95,7 +95,7 @@ def _batch_loss(run: _Run, idx: torch.Tensor, step_seed: int, lambda1: float):
     term, loss_f = forget_terms(logits[:nf], y[:nf], f_rows.to(device, non_blocking=True), cfg.forget_loss,
                                 cfg.margin, cfg.eps)
     loss_r = retain_terms(logits[nf:], y_r, teacher, cfg.retain_loss, cfg.temperature)
-    return combine_losses(term, loss_f, loss_r, wf.alpha_parameters(), cfg.lambda0, lambda1, cfg.lambda2)
+    return combine_losses(term, loss_f, loss_r, wf.gate_parameters(), cfg.lambda0, lambda1, cfg.lambda2)
 
 
 def _lambda1_at(cfg: UnlearnConfig, step: int, total: int) -> float:
@@ -120,7 +120,7 @@ class _Run:
     state_path: str | None       # the resumable checkpoint, None without out_dir
     out_dir: str | None
     prog: Progress
-    best_filters: dict           # the gates of the best validation so far
+    best_gates: dict           # the gates of the best validation so far
     history: HistoryLog
     plan: ValidationPlan         # the fixed validation rows
     reporter: Reporter
@@ -158,7 +158,7 @@ def unlearn(wf, train_data: Dataset, val_data: Dataset, config: UnlearnConfig | 
             settings. ``lambda1=None`` (the default) is 1 with the margin loss, and with the reciprocal the
             model family's: 10 for CNNs, 100 for ViTs; ``lr=None`` is 0.2 for Adam (the default), 100 for SGD.
         device: where to run (default: the gates' device).  out_dir: writes ``unlearn_state.safetensors``
-            (at every validation, atomically), ``history.jsonl`` and the final ``filters.safetensors``.
+            (at every validation, atomically), ``history.jsonl`` and the final ``gates.safetensors``.
         resume: continue from ``out_dir``'s checkpoint (same settings: same result as one run). The checkpoint
             records what the run started from: the base model's fingerprint (the one its filters file carries),
             the precision (the autocast in force on ``device``), the datasets' sample counts and
@@ -180,7 +180,7 @@ def unlearn(wf, train_data: Dataset, val_data: Dataset, config: UnlearnConfig | 
     check_inputs(wf, train_data, val_data, out_dir, resume)
     _check_data_settings(data_settings)
     cfg = _resolve_config(wf, config, overrides)
-    targets = check_data(wf, train_data, val_data)  # before anything touches the gates (reset_alphas, resume)
+    targets = check_data(wf, train_data, val_data)  # before anything touches the gates (reset_gates, resume)
     run = _open_run(wf, train_data, val_data, targets, cfg, device, out_dir, resume, progress, data_settings)
     _train(run)
     return _finish(run)
@@ -203,20 +203,20 @@ def _open_run(wf, train_data: Dataset, val_data: Dataset, targets: torch.Tensor,
               out_dir: str | None, resume: bool, progress: bool, data_settings: dict | None) -> _Run:
     """Place the model, make the optimiser, start (fresh gates or the checkpoint's), lay out the epochs."""
     ctx = dist_context()
-    params = wf.alpha_parameters()
+    params = wf.gate_parameters()
     device = usable_device(device, "wfkern.unlearn") if device is not None else params[0].device
     wf.to(device).eval()  # the base is frozen: BN uses its running statistics, dropout is off
     opt = _make_optimizer(params, cfg)
     state_path = os.path.join(out_dir, STATE_FILE) if out_dir else None
     history_path = os.path.join(out_dir, HISTORY_FILE) if out_dir and ctx.rank == 0 else None
     world = _run_record(wf, train_data, val_data, device, data_settings)
-    prog, best_filters, history = _start(wf, opt, cfg, world, state_path, history_path, resume, device)
+    prog, best_gates, history = _start(wf, opt, cfg, world, state_path, history_path, resume, device)
     n = targets.shape[0]
     batch = min(cfg.batch_size, n)
     steps = max(1, n // batch)
     total = min(steps * cfg.max_epochs, cfg.max_steps)
     return _Run(wf=wf, train_data=train_data, val_data=val_data, targets=targets, cfg=cfg, device=device, ctx=ctx,
-                params=params, opt=opt, state_path=state_path, out_dir=out_dir, prog=prog, best_filters=best_filters,
+                params=params, opt=opt, state_path=state_path, out_dir=out_dir, prog=prog, best_gates=best_gates,
                 history=history, plan=make_validation_plan(val_data, wf.num_classes, cfg.chi, cfg.seed),
                 reporter=Reporter(total, prog.step, progress and ctx.rank == 0), batch=batch, steps=steps,
                 total=total, evals_at=_eval_points(steps, cfg.evals_per_epoch))
@@ -260,8 +260,8 @@ def _start(wf, opt, cfg: UnlearnConfig, world: dict, state_path: str | None, his
     its step; returns (progress, best gates, history). A resume checks the checkpoint's settings and record
     (``world``: ``_run_record``) and every history record before the gates change."""
     if not resume:
-        wf.reset_alphas(cfg.alpha_init)
-        return Progress(config=cfg.to_dict(), run=world), wf.filters_state_dict(), HistoryLog(history_path)
+        wf.reset_gates(cfg.alpha_init)
+        return Progress(config=cfg.to_dict(), run=world), wf.gates_state_dict(), HistoryLog(history_path)
     current, best, opt_state, prog = load_state(state_path)
     bad = cfg.resume_mismatch(prog.config)
     if bad:
@@ -275,7 +275,7 @@ def _start(wf, opt, cfg: UnlearnConfig, world: dict, state_path: str | None, his
     if differences:
         raise ResumeMismatch(differences)
     history = HistoryLog(history_path, keep_until_step=prog.step)
-    wf.load_filters_state_dict({k: v.to(device) for k, v in current.items()})
+    wf.load_gates_state_dict({k: v.to(device) for k, v in current.items()})
     opt.load_state_dict(opt_state)
     return prog, best, history
 
@@ -322,14 +322,14 @@ def _step(run: _Run, idx: torch.Tensor, lam1: float, epoch: int) -> None:
 
 
 def _finish(run: _Run) -> UnlearnResult:
-    """Load the best gates; write the final checkpoint (marked done) and filters.safetensors; the result."""
+    """Load the best gates; write the final checkpoint (marked done) and gates.safetensors; the result."""
     prog, cfg = run.prog, run.cfg
     stopped_early = prog.done and prog.step < run.total
     prog.done = True
-    run.wf.load_filters_state_dict({k: v.to(run.device) for k, v in run.best_filters.items()})
+    run.wf.load_gates_state_dict({k: v.to(run.device) for k, v in run.best_gates.items()})
     if run.out_dir and run.ctx.rank == 0:
-        save_state(run.state_path, run.wf.filters_state_dict(), run.best_filters, run.opt, prog)
-        run.wf.save_filters(os.path.join(run.out_dir, FILTERS_FILE), extra_metadata={
+        save_state(run.state_path, run.wf.gates_state_dict(), run.best_gates, run.opt, prog)
+        run.wf.save_gates(os.path.join(run.out_dir, GATES_FILE), extra_metadata={
             "unlearn_config": cfg.to_dict(), "best_objective": prog.best_objective, "best_step": prog.best_step})
     return UnlearnResult(best_objective=prog.best_objective, best_step=prog.best_step, steps=prog.step,
                          epochs=math.ceil(prog.step / run.steps), stopped_early=stopped_early, seconds=prog.seconds,
@@ -344,7 +344,7 @@ def _validate(run: _Run, lam1: float, epoch: int) -> None:
     improved = v["objective"] < prog.best_objective
     if improved:
         prog.best_objective, prog.best_step, prog.bad_evals = v["objective"], prog.step, 0
-        run.best_filters = run.wf.filters_state_dict()
+        run.best_gates = run.wf.gates_state_dict()
     else:
         prog.bad_evals += 1
         prog.done = prog.bad_evals >= cfg.patience
@@ -363,15 +363,15 @@ def _validate(run: _Run, lam1: float, epoch: int) -> None:
         log.log(logging.DEBUG if reporter.mode else logging.INFO, line)
         reporter.validation(prog.step, v, improved, prog.best_step, prog.best_objective)
     if run.state_path and ctx.rank == 0:
-        save_state(run.state_path, run.wf.filters_state_dict(), run.best_filters, run.opt, prog)
+        save_state(run.state_path, run.wf.gates_state_dict(), run.best_gates, run.opt, prog)
 
 
 def _diverged(run: _Run, value: float, epoch: int) -> None:
     """Stop on a NaN/inf loss: keep the best gates in memory and the last good checkpoint on disk."""
     wf, prog, state_path = run.wf, run.prog, run.state_path
     if state_path and run.ctx.rank == 0 and not os.path.isfile(state_path):
-        save_state(state_path, wf.filters_state_dict(), run.best_filters, run.opt, prog)  # gates before the bad step
-    wf.load_filters_state_dict({k: v.to(wf.alpha_parameters()[0].device) for k, v in run.best_filters.items()})
+        save_state(state_path, wf.gates_state_dict(), run.best_gates, run.opt, prog)  # gates before the bad step
+    wf.load_gates_state_dict({k: v.to(wf.gate_parameters()[0].device) for k, v in run.best_gates.items()})
     where = f"; the last good filters are in {state_path}" if state_path else ""
     raise UnlearnDiverged(f"wfkern.unlearn: loss must stay finite, got {value} (or a non-finite gradient) at step "
                           f"{prog.step + 1} (epoch {epoch + 1}){where}; lower lr or set clip_norm")

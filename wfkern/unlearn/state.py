@@ -14,13 +14,13 @@ from wfkern._atomic import atomic_write, atomic_write_text
 
 __all__ = ["Progress", "ResumeMismatch", "resume_differences", "format_differences", "save_state", "load_state",
            "HistoryLog", "read_history_records", "history_record_problem",
-           "STATE_FILE", "HISTORY_FILE", "FILTERS_FILE", "STATE_FORMAT"]
+           "STATE_FILE", "HISTORY_FILE", "GATES_FILE", "STATE_FORMAT"]
 
 log = logging.getLogger("wfkern.unlearn")
 
 STATE_FILE = "unlearn_state.safetensors"
 HISTORY_FILE = "history.jsonl"
-FILTERS_FILE = "filters.safetensors"
+GATES_FILE = "gates.safetensors"
 STATE_FORMAT = "wfkern.unlearn_state/1"
 
 
@@ -115,7 +115,7 @@ def save_state(path: str, current: dict[str, Tensor], best: dict[str, Tensor], o
 
     Args:
         path: destination file (its directory must exist).
-        current: filters now (``wf.filters_state_dict()``).  best: the best filters so far.
+        current: filters now (``wf.gates_state_dict()``).  best: the best filters so far.
         opt: the optimiser.  progress: counters, best objective and the run's config.
     """
     from safetensors.torch import save_file

@@ -91,7 +91,7 @@ def validation_objective(wf, val_data: Dataset, plan: ValidationPlan, cfg: Unlea
     sums = all_reduce_sum(sums, ctx)
     nf = max(plan.forget_idx.numel(), 1)
     nr = max(plan.retain_idx.numel() * plan.retain_rows.shape[0], 1)
-    reg = alpha_regularizer(wf.alpha_parameters()).item()
+    reg = alpha_regularizer(wf.gate_parameters()).item()
     out = {"forget_term": sums[0].item() / nf, "forget": sums[1].item() / nf, "acc_f": sums[2].item() / nf,
            "retain": sums[3].item() / nr, "acc_r": sums[4].item() / nr, "reg": reg}
     out["objective"] = cfg.lambda0 * out["retain"] + cfg.lambda1 * out["forget_term"] + cfg.lambda2 * reg
