@@ -38,17 +38,17 @@ OP_SHAPES = {  # name -> (shape, channel dim)
 
 def op_inputs(name: str, device: str):
     """Made on the device in their dtype: no conversion kernel for a profiler to catch."""
-    shape, cd = OP_SHAPES[name]
+    shape, channel_dim = OP_SHAPES[name]
     torch.manual_seed(0)
     y = torch.randn(shape, device=device, dtype=torch.bfloat16)
     if name.startswith("channels_last"):
         y = y.contiguous(memory_format=torch.channels_last)
-    channels = shape[cd]
+    channels = shape[channel_dim]
     aw = torch.randn(NUM_CLASSES, channels, device=device)
     ab = torch.randn(NUM_CLASSES, channels, device=device)
     bias = torch.randn(channels, device=device, dtype=torch.bfloat16)
     labels = torch.randint(-1, NUM_CLASSES, (shape[0],), device=device)
-    return y, aw, labels, ab, bias, cd
+    return y, aw, labels, ab, bias, channel_dim
 
 
 def run_ops(device: str, names) -> None:
@@ -56,13 +56,14 @@ def run_ops(device: str, names) -> None:
     ops = torch.ops.wfkern
     mark = torch.cuda.nvtx.range if device == "cuda" else contextlib.nullcontext
     for name in names:
-        y, aw, labels, ab, bias, cd = op_inputs(name, device)
+        y, aw, labels, ab, bias, channel_dim = op_inputs(name, device)
         grad = torch.randn_like(y)
         calls = {
             "copy": lambda: torch.empty_like(y).copy_(y),
-            "forward": lambda: ops.mask_epilogue(y, aw, labels, ab, bias, cd, None, None, False),
-            "inplace": lambda: ops.mask_epilogue_(y, aw, labels, ab, bias, cd, None, None),
-            "backward": lambda: ops.mask_epilogue_backward(grad, y, aw, labels, ab, bias, cd, None, None, True, True),
+            "forward": lambda: ops.mask_epilogue(y, aw, labels, ab, bias, channel_dim, None, None, False),
+            "inplace": lambda: ops.mask_epilogue_(y, aw, labels, ab, bias, channel_dim, None, None),
+            "backward": lambda: ops.mask_epilogue_backward(grad, y, aw, labels, ab, bias, channel_dim, None, None,
+                                                           True, True),
         }
         for what, fn in calls.items():
             with mark(f"{name} {what}"):
@@ -101,13 +102,14 @@ def run_calls(device: str, names, reps: int, rows: int) -> None:
     ops = torch.ops.wfkern
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     for name in names:
-        y, aw, labels, ab, bias, cd = op_inputs(name, device)
+        y, aw, labels, ab, bias, channel_dim = op_inputs(name, device)
         grad, buf = torch.randn_like(y), y.clone()
         calls = {
             "copy": lambda: buf.copy_(y),
-            "forward": lambda: ops.mask_epilogue(y, aw, labels, ab, bias, cd, None, None, False),
-            "inplace": lambda: ops.mask_epilogue_(buf, aw, labels, ab, bias, cd, None, None),
-            "backward": lambda: ops.mask_epilogue_backward(grad, y, aw, labels, ab, bias, cd, None, None, False, True),
+            "forward": lambda: ops.mask_epilogue(y, aw, labels, ab, bias, channel_dim, None, None, False),
+            "inplace": lambda: ops.mask_epilogue_(buf, aw, labels, ab, bias, channel_dim, None, None),
+            "backward": lambda: ops.mask_epilogue_backward(grad, y, aw, labels, ab, bias, channel_dim, None, None,
+                                                           False, True),
         }
         for what, fn in calls.items():
             print_profile(f"{name} {what}: {reps} calls back to back", fn, device, activities, rows,

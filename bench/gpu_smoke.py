@@ -242,12 +242,12 @@ class Case:
     """One set of inputs and its float64 reference results."""
 
     def __init__(self, device, dtype, layout, labels, bias, batch=BATCH, shape=None):
-        rest, self.cd, self.storage = LAYOUTS[layout]
+        rest, self.channel_dim, self.storage = LAYOUTS[layout]
         rest = shape or rest
         gen = torch.Generator().manual_seed(next_seed())
         self.device, self.dtype = device, dtype
         alpha_dtype = F64 if dtype == F64 else F32
-        channels = rest[0] if self.cd == 1 else rest[-1]
+        channels = rest[0] if self.channel_dim == 1 else rest[-1]
         self.shape = (batch, *rest)
         self.values = torch.randn(self.shape, generator=gen, dtype=F64)
         self.grad_values = torch.randn(self.shape, generator=gen, dtype=F64)
@@ -267,7 +267,7 @@ class Case:
         return place(self.grad_values, self.storage, self.dtype, self.device)[0]
 
     def args(self, y, labels=None):
-        return (y, self.alpha_w, self.labels if labels is None else labels, self.alpha_b, self.bias, self.cd)
+        return (y, self.alpha_w, self.labels if labels is None else labels, self.alpha_b, self.bias, self.channel_dim)
 
     def ref(self, labels=None, post=False, grads=False):
         """mask_epilogue_ref on float64 CPU copies of exactly what the kernel sees."""
@@ -278,7 +278,7 @@ class Case:
         y64, aw64, ab64 = c64(y, grads), c64(self.alpha_w, grads), c64(self.alpha_b, grads and self.bias is not None)
         labels = (self.labels if labels is None else labels).cpu()
         extra = (c64(self.post_scale), c64(self.post_shift)) if post else ()
-        out = mask_epilogue_ref(y64, aw64, labels, ab64, c64(self.bias), self.cd, *extra)
+        out = mask_epilogue_ref(y64, aw64, labels, ab64, c64(self.bias), self.channel_dim, *extra)
         if not grads:
             return out.detach()
         inputs = [y64, aw64] + ([ab64] if ab64 is not None else [])
@@ -291,8 +291,8 @@ def backward_op(go, case, y, compute_grad_y, labels=None, post=False):
     extra = (case.post_scale, case.post_shift) if post else (None, None)
     args = case.args(y, labels)
     out = torch.ops.wfkern.mask_epilogue(*args, *extra)
-    _, aw, lab, ab, b, cd = args
-    return torch.ops.wfkern.mask_epilogue_backward(go, out, aw, lab, ab, b, cd, *extra, True, compute_grad_y)
+    _, aw, lab, ab, b, channel_dim = args
+    return torch.ops.wfkern.mask_epilogue_backward(go, out, aw, lab, ab, b, channel_dim, *extra, True, compute_grad_y)
 
 
 # ---- the cases ----------------------------------------------------------------------------------
@@ -327,7 +327,7 @@ def ops_case(device, dtype, layout, labels, bias, shape=None, batch=BATCH):
     yg.requires_grad_(True)
     aw = case.alpha_w.detach().clone().requires_grad_(True)
     ab = None if case.alpha_b is None else case.alpha_b.detach().clone().requires_grad_(True)
-    out = torch.ops.wfkern.mask_epilogue(yg, aw, case.labels, ab, case.bias, case.cd)
+    out = torch.ops.wfkern.mask_epilogue(yg, aw, case.labels, ab, case.bias, case.channel_dim)
     poison_allocator(yg)
     grads = torch.autograd.grad(out, [yg, aw] + ([ab] if ab is not None else []), case.grad_out())
     for name, g, r in zip(("grad_y", "grad_aw", "grad_ab"), grads, ref_grads):
@@ -338,7 +338,8 @@ def ops_case(device, dtype, layout, labels, bias, shape=None, batch=BATCH):
     yg.requires_grad_(True)
     aw = case.alpha_w.detach().clone().requires_grad_(True)
     ab = None if case.alpha_b is None else case.alpha_b.detach().clone().requires_grad_(True)
-    out = torch.ops.wfkern.mask_epilogue(yg, aw, case.labels, ab, case.bias, case.cd, case.post_scale, case.post_shift)
+    out = torch.ops.wfkern.mask_epilogue(yg, aw, case.labels, ab, case.bias, case.channel_dim,
+                                         case.post_scale, case.post_shift)
     ref_post, ref_post_grads = case.ref(post=True, grads=True)
     check.close("fwd_post", out, ref_post)
     grads = torch.autograd.grad(out, [yg, aw] + ([ab] if ab is not None else []), case.grad_out())

@@ -22,7 +22,7 @@ import sys
 import xml.etree.ElementTree as ET
 from typing import Dict, Iterable, List, Optional
 
-# The performance targets (issue: GPU benchmark set). Each: (record kind, impl, field, op, bound).
+# The GPU performance targets (docs/performance.md). Each: (record kind, impl, field, op, bound).
 # The WF reference rows, the materialised weights and every other ratio are reported without one.
 TARGETS = [
     dict(kind="forward", impl="wf", field="ratio", op="<=", bound=1.05,
@@ -51,32 +51,34 @@ def read_jsonl(path: str) -> List[dict]:
                 if not line:
                     continue
                 try:
-                    rec = json.loads(line)
+                    record = json.loads(line)
                 except ValueError:
                     continue
-                if isinstance(rec, dict):
-                    records.append(rec)
+                if isinstance(record, dict):
+                    records.append(record)
     except OSError:
         pass
     return records
 
 
-def verdicts(rec: dict) -> List[dict]:
+def verdicts(record: dict) -> List[dict]:
     """The target checks that apply to one benchmark record: [{label, value, op, bound, met}].
 
     ``met`` is None when the value is missing or not a finite number.
     """
     out = []
-    for t in TARGETS:
-        if rec.get("kind") != t["kind"] or (t["impl"] is not None and rec.get("impl") != t["impl"]):
+    for target in TARGETS:
+        if record.get("kind") != target["kind"] or (
+                target["impl"] is not None and record.get("impl") != target["impl"]):
             continue
-        value = rec.get(t["field"])
+        value = record.get(target["field"])
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
             met = None
             value = None
         else:
-            met = value <= t["bound"] if t["op"] == "<=" else value >= t["bound"]
-        out.append(dict(label=t["label"], field=t["field"], value=value, op=t["op"], bound=t["bound"], met=met))
+            met = value <= target["bound"] if target["op"] == "<=" else value >= target["bound"]
+        out.append(dict(label=target["label"], field=target["field"], value=value, op=target["op"],
+                        bound=target["bound"], met=met))
     return out
 
 
@@ -90,31 +92,32 @@ def verdict_word(met: Optional[bool]) -> str:
     return "met" if met else ("MISSED" if met is False else "n/a")
 
 
-def describe(rec: dict) -> str:
+def describe(record: dict) -> str:
     """A short name for a benchmark record."""
-    kind = rec.get("kind")
+    kind = record.get("kind")
     if kind == "forward":
         impl = {"wf": "WF kernel", "wf_ref": "WF reference", "materialized": "materialised weights"}.get(
-            rec.get("impl"), rec.get("impl"))
-        return f"fwd {rec.get('model')} {rec.get('mode', 'eager')}: {impl} / {rec.get('vs', 'plain')}"
+            record.get("impl"), record.get("impl"))
+        return f"fwd {record.get('model')} {record.get('mode', 'eager')}: {impl} / {record.get('vs', 'plain')}"
     if kind == "untrain":
-        impl = {"wf": "WF kernel", "wf_ref": "WF reference"}.get(rec.get("impl"), rec.get("impl"))
-        return f"untrain {rec.get('model')}: {impl} / {rec.get('vs', 'floor')}"
+        impl = {"wf": "WF kernel", "wf_ref": "WF reference"}.get(record.get("impl"), record.get("impl"))
+        return f"untrain {record.get('model')}: {impl} / {record.get('vs', 'floor')}"
     if kind == "epilogue":
-        return f"epilogue {rec.get('op')} {rec.get('layout')}"
+        return f"epilogue {record.get('op')} {record.get('layout')}"
     return str(kind)
 
 
-def value_text(rec: dict, field: str) -> str:
-    value = rec.get(field)
+def value_text(record: dict, field: str) -> str:
+    value = record.get(field)
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return "-"
     if field == "fraction":
-        gbps = rec.get("gbps")
+        gbps = record.get("gbps")
         return f"{value * 100:.0f}% ({gbps:.0f} GB/s)" if isinstance(gbps, (int, float)) else f"{value * 100:.0f}%"
     if field == "mem_ratio":
-        return f"{value:.3f}x ({rec.get('peak_mb', float('nan')):.0f} vs {rec.get('base_peak_mb', float('nan')):.0f} MB)"
-    ms, base_ms = rec.get("ms"), rec.get("base_ms")
+        peak, base_peak = record.get("peak_mb", float("nan")), record.get("base_peak_mb", float("nan"))
+        return f"{value:.3f}x ({peak:.0f} vs {base_peak:.0f} MB)"
+    ms, base_ms = record.get("ms"), record.get("base_ms")
     if isinstance(ms, (int, float)) and isinstance(base_ms, (int, float)):
         return f"{value:.3f}x ({ms:.1f} vs {base_ms:.1f} ms)"
     return f"{value:.3f}x"
@@ -123,20 +126,21 @@ def value_text(rec: dict, field: str) -> str:
 def bench_lines(records: Iterable[dict]) -> List[List[str]]:
     """[what, value, target, verdict] rows for every benchmark record, targets first-class."""
     rows = []
-    for rec in records:
-        kind = rec.get("kind")
+    for record in records:
+        kind = record.get("kind")
         if kind in ("forward", "untrain", "epilogue"):
-            checks = verdicts(rec)
+            checks = verdicts(record)
             if checks:
-                for c in checks:
-                    what = describe(rec) + (" peak memory" if c["field"] == "mem_ratio" else "")
-                    rows.append([what, value_text(rec, c["field"]), target_text(c), verdict_word(c["met"])])
+                for check in checks:
+                    what = describe(record) + (" peak memory" if check["field"] == "mem_ratio" else "")
+                    rows.append([what, value_text(record, check["field"]), target_text(check),
+                                 verdict_word(check["met"])])
             else:
-                rows.append([describe(rec), value_text(rec, "ratio"), "(info)", ""])
+                rows.append([describe(record), value_text(record, "ratio"), "(info)", ""])
         elif kind == "skip":
-            rows.append([str(rec.get("what")), "skipped", "", str(rec.get("reason", ""))[:60]])
+            rows.append([str(record.get("what")), "skipped", "", str(record.get("reason", ""))[:60]])
         elif kind == "error":
-            rows.append([str(rec.get("what")), "ERROR", "", str(rec.get("error", ""))[:80]])
+            rows.append([str(record.get("what")), "ERROR", "", str(record.get("error", ""))[:80]])
     return rows
 
 
@@ -250,11 +254,11 @@ def classify_sanitizer(text: str, rc: int, timed_out: bool, error_exitcode: int 
 
 
 def classify_bench(records: List[dict], rc: int, timed_out: bool) -> tuple:
-    results = [r for r in records if r.get("kind") in ("forward", "untrain", "epilogue")]
-    errors = [r for r in records if r.get("kind") == "error"]
-    skipped = [r for r in records if r.get("kind") == "skip"]
-    checks = [c for r in results for c in verdicts(r)]
-    met = sum(1 for c in checks if c["met"])
+    results = [record for record in records if record.get("kind") in ("forward", "untrain", "epilogue")]
+    errors = [record for record in records if record.get("kind") == "error"]
+    skipped = [record for record in records if record.get("kind") == "skip"]
+    checks = [check for record in results for check in verdicts(record)]
+    met = sum(1 for check in checks if check["met"])
     counts = f"{len(results)} results, {met}/{len(checks)} targets met, {len(skipped)} skipped"
     if errors:
         return "FAIL", f"{counts}, {len(errors)} errors; first: {errors[0].get('what')}: {str(errors[0].get('error'))[:100]}"
@@ -274,7 +278,7 @@ def overall(stages: Dict[str, dict]) -> tuple:
     not finish; else 0."""
     if stages.get("device", {}).get("status") != "ok":
         return 2, "NOTHING CHECKED (no usable GPU)"
-    if any(s.get("status") == "FAIL" for s in stages.values()):
+    if any(stage.get("status") == "FAIL" for stage in stages.values()):
         return 1, "FAIL"
     if any(stages.get(k, {}).get("status") in ("incomplete", "skipped") for k in ("smoke", "tests")):
         return 3, "INCOMPLETE"
@@ -285,7 +289,7 @@ def overall(stages: Dict[str, dict]) -> tuple:
 
 def _table(rows: List[List[str]], header: List[str]) -> List[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in rows]
+    out += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in rows]
     return out
 
 
@@ -293,20 +297,21 @@ def summarize(out_dir: str, total_s: Optional[float] = None, max_fail_lines: int
     """(markdown text, exit code) for one gpu_check.sh output folder."""
     records = read_jsonl(os.path.join(out_dir, OUT_FILES["jsonl"]))
     stages: Dict[str, dict] = {}
-    for rec in records:
-        if rec.get("kind") == "stage":
-            stages[str(rec.get("stage"))] = rec
-    meta = next((r for r in reversed(records) if r.get("kind") == "meta"), {})
+    for record in records:
+        if record.get("kind") == "stage":
+            stages[str(record.get("stage"))] = record
+    meta = next((record for record in reversed(records) if record.get("kind") == "meta"), {})
     code, word = overall(stages)
     lines = [f"# wfkern GPU check: {word}" + (f" ({total_s:.0f} s)" if total_s is not None else ""),
              ""]
     facts = stages.get("device", {}).get("detail") or meta.get("gpu") or "device unknown"
     lines.append(f"{facts} | mode {meta.get('mode', stages.get('device', {}).get('mode', '?'))}")
     lines += [""] + _table(
-        [[name, s.get("status", "?"), f"{s.get('seconds', 0):.0f}s" if isinstance(s.get("seconds"), (int, float))
-          else "", str(s.get("detail", ""))[:150]]
-         for name, s in sorted(stages.items(), key=lambda kv: (STAGE_ORDER.index(kv[0])
-                                                                if kv[0] in STAGE_ORDER else 99))],
+        [[name, stage.get("status", "?"),
+          f"{stage.get('seconds', 0):.0f}s" if isinstance(stage.get("seconds"), (int, float)) else "",
+          str(stage.get("detail", ""))[:150]]
+         for name, stage in sorted(stages.items(), key=lambda item: (STAGE_ORDER.index(item[0])
+                                                                      if item[0] in STAGE_ORDER else 99))],
         ["stage", "status", "time", "detail"])
     rows = bench_lines(records)
     if rows:
@@ -314,10 +319,10 @@ def summarize(out_dir: str, total_s: Optional[float] = None, max_fail_lines: int
                       "targets: fwd <= 1.05x plain, untrain <= 1.10x floor (time and peak memory), "
                       "epilogue >= 85% of copy):", ""]
         lines += _table(rows, ["what", "value", "target", "verdict"])
-        checks = [c for r in records for c in verdicts(r)]
+        checks = [check for record in records for check in verdicts(record)]
         lines.append("")
-        lines.append(f"targets: {sum(1 for c in checks if c['met'])} met, "
-                     f"{sum(1 for c in checks if c['met'] is False)} missed of {len(checks)}")
+        lines.append(f"targets: {sum(1 for check in checks if check['met'])} met, "
+                     f"{sum(1 for check in checks if check['met'] is False)} missed of {len(checks)}")
     fails = [ln for ln in _read(os.path.join(out_dir, OUT_FILES["smoke"])).splitlines() if ln.startswith("FAIL")]
     junit = junit_counts(os.path.join(out_dir, OUT_FILES["junit"]))
     failed_tests = junit["failed"] if junit else []

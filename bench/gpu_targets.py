@@ -93,8 +93,8 @@ def interleave(clock: Clock, impls: dict, share_s: float, max_rounds: int, reps:
         per_round = sum(probe.values()) * reps
         rounds = int(max(MIN_ROUNDS, min(max_rounds, (share_s - per_round) / max(per_round, 1e-9))))
     times = {n: [probe[n]] for n in names}
-    for r in range(1, rounds):
-        shift = r % len(names)
+    for round_index in range(1, rounds):
+        shift = round_index % len(names)
         for n in names[shift:] + names[:shift]:
             times[n].append(clock.time(impls[n], reps))
     return times
@@ -138,23 +138,23 @@ class Run:
     def left(self) -> float:
         return float("inf") if self.deadline is None else self.deadline - time.monotonic()
 
-    def emit(self, rec: dict) -> None:
-        rec = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in rec.items()}
+    def emit(self, record: dict) -> None:
+        record = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in record.items()}
         if self.out is not None:
-            self.out.write(json.dumps(rec) + "\n")
+            self.out.write(json.dumps(record) + "\n")
             self.out.flush()
-        kind = rec.get("kind")
+        kind = record.get("kind")
         if kind in ("forward", "untrain", "epilogue"):
-            checks = verdicts(rec)
-            for c in checks or [None]:
-                field = c["field"] if c else "ratio"
-                tail = f"  target {target_text(c)}: {verdict_word(c['met'])}" if c else "  (info)"
-                what = describe(rec) + (" peak memory" if field == "mem_ratio" else "")
-                print(f"{what:<58} {value_text(rec, field):>26}{tail}", flush=True)
+            checks = verdicts(record)
+            for check in checks or [None]:
+                field = check["field"] if check else "ratio"
+                tail = f"  target {target_text(check)}: {verdict_word(check['met'])}" if check else "  (info)"
+                what = describe(record) + (" peak memory" if field == "mem_ratio" else "")
+                print(f"{what:<58} {value_text(record, field):>26}{tail}", flush=True)
         elif kind == "skip":
-            print(f"skipped {rec['what']}: {rec['reason']}", flush=True)
+            print(f"skipped {record['what']}: {record['reason']}", flush=True)
         elif kind == "error":
-            print(f"ERROR {rec['what']}: {rec['error']}", flush=True)
+            print(f"ERROR {record['what']}: {record['error']}", flush=True)
 
     def workload(self, name: str):
         if name not in self.workloads:
@@ -199,7 +199,8 @@ def task_epilogue(run: Run, layout: str, share: float) -> None:
                            rounds=run.args.rounds)
     copy_gbps = moved["copy"] * size / statistics.median(times["copy"]) / 1e9
     for op in ("forward", "inplace", "backward"):
-        fraction = statistics.median(moved[op] / moved["copy"] * c / t for c, t in zip(times["copy"], times[op]))
+        fraction = statistics.median(moved[op] / moved["copy"] * copy_time / op_time
+                                     for copy_time, op_time in zip(times["copy"], times[op]))
         run.emit(dict(kind="epilogue", op=op, layout=layout, impl="kernel", vs="copy", fraction=fraction,
                       gbps=moved[op] * size / statistics.median(times[op]) / 1e9, copy_gbps=copy_gbps,
                       ms=statistics.median(times[op]) * 1e3, mb=size / 2**20, tensors=moved[op],
