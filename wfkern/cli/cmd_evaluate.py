@@ -20,6 +20,7 @@ from wfkern.cli.errors import UserError
 from wfkern.metrics import EvalSettings, PerClassModels, evaluate, filter_class_relations
 from wfkern.metrics.classes import format_classes
 from wfkern.metrics.evaluate import RESULTS_FILE
+from wfkern.metrics.manifest import read_run_manifest
 from wfkern.metrics.store import atomic_write_json
 from wfkern.patch import gates_layer_names, gates_mlp
 from wfkern.reports.history import history_path, read_history
@@ -110,6 +111,14 @@ def _run_dir(args) -> str | None:
         folder = os.path.dirname(os.path.abspath(args.gates))
         return folder if history_path(folder).is_file() else None
     return None
+
+
+def _attach_unlearn_manifest(res: dict, run_dir: str) -> None:
+    """The untraining run's manifest (``manifest.json`` of ``wfkern unlearn``), when it wrote one, into the results'
+    manifest as ``unlearn`` (a damaged one is a one-line error naming it)."""
+    man = read_run_manifest(run_dir)
+    if man is not None:
+        res["manifest"] = {**(res.get("manifest") or {}), "unlearn": man}
 
 
 def _model_under_test(args, model, config, device):
@@ -281,6 +290,7 @@ def run(args: argparse.Namespace) -> int:
     if run_dir is not None:  # the untraining curve travels with the results (the report needs no other file)
         res["unlearn_run_dir"] = os.path.abspath(run_dir)
         res["unlearn_history"] = read_history(run_dir)
+        _attach_unlearn_manifest(res, run_dir)
     atomic_write_json(os.path.join(args.out, RESULTS_FILE), res)
     s = res["summary"]
     pct = lambda v: "-" if v is None else 100 * v  # noqa: E731

@@ -7,6 +7,7 @@ import os
 
 from wfkern.cli._common import check_output_dir
 from wfkern.cli.errors import UserError
+from wfkern.metrics.manifest import read_run_manifest
 from wfkern.reports import align_classes, gap_table, load_results, mia_verdict, read_history, table1, to_markdown
 from wfkern.reports import write_report
 from wfkern.reports.report import report_files
@@ -37,7 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _attach_runs(results: dict, specs: list[str] | None) -> None:
-    """--run-dir [METHOD=]DIR: read each run's history.jsonl into its method's result."""
+    """--run-dir [METHOD=]DIR: read each run's history.jsonl (and manifest.json) into its method's result."""
     for spec in specs or []:
         method, sep, folder = spec.partition("=")
         if not sep or (method not in results and os.path.isdir(spec)):
@@ -58,6 +59,9 @@ def _attach_runs(results: dict, specs: list[str] | None) -> None:
         if not history:
             raise UserError(f"--run-dir must hold at least one validation record, got an empty history in {folder!r}")
         results[method] = {**results[method], "unlearn_history": history, "unlearn_run_dir": os.path.abspath(folder)}
+        man = read_run_manifest(folder)  # the run's own record of how it was made, when it wrote one
+        if man is not None:
+            results[method]["manifest"] = {**(results[method].get("manifest") or {}), "unlearn": man}
 
 
 def run(args: argparse.Namespace) -> int:
