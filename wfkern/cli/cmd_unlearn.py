@@ -11,6 +11,7 @@ from wfkern.cli._common import (add_data_args, add_device_arg, add_loader_args, 
                                 checkpoint_and_splits, data_settings, format_table, per_class_accuracy, settings_given,
                                 start_command, with_throughput)
 from wfkern.cli.errors import UserError
+from wfkern.metrics.manifest import MANIFEST_FILE, run_manifest, write_run_manifest
 from wfkern.patch import gates_mlp
 from wfkern.train import init_distributed
 from wfkern.unlearn import PAPER_RECIPE, UnlearnConfig, unlearn
@@ -20,7 +21,7 @@ from wfkern.unlearn.state import GATES_FILE, HISTORY_FILE, STATE_FILE, ResumeMis
 __all__ = ["add_parser", "run", "add_unlearn_args", "unlearn_kwargs", "check_data_matches", "UNLEARN_FILES"]
 
 # What an untraining run writes into its folder.
-UNLEARN_FILES = (GATES_FILE, HISTORY_FILE, STATE_FILE)
+UNLEARN_FILES = (GATES_FILE, HISTORY_FILE, STATE_FILE, MANIFEST_FILE)
 
 
 def add_unlearn_args(p: argparse.ArgumentParser) -> None:
@@ -104,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--resume must use the run's settings, got {format_differences(e.differences, _LABELS)}; "
                         "leave out --resume to start over, or choose another --out-dir") from None
     if ctx.rank == 0:
+        _write_manifest(args, config, result, train, val)
         rows = per_class_accuracy(wf, test, config.num_classes, device)
         mean_f = sum(r[0] for r in rows) / len(rows)
         mean_r = sum(r[1] for r in rows) / len(rows)
@@ -133,3 +135,11 @@ def _check_resume_patch(args: argparse.Namespace) -> None:
         given = "given" if args.gate_mlp else "not given"
         started = "with" if started_with else "without"
         raise UserError(f"--gate-mlp must match the run being resumed, which was started {started} it; got it {given}")
+
+
+def _write_manifest(args: argparse.Namespace, config, result, train, val) -> None:
+    """OUT_DIR/manifest.json: versions, the seed, every setting (the run's, its data and placement) and the hash of
+    the splits read (``wfkern.metrics.manifest``); `wfkern evaluate --gates` carries it into its results."""
+    settings = {**result.config, **data_settings(args, config), "gate_mlp": args.gate_mlp,
+                "checkpoint": os.path.abspath(args.checkpoint)}
+    write_run_manifest(args.out_dir, run_manifest(settings, {"seed": result.config["seed"]}, {"train": train, "val": val}))
