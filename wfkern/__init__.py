@@ -12,7 +12,8 @@ from wfkern.unlearn import UnlearnConfig, UnlearnDiverged, UnlearnResult, unlear
 from wfkern.metrics import EvalSettings, evaluate
 from wfkern.data.loader import loader_options
 from wfkern.models.importing import import_model
-from wfkern.train.checkpoint import load_model, save_model
+from wfkern.train.checkpoint import load_model
+from wfkern.train.saving import save_model
 from wfkern.train.precision import precision
 
 __version__ = "0.1.0"

@@ -10,10 +10,9 @@ import torch
 import torch.nn as nn
 
 from wfkern._atomic import atomic_write
-from wfkern._utils import model_device
 from wfkern.data.preprocess import preprocess_problem
 from wfkern.models import create_model
-from wfkern.models.importing import few_keys, non_finite_weights, state_differences
+from wfkern.models.importing import non_finite_weights
 
 __all__ = ["ModelConfig", "save_checkpoint", "load_checkpoint", "read_checkpoint_config", "save_model", "load_model",
            "CHECKPOINT_FORMAT"]
@@ -246,190 +245,6 @@ def load_checkpoint(path: str, device: str | torch.device = "cpu") -> tuple[nn.M
     return model.to(device).eval(), config
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Any module the registry can rebuild: save_model / load_model.
-
-_VIT_ATTRS = ("patch_size", "depth", "embed_dim", "num_heads", "mlp_ratio", "qkv_bias")
-
-
-def _vit_kwargs(model: nn.Module) -> dict:
-    """A timm VisionTransformer's size options, read from the module (what ``create_model`` needs to rebuild it)."""
-    out: dict = {}
-    pe, blocks = getattr(model, "patch_embed", None), getattr(model, "blocks", None)
-    if pe is None or blocks is None or not len(blocks):
-        return out
-    ps = getattr(pe, "patch_size", None)
-    if isinstance(ps, (tuple, list)) and len(set(ps)) == 1:
-        out["patch_size"] = int(ps[0])
-    elif isinstance(ps, int):
-        out["patch_size"] = ps
-    out["depth"] = len(blocks)
-    dim = getattr(model, "embed_dim", None)
-    attn, mlp = getattr(blocks[0], "attn", None), getattr(blocks[0], "mlp", None)
-    if isinstance(dim, int):
-        out["embed_dim"] = dim
-        fc1 = getattr(mlp, "fc1", None)
-        if isinstance(fc1, nn.Linear):
-            out["mlp_ratio"] = fc1.out_features / dim
-    if isinstance(getattr(attn, "num_heads", None), int):
-        out["num_heads"] = attn.num_heads
-    qkv = getattr(attn, "qkv", None)
-    if isinstance(qkv, nn.Linear):
-        out["qkv_bias"] = qkv.bias is not None
-    return out
-
-
-def _native_size(model: nn.Module) -> int | None:
-    size = getattr(getattr(model, "patch_embed", None), "img_size", None)  # timm ViT
-    if isinstance(size, (tuple, list)) and len(set(size)) == 1:
-        return int(size[0])
-    size = getattr(model, "image_size", None)  # torchvision ViT
-    return int(size) if isinstance(size, int) else None
-
-
-def _first_conv_channels(model: nn.Module) -> int | None:
-    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-    return conv.in_channels if conv is not None else None
-
-
-def _differences(mine: dict, rebuilt: dict) -> str | None:
-    """Missing / unexpected keys and shape mismatches between two state dicts, first few of each; None if none."""
-    missing, unexpected, shapes = state_differences(mine, rebuilt)
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} keys the module lacks ({few_keys(missing)})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} keys the rebuilt model lacks ({few_keys(unexpected)})")
-    if shapes:
-        parts.append(f"{len(shapes)} shape mismatches (" + "; ".join(
-            f"{k}: module {list(mine[k].shape)}, rebuilt {list(rebuilt[k].shape)}" for k in shapes[:4]) + ")")
-    return ", ".join(parts) or None
-
-
-def save_model(model: nn.Module, path: str, *, arch: str, num_classes: int | None = None,
-               in_chans: int | None = None, image_size: int | None = None, dataset: str = "", split_seed: int = 0,
-               preprocess=None, extra: dict | None = None, verify: bool = True, **model_kwargs) -> ModelConfig:
-    """Save any classifier that ``create_model(arch, ...)`` rebuilds as a wfkern checkpoint (``wfkern unlearn``,
-    ``evaluate`` and ``baseline`` then take it as ``--checkpoint``).
-
-    The checkpoint holds the weights and how to rebuild the module: the architecture name, sizes and options.
-    Before anything is written, the module is rebuilt from that description and compared with ``model``: the
-    same keys and shapes, and (``verify``) the same logits on a seeded random batch. A module the description
-    cannot express (a custom subclass, a replaced block, options the registry does not declare) is refused.
-
-    Args:
-        model: e.g. ``torchvision.models.resnet18(num_classes=10)`` or ``timm.create_model("vit_tiny_patch16_224",
-            img_size=32, num_classes=10)`` with trained weights.
-        path: the .safetensors file to write (atomically; its folder must exist).
-        arch: "torchvision:<name>", "timm:<name>" or a registry name (``wfkern.models.list_models()``).
-        num_classes: Nc (default: the module's output width, from one forward pass).
-        in_chans: input channels C (default: the first convolution's).
-        image_size: input side S (default: a ViT's own, else 224).
-        dataset: the dataset the commands default to ("imagefolder", "cifar10", ...; "" = none).
-        split_seed: the seed of that dataset's train/val/test split.
-        preprocess: normalisation / crop the model expects (a ``wfkern.data.Preprocess`` or its dict:
-            mean, std, crop_pct, interpolation); None = the dataset's own.
-        extra: free-form JSON facts to keep.
-        verify: compare the rebuilt model's logits with ``model``'s (eval mode; modes are restored).
-        model_kwargs: architecture options (``wfkern.models.registry.model_params(arch)``); a timm ViT's
-            sizes (patch_size, depth, embed_dim, num_heads, mlp_ratio, qkv_bias) are read from the module.
-    Returns:
-        The ModelConfig written.
-    Raises:
-        TypeError: ``model`` is not an nn.Module, or is a WFModel (save the original, or its gates).
-        ValueError: a description the registry refuses, or a module it does not rebuild (the keys, shapes or
-            logits that differ are named).
-    """
-    from wfkern.data.preprocess import as_preprocess
-    from wfkern.models.registry import ModelArgError, check_model_args, model_params
-
-    where = "wfkern.save_model"
-    if hasattr(model, "wf_layers") and hasattr(model, "gate_parameters"):
-        raise TypeError(f"{where}: model must be a plain classifier, got a WFModel; save the original model "
-                        "(before wfkern.patch) with save_model and the gates with wf.save_gates")
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"{where}: model must be a torch.nn.Module, got {type(model).__name__}")
-    try:
-        declared = model_params(arch)
-    except ModelArgError as e:
-        raise ValueError(f"{where}: arch must {e.expectation}, got {arch!r}") from None
-    kwargs = dict(model_kwargs)
-    if set(_VIT_ATTRS) <= set(declared):  # a timm ViT: its sizes come from the module
-        for key, value in _vit_kwargs(model).items():
-            kwargs.setdefault(key, value)
-    in_chans = in_chans if in_chans is not None else (_first_conv_channels(model) or 3)
-    image_size = image_size if image_size is not None else (_native_size(model) or 224)
-    first = next(iter(model.parameters()), None)
-    device = model_device(model)
-    dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
-    modes = {m: m.training for m in model.modules()}
-    try:
-        model.eval()
-        x = torch.randn(2, int(in_chans), int(image_size), int(image_size),
-                        generator=torch.Generator().manual_seed(0)).to(device=device, dtype=dtype)
-        with torch.no_grad():
-            try:
-                out = model(x)
-            except Exception as e:  # noqa: BLE001 - the module does not take what the description says
-                raise ValueError(f"{where}: model must run on (2, {in_chans}, {image_size}, {image_size}) inputs "
-                                 f"(in_chans, image_size), got an error: {str(e).strip().splitlines()[0]}") from e
-        if not isinstance(out, torch.Tensor) or out.dim() != 2:
-            raise ValueError(f"{where}: model must return (B, Nc) logits, got "
-                             f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
-        if num_classes is None:
-            num_classes = int(out.shape[1])
-        elif out.shape[1] != num_classes:
-            raise ValueError(f"{where}: num_classes must be the module's output width ({out.shape[1]}), got "
-                             f"{num_classes}")
-        try:
-            norm = check_model_args(arch, num_classes, in_chans, image_size, kwargs)
-        except ModelArgError as e:
-            raise ValueError(f"{where}: {'model_kwargs.' if e.is_option else ''}{e.key} must {e.expectation}, "
-                             f"got {e.got!r}") from None
-        norm = {k: list(v) if isinstance(v, tuple) else v for k, v in norm.items()}
-        pre = as_preprocess(preprocess, int(in_chans), where).to_dict()
-        config = ModelConfig(arch, int(num_classes), int(in_chans), int(image_size), norm, dataset, split_seed,
-                             dict(extra or {}), pre)
-        mine = model.state_dict()
-        try:
-            with torch.device("meta"):
-                rebuilt_shapes = create_model(arch, config.num_classes, config.in_chans, config.image_size,
-                                              **norm).state_dict()
-        except Exception:  # noqa: BLE001 - cannot build on meta: the real build below decides
-            rebuilt_shapes = None
-        if rebuilt_shapes is not None:
-            diff = _differences(mine, rebuilt_shapes)
-            if diff is not None:
-                raise ValueError(f"{where}: model must be what {arch!r} rebuilds with {norm or 'its defaults'} "
-                                 f"({config.num_classes} classes, {config.in_chans} channels, {config.image_size} "
-                                 f"px), got {diff}; pass the options it was built with, or the right arch")
-        if verify:
-            rebuilt = create_model(arch, config.num_classes, config.in_chans, config.image_size, **norm)
-            if type(rebuilt) is not type(model):
-                raise ValueError(f"{where}: model must be the class {arch!r} builds "
-                                 f"({type(rebuilt).__module__}.{type(rebuilt).__name__}), got "
-                                 f"{type(model).__module__}.{type(model).__name__}")
-            try:
-                rebuilt.load_state_dict(mine, strict=True)
-            except RuntimeError as e:
-                raise ValueError(f"{where}: model must be what {arch!r} rebuilds, got a mismatch: "
-                                 f"{str(e).strip().splitlines()[0]}") from e
-            rebuilt.to(device=device, dtype=dtype).eval()
-            with torch.no_grad():
-                again = rebuilt(x)
-            tol = 1e-4 if dtype in (torch.float32, torch.float64) else 2e-2
-            if again.shape != out.shape or not torch.allclose(again.float(), out.float(), rtol=tol, atol=tol):
-                worst = (again.float() - out.float()).abs().max().item() if again.shape == out.shape else "shape"
-                raise ValueError(f"{where}: model must compute what {arch!r} rebuilt from its weights computes, got "
-                                 f"other logits (largest difference {worst}); the module differs in something its "
-                                 "weights do not show (a replaced layer, pooling, activation)")
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
-    save_checkpoint(path, model, config)
-    return config
-
-
 def load_model(path: str, device: str | torch.device = "cpu") -> nn.Module:
     """The model of a wfkern checkpoint (``save_model``, ``wfkern train`` or ``wfkern import``), in eval mode.
 
@@ -437,3 +252,12 @@ def load_model(path: str, device: str | torch.device = "cpu") -> nn.Module:
     (dataset, sizes, preprocessing) is ``read_checkpoint_config(path)``.
     """
     return load_checkpoint(path, device=device)[0]
+
+
+def __getattr__(name: str):
+    """``save_model`` lives in ``wfkern.train.saving`` (it imports this module); still importable from here."""
+    if name == "save_model":
+        from wfkern.train.saving import save_model
+
+        return save_model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
