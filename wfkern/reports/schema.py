@@ -14,7 +14,8 @@ from wfkern.unlearn.state import history_record_problem
 __all__ = ["check_results", "result_fields", "NUMBER_KEYS", "ROW_KEYS", "COST_NUMBERS"]
 
 NUMBER_KEYS = ("acc_r", "acc_f", "zrf", "mia", "mia_prob", "attack_acc", "rt", "insertion_auc", "deletion_auc",
-               "probe_acc_f", "probe_acc_r", "rft_acc_f", "rft_acc_r", "mia_eff", "mia_eff_entropy", "mia_eff_m_entropy")
+               "probe_acc_f", "probe_acc_r", "rft_acc_f", "rft_acc_r", "mia_eff", "mia_eff_entropy",
+               "mia_eff_m_entropy")
 ROW_KEYS = NUMBER_KEYS + ("orig_acc", "orig_acc_r")
 COST_NUMBERS = ("all_classes_runs", "all_classes_seconds", "all_classes_bytes")
 

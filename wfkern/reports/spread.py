@@ -50,7 +50,8 @@ def aggregate(runs: Sequence[dict]) -> dict:
     run_gaps = [gaps(run) for run in runs]
     out = {}
     for m in methods:
-        rows = [{**run[m]["summary"], "gap": (g.get(m) or {}).get("mean")} for run, g in zip(runs, run_gaps) if m in run]
+        rows = [{**run[m]["summary"], "gap": (g.get(m) or {}).get("mean")}
+                for run, g in zip(runs, run_gaps) if m in run]
         out[m] = {}
         for key in [k for k, _, _ in SPREAD_METRICS] + ["rt_capped"]:
             mean, std, n = mean_std([r.get(key) for r in rows])
