@@ -27,15 +27,13 @@ def _per_family(values: dict) -> str:
 
 _LAMBDA1_NONE = f"{LAMBDA1_MARGIN:g} with the margin loss; with the reciprocal {_per_family(LAMBDA1_DEFAULTS)}"
 
-# The run's length per model family (docs/untraining.md): a ViT's gates sit on its qkv projections only and
-# converge about three times slower than a CNN's (digits ViT: 96.6% retain after 10 epochs, 97.3% after 30), while
-# a CNN gains nothing past 10 (98.82% -> 98.91% at three times the cost).
+# The run's length per model family: a ViT's gates need about three times a CNN's steps (docs/untraining.md,
+# "The default recipe", has the measurements).
 MAX_EPOCHS_DEFAULTS = {"cnn": 10, "vit": 30}
 PATIENCE_DEFAULTS = {"cnn": 10, "vit": 30}
-# An epoch cap alone scales the run with the dataset, but what the gates need scales with the classes: each class's
-# row learns from the forget rows drawn for it. On Fashion-MNIST (843 steps an epoch) CNNs got there in 843 steps
-# and the ViT in 1686, so the cap is 100 steps per class for CNNs and 200 for ViTs; on the digits (about 20 steps
-# an epoch) the epoch cap comes first and nothing changes.
+# Steps per class: what the gates need scales with the classes (each class's row learns from the forget rows drawn
+# for it), not with the dataset's size, so ``max_steps`` defaults to this times the classes; on a small dataset the
+# epoch cap comes first.
 MAX_STEPS_PER_CLASS = {"cnn": 100, "vit": 200}
 
 OPTIMIZERS = ("sgd", "adam")

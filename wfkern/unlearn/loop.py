@@ -135,42 +135,30 @@ def unlearn(wf, train_data: Dataset, val_data: Dataset, config: UnlearnConfig | 
             progress: bool = True, data_settings: dict | None = None, **overrides) -> UnlearnResult:
     """Untrain every class in one round: train only the gates so that ``wf(x, forget=c)`` forgets class c.
 
-    Each global batch of ``batch_size`` is halved. The forget half is masked with each sample's own
-    class; the retain half is copied ``chi`` times, each copy masked with a class drawn uniformly from the
-    others. Loss: ``λ0·mean(retain) + λ1·mean(forget) + λ2·mean(1−σ(alpha))``. By default the retain
-    rows are distilled from the original model (``T²·KL`` at temperature T: each class's mask must leave
-    the other classes' outputs as they were) and the forget rows take the margin loss
-    ``relu(z_c − max_{j≠c} z_j + margin)`` (the class must lose by ``margin`` logits, then it stops
-    pushing); the paper's Eq. 3 (CE retain loss, ``1/(L_f + ε)`` forget loss) is ``**PAPER_RECIPE``.
-    Multi-label targets ((N, Nc) multi-hot): the forget row is a random positive label (margin:
-    ``relu(z_c + margin)``; L_f its ``-log σ(z)``), the retain rows a Bernoulli KL per class (or BCE).
-    The same loss is evaluated on ``val_data`` (fixed rows) ``evals_per_epoch`` times an epoch;
-    after ``patience`` evaluations without improvement the run stops; the best gates are kept.
-    Under torchrun each process takes an equal shard of every global batch; gradients are averaged.
+    Each batch is halved: the forget half is masked with each sample's own class, the retain half (``chi``
+    copies) with other classes. The losses, their weights, the optimiser and the run's length are the fields
+    of ``UnlearnConfig``; docs/untraining.md explains the default recipe and the paper's (``PAPER_RECIPE``).
+    The loss on ``val_data`` is evaluated ``evals_per_epoch`` times an epoch; the run stops after ``patience``
+    evaluations without improvement and keeps the best gates. Under torchrun each process takes an equal
+    shard of every batch.
 
     Args:
         wf: a ``wfkern.patch``-ed model; its gates are trained in place and end at the best ones.
-        train_data, val_data: datasets yielding (image, label) (``wfkern.data`` datasets are fastest).
-        config: the hyperparameters, an ``UnlearnConfig`` (default ``UnlearnConfig()``: the measured recipe,
-            docs/untraining.md); each field's meaning and default are written there, once.
-        **overrides: fields of ``UnlearnConfig`` by name, replacing ``config``'s (``lr=10``, ``max_epochs=5``,
-            ``**PAPER_RECIPE`` for the paper's literal setting). An unknown name is a TypeError that lists the
-            settings. ``lambda1=None`` (the default) is 1 with the margin loss, and with the reciprocal the
-            model family's: 10 for CNNs, 100 for ViTs; ``lr=None`` is 0.2 for Adam (the default), 100 for SGD.
-        device: where to run (default: the gates' device).  out_dir: writes ``unlearn_state.safetensors``
-            (at every validation, atomically), ``history.jsonl`` and the final ``gates.safetensors``.
-        resume: continue from ``out_dir``'s checkpoint (same settings: same result as one run). The checkpoint
-            records what the run started from: the base model's fingerprint (the one its filters file carries),
-            the precision (the autocast in force on ``device``), the datasets' sample counts and
-            ``data_settings``; a resume that differs in any of them is a ``ResumeMismatch`` (a ValueError) naming
-            each difference, before anything changes. A checkpoint of an older version, without that record,
-            resumes with a logged warning and is recorded from then on.
-        progress: show progress (rank 0 only): on a terminal (or in a notebook) a tqdm bar whose postfix holds
-            the running loss and the last validation; otherwise (a log file, a pipe) a plain line every 10% of
-            the steps (at most one a minute apart, at least 5 s apart), never escape codes. The full line of every
-            validation is logged at DEBUG while progress shows (``wfkern -v``), at INFO without it.
-        data_settings: how the datasets were made, where the datasets cannot show it ({"split_seed": 0, ...}:
-            names -> JSON numbers, strings, booleans or None), recorded and compared on resume.
+        train_data, val_data: datasets yielding (image, label), or multi-hot (Nc,) targets for multi-label data
+            (``wfkern.data`` datasets are fastest).
+        config: the settings (default ``UnlearnConfig()``); a field left None takes the model family's value
+            (``UnlearnConfig.for_model``).
+        **overrides: fields of ``UnlearnConfig`` by name, replacing ``config``'s (``max_epochs=5``,
+            ``**PAPER_RECIPE``); an unknown name is a TypeError that lists the settings.
+        device: where to run (default: the gates' device).
+        out_dir: where to write ``unlearn_state.safetensors`` (at every validation, atomically), ``history.jsonl``
+            and the final ``gates.safetensors``; None writes nothing.
+        resume: continue from ``out_dir``'s state, ending where one uninterrupted run would. A resume from
+            another base model, precision, dataset size or ``data_settings`` is a ``ResumeMismatch`` naming each
+            difference, raised before anything changes.
+        progress: a progress bar on a terminal, plain periodic lines otherwise (rank 0 only).
+        data_settings: how the datasets were made, where they cannot show it (``{"split_seed": 0}``: names ->
+            JSON numbers, strings, booleans or None), recorded and compared on resume.
     Returns:
         UnlearnResult; the best gates are loaded into ``wf``.
     Raises:
