@@ -1,4 +1,4 @@
-"""Benchmark sizes per device: small on the 2-core CPU machine, the issue's sizes on a GPU."""
+"""Benchmark sizes per device: small on a CPU, the GPU targets' sizes (docs/performance.md) on a GPU."""
 from __future__ import annotations
 
 import sys

@@ -1,6 +1,6 @@
 """Interleaved A/B timing of the plain model and the WF model with mixed labels.
 
-On a shared, noisy machine, consecutive benchmark groups see different background load. Here
+Under background load, consecutive benchmark groups see different load. Here
 each round times plain then WF (then WF on the reference) back to back, and the ratio reported
 is the median of the per-round ratios.
 

@@ -34,7 +34,7 @@ class Recording(Dataset):
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """One intra-op thread: the same numbers on every machine, and no spin-waiting when other jobs share the cores."""
+    """One intra-op thread: the same numbers on every machine, and no spin-waiting when other processes load the cores."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

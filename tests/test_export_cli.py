@@ -146,7 +146,7 @@ def test_a_write_that_fails_midway_leaves_nothing(tiny, tmp_path, capsys, monkey
                      str(tmp_path / "m.safetensors")], "No space left on device", tmp_path)
 
 
-@pytest.mark.slow  # two ONNX exports: 10-20 s each on 2 busy cores
+@pytest.mark.slow  # two ONNX exports: 10-20 s each on 2 loaded cores
 def test_a_failed_onnx_check_leaves_nothing(tiny, tmp_path, capsys, monkeypatch):
     pytest.importorskip("onnxscript")
     pytest.importorskip("onnxruntime")

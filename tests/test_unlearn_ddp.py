@@ -64,7 +64,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
         wf, train, val = _setup()
         res = unlearn(wf, train, val, **RUN)
     finally:
-        torch.set_num_threads(threads)  # leave the session's thread count as it was
+        torch.set_num_threads(threads)  # leave the test process's thread count as it was
     single = wf.gates_state_dict()
     ranks = [load_file(str(tmp_path / f"rank{r}.safetensors")) for r in range(2)]
     for key, ref in single.items():
