@@ -14,7 +14,14 @@ digits rows.
     python python/quality.py --row vit_digits --paper
     python python/quality.py --row small_cnn_digits --seeds 5 --out runs/quality_small_cnn.json
     python python/quality.py --row small_cnn_fashion --threads 2
-    python python/quality.py --row vit_digits --gate-all --set margin=4 --threads 1
+    python python/quality.py --row vit_digits --gate-mlp qkv --threads 1
+    python python/quality.py --row vit_fashion --seeds 1 --save-weights runs/vit_fashion.pt
+
+ViTs take ``wfkern.patch``'s default placement (``--gate-mlp auto``: every linear layer of each block) and the
+ViT family's margin (4) unless ``--gate-mlp`` / ``--set margin=...`` say otherwise; each row records the placement
+the model was patched with. ``vit_tv_digits`` is a torchvision ``VisionTransformer`` (its attention an
+``nn.MultiheadAttention``); ``vit_tiny32_digits`` has timm ViT-Tiny's width, depth and heads (192, 12, 3) at 32 px,
+patch 8, on the digits upsampled to 32 px.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import json
 import time
 
 import torch
+from torch import nn
 
 import wfkern
 from wfkern.data import get_dataset
@@ -33,10 +41,25 @@ from wfkern.metrics.manifest import run_manifest
 from wfkern.metrics.store import atomic_write_json
 from wfkern.reports.spread import mean_std
 from wfkern.models import create_model
+from wfkern.patch import gates_mlp
+from wfkern.patch.surgery import gate_placement
 from wfkern.train import train_model
 from wfkern.unlearn import PAPER_RECIPE
 
-# name: (model, model kwargs, dataset, input side (None: native), training epochs)
+
+
+def torchvision_vit(num_classes: int, in_chans: int, image_size: int, *, patch_size: int, num_layers: int,
+                    num_heads: int, hidden_dim: int, mlp_dim: int) -> nn.Module:
+    """A small torchvision ``VisionTransformer`` whose patch projection takes ``in_chans`` channels."""
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    model = VisionTransformer(image_size=image_size, patch_size=patch_size, num_layers=num_layers, num_heads=num_heads,
+                              hidden_dim=hidden_dim, mlp_dim=mlp_dim, num_classes=num_classes)
+    model.conv_proj = nn.Conv2d(in_chans, hidden_dim, kernel_size=patch_size, stride=patch_size)
+    return model
+
+
+# name: (model (a create_model name or a builder), model kwargs, dataset, input side (None: native), training epochs)
 ROWS = {
     "small_cnn_digits": ("small_cnn", {}, "digits", None, 20),
     "small_vgg_digits": ("small_vgg", {}, "digits", None, 20),
@@ -44,6 +67,9 @@ ROWS = {
     "small_cnn_fashion": ("small_cnn", {}, "fashion_mnist", 14, 10),
     "vit_fashion": ("vit_t", {"depth": 4, "embed_dim": 96, "num_heads": 3, "patch_size": 2}, "fashion_mnist", 14, 15),
     "resnet18_fashion": ("resnet18", {}, "fashion_mnist", 14, 3),
+    "vit_tv_digits": (torchvision_vit, {"patch_size": 4, "num_layers": 4, "num_heads": 3, "hidden_dim": 96,
+                                        "mlp_dim": 384}, "digits", 16, 100),
+    "vit_tiny32_digits": ("vit_t", {"depth": 12, "embed_dim": 192, "num_heads": 3, "patch_size": 8}, "digits", 32, 60),
 }
 
 
@@ -56,7 +82,8 @@ def trained_model(row: str, weights: str | None = None, seed: int = 0) -> tuple[
     splits = tuple(get_dataset(dataset, split=s, image_size=side) for s in ("train", "val", "test"))
     x0, _ = splits[0][0]
     torch.manual_seed(seed)
-    model = create_model(arch, num_classes=10, in_chans=x0.shape[0], image_size=x0.shape[-1], **kwargs)
+    build = (lambda **kw: create_model(arch, **kw)) if isinstance(arch, str) else arch
+    model = build(num_classes=10, in_chans=x0.shape[0], image_size=x0.shape[-1], **kwargs)
     t0 = time.perf_counter()
     if weights is not None:
         model.load_state_dict(torch.load(weights, weights_only=True))
@@ -65,10 +92,9 @@ def trained_model(row: str, weights: str | None = None, seed: int = 0) -> tuple[
     return model.eval(), splits, time.perf_counter() - t0
 
 
-def untrain_and_measure(model: torch.nn.Module, splits: tuple, gate_mlp: bool = False, progress: bool = False,
-                        filters: str | None = None, **settings) -> dict:
-    """Patch a copy of ``model`` (``gate_mlp``: True, also the ViT MLPs' first layers; "all", every linear layer
-    of each block), untrain every class
+def untrain_and_measure(model: torch.nn.Module, splits: tuple, gate_mlp: bool | str | None = None,
+                        progress: bool = False, filters: str | None = None, **settings) -> dict:
+    """Patch a copy of ``model`` (``gate_mlp``: ``wfkern.patch``'s; None, the default placement), untrain every class
     (``settings`` override the defaults; ``filters``: save the gates there), evaluate Acc_r / Acc_f.
 
     Besides the mean and worst Acc_r, ``drop_worst`` is the largest loss against the original model on the same
@@ -81,9 +107,11 @@ def untrain_and_measure(model: torch.nn.Module, splits: tuple, gate_mlp: bool = 
     out = evaluate(wf, test, progress=progress, metrics=("acc",))
     rows = list(out["per_class"].values())
     worst = min(rows, key=lambda r: r["acc_r"])
-    return {"original": out["original"]["acc"], "acc_r": out["summary"]["acc_r"], "acc_r_worst": worst["acc_r"],
+    return {"placement": gate_placement(gates_mlp(wf.wf_layers())), "original": out["original"]["acc"],
+            "acc_r": out["summary"]["acc_r"], "acc_r_worst": worst["acc_r"],
             "orig_acc_r_of_worst": worst["orig_acc_r"], "drop_worst": max(r["orig_acc_r"] - r["acc_r"] for r in rows),
-            "acc_f": out["summary"]["acc_f"], "epochs": res.epochs, "steps": res.steps, "untrain_s": res.seconds}
+            "acc_f": out["summary"]["acc_f"], "epochs": res.epochs, "steps": res.steps, "untrain_s": res.seconds,
+            "margin": res.config["margin"]}
 
 
 def parse_settings(pairs: list[str]) -> dict:
@@ -110,9 +138,10 @@ def main() -> None:
     p.add_argument("--max-epochs", type=int, default=None, help="untraining epoch cap (default: the recipe's)")
     p.add_argument("--weights", default=None, help="the row's trained state dict (torch.save) instead of training")
     p.add_argument("--save-weights", default=None, help="save the trained state dict here")
-    p.add_argument("--gate-mlp", action="store_true", help="patch(gate_mlp=True): gate the ViT MLPs' first layers too")
-    p.add_argument("--gate-all", dest="gate_mlp", action="store_const", const="all",
-                   help='patch(gate_mlp="all"): gate every linear layer of each ViT block')
+    p.add_argument("--gate-mlp", choices=("auto", "qkv", "fc1", "all"), nargs="?", const="fc1", default="auto",
+                   help="patch(gate_mlp=...): where a ViT block's gates sit (default auto: every linear layer for "
+                        "ViTs; a bare --gate-mlp: fc1)")
+    p.add_argument("--gate-all", dest="gate_mlp", action="store_const", const="all", help="the same as --gate-mlp all")
     p.add_argument("--gates", default=None, help="save the default recipe's gates here (safetensors)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="an unlearn setting for every recipe, repeatable (--set temperature=4); a seed set here "

@@ -121,8 +121,9 @@ def test_gate_mlp_unlearn_then_evaluate_and_resume(tmp_path, capsys):
     rc, out, _ = run_cli(capsys, "evaluate", "--checkpoint", str(ckpt), "--gates", str(filters), "--out",
                          str(tmp_path / "eval"), "--metrics", "acc", "--classes", "0,1", "--no-progress")
     assert rc == 0 and "2 classes evaluated" in out
-    assert_user_error(capsys, ["unlearn", "--checkpoint", str(ckpt), "--out-dir", str(out_dir), "--resume", *fast],
-                      "--gate-mlp must match the run being resumed, which was started with it; got it not given")
+    assert_user_error(capsys, ["unlearn", "--checkpoint", str(ckpt), "--out-dir", str(out_dir), "--resume",
+                               "--gate-mlp", "qkv", *fast],
+                      "--gate-mlp must match the run being resumed, which was started with fc1, got qkv")
     rc, out, _ = run_cli(capsys, "unlearn", "--checkpoint", str(ckpt), "--out-dir", str(out_dir), "--resume",
                          "--gate-mlp", *fast)
     assert rc == 0 and "untrained 2 steps (step cap)" in out

@@ -18,7 +18,7 @@ from wfkern.data import get_dataset
 from wfkern.metrics import EvalSettings, PerClassModels, evaluate
 from wfkern.models import create_model
 from wfkern.unlearn import LAMBDA1_DEFAULTS, LAMBDA1_MARGIN, LR_DEFAULTS, PAPER_RECIPE, UnlearnConfig, unlearn
-from wfkern.unlearn.config import MAX_EPOCHS_DEFAULTS, MAX_STEPS_PER_CLASS, PATIENCE_DEFAULTS
+from wfkern.unlearn.config import MARGIN_DEFAULTS, MAX_EPOCHS_DEFAULTS, MAX_STEPS_PER_CLASS, PATIENCE_DEFAULTS
 
 FLAG_FIELDS = {
     UnlearnConfig: list(dataclasses.fields(UnlearnConfig)),
@@ -108,7 +108,7 @@ def test_every_unlearn_flag_reaches_its_setting():
     assert set(other) == {f.name for f in FLAG_FIELDS[UnlearnConfig]}  # a new field needs a line here
     flags = [x for name, text in other.items() for x in ("--" + name.replace("_", "-"), text)]
     kw = unlearn_kwargs(parse("unlearn", *flags))
-    resolved = UnlearnConfig(lambda1=1.0, lr=1.0, clip_norm=1.0, max_epochs=1, max_steps=1, patience=1)
+    resolved = UnlearnConfig(lambda1=1.0, margin=1.0, lr=1.0, clip_norm=1.0, max_epochs=1, max_steps=1, patience=1)
     want = {f.name: type(getattr(resolved, f.name))(other[f.name]) for f in FLAG_FIELDS[UnlearnConfig]}
     assert kw == want
     assert UnlearnConfig(**kw).to_dict() == want
@@ -190,7 +190,7 @@ def test_config_and_keywords_run_the_same_and_the_config_is_left_alone(digits_sm
     config = UnlearnConfig(batch_size=64, max_epochs=3, evals_per_epoch=2)
     by_config = tiny_wf()
     res_cfg = unlearn(by_config, *digits_small, config, progress=False, max_epochs=1, lr=10.0, clip_norm=None)
-    resolved = {"lambda1": LAMBDA1_MARGIN, "patience": PATIENCE_DEFAULTS["cnn"],
+    resolved = {"lambda1": LAMBDA1_MARGIN, "margin": MARGIN_DEFAULTS["cnn"], "patience": PATIENCE_DEFAULTS["cnn"],
                 "max_steps": MAX_STEPS_PER_CLASS["cnn"] * 10}
     assert res_kw.config == res_cfg.config == {**UnlearnConfig().to_dict(), **run, **resolved}
     a, b = by_keywords.gates_state_dict(), by_config.gates_state_dict()
@@ -233,3 +233,16 @@ def test_run_length_is_the_model_familys_unless_given():
         UnlearnConfig(max_epochs=2.5)
     with pytest.raises(ValueError, match="wfkern.unlearn: patience must be >= 1, got 0"):
         UnlearnConfig(patience=0)
+
+
+def test_margin_is_the_model_familys_unless_given():
+    """ViTs (every linear layer of each block gated by default) take margin 4, CNNs 3; a given margin is kept, and
+    a ViT patched with the paper's qkv-only gates is still a ViT."""
+    vit_model = create_model("vit_t", 10, 1, 8, depth=1, embed_dim=12, num_heads=2, patch_size=4).eval()
+    assert UnlearnConfig().margin is None and MARGIN_DEFAULTS == {"cnn": 3.0, "vit": 4.0}
+    for wf, margin in ((tiny_wf(), 3.0), (wfkern.patch(vit_model, 10), 4.0),
+                       (wfkern.patch(vit_model, 10, gate_mlp="qkv"), 4.0)):
+        assert UnlearnConfig().for_model(wf).margin == margin
+        assert UnlearnConfig(margin=2.5).for_model(wf).margin == 2.5
+    with pytest.raises(ValueError, match=r"^wfkern.unlearn: margin must be a finite number >= 0, got -1$"):
+        UnlearnConfig(margin=-1)

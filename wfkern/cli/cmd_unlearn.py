@@ -12,7 +12,7 @@ from wfkern.cli._common import (add_data_args, add_device_arg, add_loader_args, 
                                 start_command, with_throughput)
 from wfkern.cli.errors import UserError
 from wfkern.metrics.manifest import MANIFEST_FILE, run_manifest, write_run_manifest
-from wfkern.patch import gates_mlp
+from wfkern.patch.surgery import GATE_MLP_CHOICES, gate_placement, gates_mlp
 from wfkern.train import init_distributed
 from wfkern.unlearn import PAPER_RECIPE, UnlearnConfig, unlearn
 from wfkern.unlearn.config import setting_problem
@@ -70,10 +70,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="model checkpoint from `wfkern train`")
     p.add_argument("--out-dir", required=True, help="folder for filters, history and checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from OUT_DIR's last checkpoint")
-    p.add_argument("--gate-mlp", action="store_true",
-                   help="ViTs: also gate the first MLP layer of every block (not in the paper, which gates qkv only; "
-                        "closer to the original's accuracy at one more masked layer per block, docs/untraining.md). "
-                        "`wfkern evaluate` reads it from the filters")
+    p.add_argument("--gate-mlp", choices=GATE_MLP_CHOICES, nargs="?", const="fc1", default="auto",
+                   help="ViTs: where each block's gates sit. auto (the default): every linear layer of the block for "
+                        "a ViT (all), the convs for a CNN; qkv: the attention's qkv projection only (the paper's); "
+                        "fc1: also the MLP's first layer (a bare --gate-mlp); all: qkv, attention output, both MLP "
+                        "layers (docs/untraining.md). With --resume, auto continues the run's own placement. "
+                        "`wfkern evaluate` reads it from the gates file")
     p.add_argument("--no-progress", action="store_true",
                    help="hide the progress (a bar on a terminal, a plain line every 10%% of the steps otherwise)")
     p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
@@ -94,9 +96,7 @@ def run(args: argparse.Namespace) -> int:
     ctx, device = init_distributed(args.device)
     model, config, (train, val, test) = checkpoint_and_splits(args, device, ("train", "val", "test"))
     check_data_matches(train.info, config, args.checkpoint)
-    if args.resume:
-        _check_resume_patch(args)
-    wf = wfkern.patch(model, num_classes=config.num_classes, gate_mlp=args.gate_mlp)
+    wf = _patched(args, model, config.num_classes)
     try:
         result = unlearn(wf, train, val, UnlearnConfig(**kwargs), device=device, out_dir=args.out_dir,
                          resume=args.resume, progress=not args.no_progress and ctx.rank == 0,
@@ -124,17 +124,21 @@ def run(args: argparse.Namespace) -> int:
 _LABELS = {"base_fingerprint": "checkpoint fingerprint"}
 
 
-def _check_resume_patch(args: argparse.Namespace) -> None:
-    """A resumed run must patch the model as the run it continues did (--gate-mlp or not): said up front."""
+def _patched(args: argparse.Namespace, model, num_classes: int) -> wfkern.WFModel:
+    """``model`` patched with --gate-mlp; a resumed run is patched as the run it continues was: --gate-mlp auto takes
+    the run's own placement, another value must give the same layers (said up front). A run state from before the
+    placements had names (qkv only, or + fc1) reads the same way."""
     path = os.path.join(args.out_dir, STATE_FILE)
-    if not os.path.isfile(path):
-        return  # unlearn() says the checkpoint is missing
+    if not (args.resume and os.path.isfile(path)):  # unlearn() says a checkpoint is missing
+        return wfkern.patch(model, num_classes=num_classes, gate_mlp=args.gate_mlp)
     current, _, _, _ = load_state(path)
-    started_with = gates_mlp(key.rpartition(".")[0] for key in current)
-    if started_with != args.gate_mlp:
-        given = "given" if args.gate_mlp else "not given"
-        started = "with" if started_with else "without"
-        raise UserError(f"--gate-mlp must match the run being resumed, which was started {started} it; got it {given}")
+    started_with = gate_placement(gates_mlp(key.rpartition(".")[0] for key in current))
+    given = started_with if args.gate_mlp == "auto" else args.gate_mlp
+    wf = wfkern.patch(model, num_classes=num_classes, gate_mlp=given)
+    if gate_placement(gates_mlp(wf.wf_layers())) != started_with:
+        raise UserError(f"--gate-mlp must match the run being resumed, which was started with {started_with}, "
+                        f"got {args.gate_mlp}; leave it out (auto) to continue with the run's own")
+    return wf
 
 
 def _write_manifest(args: argparse.Namespace, config, result, train, val) -> None:

@@ -12,7 +12,7 @@ from wfkern.layers.attention import unsupported_reason
 from wfkern.layers.fusion import conv_batchnorm_pairs
 from wfkern.patch.model import WFModel
 
-__all__ = ["patch", "set_submodule"]
+__all__ = ["patch", "set_submodule", "gate_placement", "gates_mlp", "GATE_MLP_CHOICES", "VIT_PLACEMENT"]
 
 
 def set_submodule(root: nn.Module, name: str, module: nn.Module) -> nn.Module:
@@ -29,28 +29,53 @@ _MLP_FIRST = ("mlp.fc1", "mlp.0")
 # The other linear layers of a block: the MLP's second (timm ``fc2``, torchvision ``3``) and the attention's output
 # projection (timm ``attn.proj``; torchvision's sits inside the wrapped nn.MultiheadAttention).
 _BLOCK_REST = ("mlp.fc2", "mlp.3", "attn.proj")
-# Where the gates sit besides the convs and qkv projections, per ``gate_mlp`` value.
-GATE_PLACEMENTS = {False: (), True: _MLP_FIRST, "all": _MLP_FIRST + _BLOCK_REST}
+# Where the gates sit besides the convs and qkv projections, per placement: "qkv" (the paper's), "fc1" (+ the
+# MLP's first layer), "all" (every linear layer of the block).
+GATE_PLACEMENTS = {"qkv": (), "fc1": _MLP_FIRST, "all": _MLP_FIRST + _BLOCK_REST}
+# The older spellings of ``gate_mlp``: False = the paper's qkv only, True = + the MLP's first layer.
+_OLD_VALUES = {False: "qkv", True: "fc1"}
+# What ``gate_mlp=None`` ("auto", the default) picks for a model with attention blocks; CNNs have no choice to make.
+# Every linear layer: on the ViTs of docs/untraining.md only it kept every class within 1 point of the original.
+VIT_PLACEMENT = "all"
+GATE_MLP_CHOICES = ("auto",) + tuple(GATE_PLACEMENTS)
+
+
+def gate_placement(gate_mlp) -> str | None:
+    """``gate_mlp``'s placement name ("qkv", "fc1" or "all"), or None for "auto" / None; raises for anything else."""
+    if gate_mlp is None or (isinstance(gate_mlp, str) and gate_mlp == "auto"):
+        return None
+    if isinstance(gate_mlp, bool):
+        return _OLD_VALUES[gate_mlp]
+    if isinstance(gate_mlp, str) and gate_mlp in GATE_PLACEMENTS:
+        return gate_mlp
+    raise ValueError(f"wfkern.patch: gate_mlp must be None ('auto'), 'qkv', 'fc1', 'all', False or True, "
+                     f"got {gate_mlp!r}")
 
 
 def gates_mlp(layer_names: Iterable[str]) -> bool | str:
     """The ``gate_mlp`` these WF layer names were patched with: ``"all"`` when they include a block's second MLP
-    layer or attention output projection, True when only a transformer MLP's first layer, else False. How the CLI,
-    the server and export patch a model again to match saved gates (``load_gates`` then checks the whole layer
-    table)."""
+    layer or attention output projection, True (``"fc1"``) when only a transformer MLP's first layer, else False
+    (``"qkv"``, and every CNN). How the CLI, the server and export patch a model again to match saved gates
+    (``load_gates`` then checks the whole layer table); never "auto", so a file keeps its own placement."""
     names = list(layer_names)
     if any(name.endswith(_BLOCK_REST) for name in names):
         return "all"
     return any(name.endswith(_MLP_FIRST) for name in names)
 
 
-def _target(name: str, module: nn.Module, gate_mlp: bool | str = False) -> Tuple[Optional[type], Optional[str]]:
+def _has_attention(model: nn.Module) -> bool:
+    """Whether ``model`` has a transformer block that patch gates (a qkv Linear or an nn.MultiheadAttention)."""
+    return any(cls in (WFLinear, WFMultiheadAttention) for cls, _ in
+               (_target(name, module) for name, module in model.named_modules()))
+
+
+def _target(name: str, module: nn.Module, placement: str = "qkv") -> Tuple[Optional[type], Optional[str]]:
     """(WF layer class to wrap ``module`` with, or None; skip reason worth reporting, or None)."""
     if isinstance(module, nn.Conv2d):
         return WFConv2d, None
     if isinstance(module, nn.Linear) and name.rpartition(".")[2] == "qkv":
         return WFLinear, None
-    if gate_mlp and isinstance(module, nn.Linear) and name.endswith(GATE_PLACEMENTS[gate_mlp]):
+    if GATE_PLACEMENTS[placement] and isinstance(module, nn.Linear) and name.endswith(GATE_PLACEMENTS[placement]):
         return WFLinear, None
     if isinstance(module, nn.MultiheadAttention):
         reason = unsupported_reason(module)
@@ -88,7 +113,7 @@ def patch(
     inplace: bool = False,
     include: Optional[Callable[[str, nn.Module], bool]] = None,
     fold_batchnorm: bool = True,
-    gate_mlp: bool | str = False,
+    gate_mlp: bool | str | None = None,
 ) -> WFModel:
     """Wrap every ``nn.Conv2d`` and ViT attention qkv projection of ``model`` in a WF layer.
 
@@ -105,23 +130,26 @@ def patch(
         fold_batchnorm: where tracing proves that a BatchNorm2d reads only a wrapped conv's output,
             let masked inference apply it inside the conv's epilogue (one pass instead of two).
             Outputs are unchanged; ``wf.folded_batchnorms`` lists the pairs.
-        gate_mlp: where a transformer block gets gates besides its qkv projection (False, the paper's).
-            True: also the first linear layer of its MLP (timm ``mlp.fc1``, torchvision ``mlp.0``), one gate
-            per hidden unit. ``"all"``: every linear layer of the block, i.e. also the MLP's second
-            (``mlp.fc2`` / ``mlp.3``) and timm's attention output projection (``attn.proj``). Not in the
-            paper; on small ViTs they closed the gap to the original's accuracy (docs/untraining.md), at the
-            cost of one (True) or three ("all", timm) more masked layers per block.
+        gate_mlp: where a transformer block gets gates besides its qkv projection. None or ``"auto"`` (the
+            default): ``"all"`` for a model with attention blocks (``VIT_PLACEMENT``), nothing more for CNNs.
+            ``"qkv"`` (or False): the qkv projections only, the paper's. ``"fc1"`` (or True): also the first
+            linear layer of its MLP (timm ``mlp.fc1``, torchvision ``mlp.0``), one gate per hidden unit.
+            ``"all"``: every linear layer of the block, i.e. also the MLP's second (``mlp.fc2`` / ``mlp.3``) and
+            timm's attention output projection (``attn.proj``). Not in the paper; on small ViTs they closed the
+            gap to the original's accuracy (docs/untraining.md), at the cost of one ("fc1") or three ("all",
+            timm) more masked layers per block.
     Returns:
         A :class:`WFModel`; ``.skipped`` lists (name, reason) of targets left unwrapped.
     Raises:
         TypeError / ValueError: bad ``num_classes`` or ``init`` (NaN/inf), an already patched model, nothing to wrap.
     """
     init = _check_patch_args(model, num_classes, init)
-    if not any(gate_mlp is key or (isinstance(key, str) and gate_mlp == key) for key in GATE_PLACEMENTS):
-        raise ValueError(f"wfkern.patch: gate_mlp must be False, True or 'all', got {gate_mlp!r}")
+    placement = gate_placement(gate_mlp)
+    if placement is None:
+        placement = VIT_PLACEMENT if _has_attention(model) else "qkv"
     if not inplace:
         model = copy.deepcopy(model)
-    plan, skipped = _plan(model, include, gate_mlp)
+    plan, skipped = _plan(model, include, placement)
     for param in model.parameters():
         param.requires_grad_(False)
     pairs = conv_batchnorm_pairs(model) if fold_batchnorm else {}
@@ -168,14 +196,14 @@ def _check_patch_args(model: nn.Module, num_classes: int, init: float) -> float:
 
 
 def _plan(model: nn.Module, include: Optional[Callable[[str, nn.Module], bool]],
-          gate_mlp: bool | str = False) -> Tuple[list, list]:
+          placement: str = "qkv") -> Tuple[list, list]:
     """([(name, WF layer class)] to wrap, [(name, reason)] skipped); raises when there is nothing to wrap."""
     plan: List[Tuple[str, type]] = []
     skipped: List[Tuple[str, str]] = []
     for name, module in model.named_modules():
         if any(name.startswith(planned + ".") for planned, _ in plan):
             continue  # inside a module that is wrapped whole
-        cls, reason = _target(name, module, gate_mlp)
+        cls, reason = _target(name, module, placement)
         if cls is not None and include is not None and not include(name, module):
             cls, reason = None, "excluded by include()"
         if cls is not None:

@@ -12,7 +12,8 @@ from wfkern._utils import replace_settings, setting
 from wfkern.unlearn.objective import FORGET_LOSSES, RETAIN_LOSSES
 
 __all__ = ["UnlearnConfig", "setting_problem", "PAPER_RECIPE", "LAMBDA1_DEFAULTS", "LAMBDA1_MARGIN", "LR_DEFAULTS",
-           "MAX_EPOCHS_DEFAULTS", "MAX_STEPS_PER_CLASS", "PATIENCE_DEFAULTS", "model_family_of", "RESUME_KEYS"]
+           "MARGIN_DEFAULTS", "MAX_EPOCHS_DEFAULTS", "MAX_STEPS_PER_CLASS", "PATIENCE_DEFAULTS", "model_family_of",
+           "RESUME_KEYS"]
 
 # λ1 of the paper's reciprocal forget loss, per model family (docs/method.md §2): CNNs 10, ViTs 100. The margin
 # loss is bounded, so one λ1 fits both families.
@@ -35,6 +36,10 @@ PATIENCE_DEFAULTS = {"cnn": 10, "vit": 30}
 # for it), not with the dataset's size, so ``max_steps`` defaults to this times the classes; on a small dataset the
 # epoch cap comes first.
 MAX_STEPS_PER_CLASS = {"cnn": 100, "vit": 200}
+
+# The margin loss's margin per model family (docs/untraining.md, ViT sweep): 4 logits for ViTs, whose default gates
+# sit on every linear layer of each block (``wfkern.patch``'s "auto"); 3 for CNNs.
+MARGIN_DEFAULTS = {"cnn": 3.0, "vit": 4.0}
 
 OPTIMIZERS = ("sgd", "adam")
 # The learning rate on the gate logits per optimiser (docs/untraining.md): Adam's steps are scale-free, SGD's are
@@ -126,7 +131,8 @@ class UnlearnConfig:
                                "other class by MARGIN logits) or 'reciprocal' (1/(L_f + ε), the paper's)",
                                choices=FORGET_LOSSES)
     temperature: float = setting(2.0, "distillation temperature T, > 0")
-    margin: float = setting(3.0, "logits by which the forgotten class must lose, >= 0")
+    margin: float | None = setting(None, "logits by which the forgotten class must lose, >= 0",
+                                   none=_per_family(MARGIN_DEFAULTS))
     lambda0: float = setting(1.0, "weight λ0 of the retain loss, >= 0")
     lambda1: float | None = setting(None, "weight λ1 of the forget loss, >= 0", none=_LAMBDA1_NONE)
     lambda2: float = setting(0.0, "weight λ2 of the gate regulariser R = mean(1 − σ(α)), >= 0 (the paper's is 1)")
@@ -172,13 +178,16 @@ class UnlearnConfig:
 
     def for_model(self, wf: nn.Module) -> "UnlearnConfig":
         """This config with every None resolved: ``lambda1`` (``LAMBDA1_MARGIN``, or with the reciprocal ``wf``'s
-        family's ``LAMBDA1_DEFAULTS``), ``lr`` (``LR_DEFAULTS`` of the optimizer), ``max_epochs``,
+        family's ``LAMBDA1_DEFAULTS``), ``margin`` (the family's ``MARGIN_DEFAULTS``), ``lr`` (``LR_DEFAULTS`` of
+        the optimizer), ``max_epochs``,
         ``max_steps`` and ``patience`` (``wf``'s family's ``MAX_EPOCHS_DEFAULTS``, ``MAX_STEPS_PER_CLASS`` times
         ``wf.num_classes``, ``PATIENCE_DEFAULTS``)."""
         family = model_family_of(wf)
         resolved = {}
         if self.lambda1 is None:
             resolved["lambda1"] = LAMBDA1_MARGIN if self.forget_loss == "margin" else LAMBDA1_DEFAULTS[family]
+        if self.margin is None:
+            resolved["margin"] = MARGIN_DEFAULTS[family]
         if self.lr is None:
             resolved["lr"] = LR_DEFAULTS[self.optimizer]
         if self.max_epochs is None:
