@@ -75,26 +75,27 @@ def _batch_loss(run: _Run, idx: torch.Tensor, step_seed: int, lambda1: float):
     number of processes sees the same pairs as one process.
     """
     wf, targets, cfg, ctx, device = run.wf, run.targets, run.cfg, run.ctx, run.device
-    g = torch.Generator().manual_seed(step_seed)
+    generator = torch.Generator().manual_seed(step_seed)
     half = idx.numel() // 2
-    f_idx, r_idx = idx[:half], idx[half:]
-    f_rows = pick_forget_labels(targets[f_idx], g)                              # (B/2,)
-    r_rows = expand_labels(targets[r_idx], wf.num_classes, cfg.chi, g)          # (χ, B/2)
+    forget_idx, retain_idx = idx[:half], idx[half:]
+    forget_rows = pick_forget_labels(targets[forget_idx], generator)                           # (B/2,)
+    retain_rows = expand_labels(targets[retain_idx], wf.num_classes, cfg.chi, generator)       # (χ, B/2)
     shard = slice(ctx.rank, None, ctx.world_size)
-    f_idx, f_rows, r_idx, r_rows = f_idx[shard], f_rows[shard], r_idx[shard], r_rows[:, shard]
-    keep = f_rows >= 0                                                          # multi-label rows without positives
-    f_idx, f_rows = f_idx[keep], f_rows[keep]
-    x, y = next(iter_batches(run.train_data, [torch.cat([f_idx, r_idx])]))
+    forget_idx, forget_rows = forget_idx[shard], forget_rows[shard]
+    retain_idx, retain_rows = retain_idx[shard], retain_rows[:, shard]
+    keep = forget_rows >= 0                                                     # multi-label rows without positives
+    forget_idx, forget_rows = forget_idx[keep], forget_rows[keep]
+    x, y = next(iter_batches(run.train_data, [torch.cat([forget_idx, retain_idx])]))
     x, y = x.to(device), y.to(device)
-    nf = f_idx.numel()
-    teacher = original_logits(wf, x[nf:], cfg.retain_loss, copies=cfg.chi)
-    xs = torch.cat([x[:nf], x[nf:].repeat(cfg.chi, *([1] * (x.dim() - 1)))])
+    n_forget = forget_idx.numel()
+    teacher = original_logits(wf, x[n_forget:], cfg.retain_loss, copies=cfg.chi)
+    xs = torch.cat([x[:n_forget], x[n_forget:].repeat(cfg.chi, *([1] * (x.dim() - 1)))])
     # Host labels: wf checks them for free and copies them without blocking (no sync per step).
-    logits = wf(xs, forget=torch.cat([f_rows, r_rows.reshape(-1)]))
-    y_r = y[nf:].repeat(cfg.chi, *([1] * (y.dim() - 1)))
-    term, loss_f = forget_terms(logits[:nf], y[:nf], f_rows.to(device, non_blocking=True), cfg.forget_loss,
-                                cfg.margin, cfg.eps)
-    loss_r = retain_terms(logits[nf:], y_r, teacher, cfg.retain_loss, cfg.temperature)
+    logits = wf(xs, forget=torch.cat([forget_rows, retain_rows.reshape(-1)]))
+    y_retain = y[n_forget:].repeat(cfg.chi, *([1] * (y.dim() - 1)))
+    term, loss_f = forget_terms(logits[:n_forget], y[:n_forget], forget_rows.to(device, non_blocking=True),
+                                cfg.forget_loss, cfg.margin, cfg.eps)
+    loss_r = retain_terms(logits[n_forget:], y_retain, teacher, cfg.retain_loss, cfg.temperature)
     return combine_losses(term, loss_f, loss_r, wf.gate_parameters(), cfg.lambda0, lambda1, cfg.lambda2)
 
 
@@ -276,36 +277,36 @@ def _train(run: _Run) -> None:
     perm_epoch, perm = -1, None
     with run.reporter:
         while not prog.done and prog.step < run.total:
-            epoch, k = divmod(prog.step, run.steps)
+            epoch, batch_in_epoch = divmod(prog.step, run.steps)
             if epoch != perm_epoch:  # the batch order is a function of (seed, epoch) only
                 perm_epoch = epoch
-                g = torch.Generator().manual_seed(run.cfg.seed * SEED_STRIDE + epoch)
-                perm = torch.randperm(run.targets.shape[0], generator=g)
-            lam1 = _lambda1_at(run.cfg, prog.step, run.total)
-            _step(run, perm[k * run.batch:(k + 1) * run.batch], lam1, epoch)
-            if k + 1 in run.evals_at or prog.step == run.total:
+                generator = torch.Generator().manual_seed(run.cfg.seed * SEED_STRIDE + epoch)
+                perm = torch.randperm(run.targets.shape[0], generator=generator)
+            lambda1 = _lambda1_at(run.cfg, prog.step, run.total)
+            _step(run, perm[batch_in_epoch * run.batch:(batch_in_epoch + 1) * run.batch], lambda1, epoch)
+            if batch_in_epoch + 1 in run.evals_at or prog.step == run.total:
                 prog.seconds = time.perf_counter() - t_start
-                _validate(run, lam1, epoch)
+                _validate(run, lambda1, epoch)
     prog.seconds = time.perf_counter() - t_start
 
 
-def _step(run: _Run, idx: torch.Tensor, lam1: float, epoch: int) -> None:
+def _step(run: _Run, idx: torch.Tensor, lambda1: float, epoch: int) -> None:
     """One optimiser step on the global batch ``idx``; every process stops together on a NaN/inf loss or gradient."""
     prog, ctx = run.prog, run.ctx
     # The drawn rows are a function of (seed, step) only; 7 × total keeps their seeds off the epochs' orders.
-    parts = _batch_loss(run, idx, run.cfg.seed * SEED_STRIDE + 7 * run.total + prog.step, lam1)
+    parts = _batch_loss(run, idx, run.cfg.seed * SEED_STRIDE + 7 * run.total + prog.step, lambda1)
     run.opt.zero_grad(set_to_none=True)
     parts.total.backward()
     all_reduce_grads(run.params, ctx)
     clip = run.cfg.clip_norm
-    gnorm = torch.nn.utils.clip_grad_norm_(run.params, clip if clip else float("inf"))
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.params, clip if clip else float("inf"))
     terms = [parts.total.item(), parts.retain.item(), parts.forget.item(), parts.reg.item()]
-    ok = float(math.isfinite(terms[0]) and math.isfinite(gnorm.item()))
+    ok = float(math.isfinite(terms[0]) and math.isfinite(grad_norm.item()))
     if all_reduce_sum(torch.tensor([ok]), ctx).item() != ctx.world_size:
         _diverged(run, terms[0], epoch)
     run.opt.step()
     prog.step += 1
-    prog.running = terms if not prog.running else [0.9 * r + 0.1 * t for r, t in zip(prog.running, terms)]
+    prog.running = terms if not prog.running else [0.9 * old + 0.1 * new for old, new in zip(prog.running, terms)]
     run.reporter.step(prog.step, prog.running)
 
 
@@ -324,32 +325,32 @@ def _finish(run: _Run) -> UnlearnResult:
                          history=list(run.history.records), config=cfg.to_dict())
 
 
-def _validate(run: _Run, lam1: float, epoch: int) -> None:
+def _validate(run: _Run, lambda1: float, epoch: int) -> None:
     """One validation: record it, keep the best gates, update patience, checkpoint."""
     cfg, prog, ctx, reporter = run.cfg, run.prog, run.ctx, run.reporter
-    v = validation_objective(run.wf, run.val_data, run.plan, cfg, run.device, ctx)
+    scores = validation_objective(run.wf, run.val_data, run.plan, cfg, run.device, ctx)
     prog.evals += 1
-    improved = v["objective"] < prog.best_objective
+    improved = scores["objective"] < prog.best_objective
     if improved:
-        prog.best_objective, prog.best_step, prog.bad_evals = v["objective"], prog.step, 0
+        prog.best_objective, prog.best_step, prog.bad_evals = scores["objective"], prog.step, 0
         run.best_gates = run.wf.gates_state_dict()
     else:
         prog.bad_evals += 1
         prog.done = prog.bad_evals >= cfg.patience
-    rec = {"eval": prog.evals, "step": prog.step, "epoch": epoch + 1, "seconds": round(prog.seconds, 3),
-           "lambda1": lam1, "train_loss": prog.running[0], "train_retain": prog.running[1],
-           "train_forget": prog.running[2],
-           **{f"val_{k}": val for k, val in v.items()}, "best": improved}
-    run.history.append(rec)
+    record = {"eval": prog.evals, "step": prog.step, "epoch": epoch + 1, "seconds": round(prog.seconds, 3),
+              "lambda1": lambda1, "train_loss": prog.running[0], "train_retain": prog.running[1],
+              "train_forget": prog.running[2],
+              **{f"val_{name}": value for name, value in scores.items()}, "best": improved}
+    run.history.append(record)
     if ctx.rank == 0:
         verdict = "best so far" if improved else f"no improvement ({prog.bad_evals}/{cfg.patience} before stopping)"
         line = (f"unlearn validation {prog.evals} (epoch {epoch + 1}, step {prog.step}): "
-                f"objective {format_loss(v['objective'])} (retain {format_loss(v['retain'])}, "
-                f"forget {format_loss(v['forget_term'])}, R {format_loss(v['reg'])}), "
-                f"acc_r {format_pct(v['acc_r'])} acc_f {format_pct(v['acc_f'])}; {verdict}")
+                f"objective {format_loss(scores['objective'])} (retain {format_loss(scores['retain'])}, "
+                f"forget {format_loss(scores['forget_term'])}, R {format_loss(scores['reg'])}), "
+                f"acc_r {format_pct(scores['acc_r'])} acc_f {format_pct(scores['acc_f'])}; {verdict}")
         # Progress shown (bar or plain lines): the validation goes into it, the full line only with -v (DEBUG).
         log.log(logging.DEBUG if reporter.mode else logging.INFO, line)
-        reporter.validation(prog.step, v, improved, prog.best_step, prog.best_objective)
+        reporter.validation(prog.step, scores, improved, prog.best_step, prog.best_objective)
     if run.state_path and ctx.rank == 0:
         save_state(run.state_path, run.wf.gates_state_dict(), run.best_gates, run.opt, prog)
 

@@ -86,26 +86,26 @@ def resume_differences(run: dict, now: dict) -> list[tuple[str, object, object]]
 
 
 def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict]:
-    sd = opt.state_dict()
+    state_dict = opt.state_dict()
     tensors, scalars = {}, {}
-    for pid, st in sd["state"].items():
-        for k, v in st.items():
-            if isinstance(v, Tensor):
-                tensors[f"optim/{pid}/{k}"] = v.detach().cpu().contiguous().clone()
+    for param_id, param_state in state_dict["state"].items():
+        for name, value in param_state.items():
+            if isinstance(value, Tensor):
+                tensors[f"optim/{param_id}/{name}"] = value.detach().cpu().contiguous().clone()
             else:
-                scalars[f"{pid}/{k}"] = v
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+                scalars[f"{param_id}/{name}"] = value
+    return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
 
 
 def _unflatten_optimizer(tensors: dict[str, Tensor], meta: dict) -> dict:
     state: dict[int, dict] = {}
-    for key, v in tensors.items():
+    for key, value in tensors.items():
         if key.startswith("optim/"):
-            _, pid, k = key.split("/", 2)
-            state.setdefault(int(pid), {})[k] = v
-    for key, v in meta["scalars"].items():
-        pid, k = key.split("/", 1)
-        state.setdefault(int(pid), {})[k] = v
+            _, param_id, name = key.split("/", 2)
+            state.setdefault(int(param_id), {})[name] = value
+    for key, value in meta["scalars"].items():
+        param_id, name = key.split("/", 1)
+        state.setdefault(int(param_id), {})[name] = value
     return {"state": state, "param_groups": meta["param_groups"]}
 
 

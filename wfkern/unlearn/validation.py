@@ -37,14 +37,15 @@ class ValidationPlan:
 
 def make_validation_plan(val_data: Dataset, num_classes: int, chi: int, seed: int) -> ValidationPlan:
     """Split the validation set in halves (seeded) and draw its fixed forget / retain rows."""
-    g = torch.Generator().manual_seed(int(seed) + SEED_SPREAD)  # fixed for a run: from the seed, never the step
+    generator = torch.Generator().manual_seed(int(seed) + SEED_SPREAD)  # fixed for a run: from the seed, never the step
     targets = dataset_targets(val_data)
-    perm = torch.randperm(targets.shape[0], generator=g)
+    perm = torch.randperm(targets.shape[0], generator=generator)
     half = perm.numel() // 2
-    f_idx, r_idx = perm[:half].sort().values, perm[half:].sort().values
-    rows = pick_forget_labels(targets[f_idx], g)
+    forget_idx, retain_idx = perm[:half].sort().values, perm[half:].sort().values
+    rows = pick_forget_labels(targets[forget_idx], generator)
     keep = rows >= 0
-    return ValidationPlan(f_idx[keep], rows[keep], r_idx, expand_labels(targets[r_idx], num_classes, chi, g))
+    return ValidationPlan(forget_idx[keep], rows[keep], retain_idx,
+                          expand_labels(targets[retain_idx], num_classes, chi, generator))
 
 
 @torch.no_grad()
