@@ -112,9 +112,9 @@ def run(args: argparse.Namespace) -> int:
     classes = resolve_forget(args.forget, config.num_classes, names) if fmt == "safetensors" else None
     source = load_source(args.checkpoint, args.gates)
     if fmt == "safetensors":
-        rec = export_weights(source, classes, args.out, overwrite=args.overwrite)
+        record = export_weights(source, classes, args.out, overwrite=args.overwrite)
         shown = ", ".join(str(c) if str(n) == str(c) else f"{c} ({n})"
-                          for c, n in zip(classes, rec.get("forgotten_names", classes)))
+                          for c, n in zip(classes, record.get("forgotten_names", classes)))
         print(f"wrote {args.out} ({_mib(args.out)}): {config.model} with class{'es' if len(classes) > 1 else ''} "
               f"{shown} folded into the weights; a plain state dict of the original architecture")
         return 0
@@ -122,16 +122,16 @@ def run(args: argparse.Namespace) -> int:
           file=sys.stderr, flush=True)
     verify = not args.no_verify
     if fmt == "onnx":
-        rec = export_onnx(source, args.out, overwrite=args.overwrite, forget_input=args.forget_input, verify=verify)
-        checked = ("not checked (onnxruntime is not installed)" if verify and rec["verified_max_diff"] is None
+        record = export_onnx(source, args.out, overwrite=args.overwrite, forget_input=args.forget_input, verify=verify)
+        checked = ("not checked (onnxruntime is not installed)" if verify and record["verified_max_diff"] is None
                    else "not checked" if not verify else
-                   f"matches wfkern within {rec['verified_max_diff']:.1g} in onnxruntime")
+                   f"matches wfkern within {record['verified_max_diff']:.1g} in onnxruntime")
     else:
-        rec = export_pt2(source, args.out, overwrite=args.overwrite, forget_input=args.forget_input,
+        record = export_pt2(source, args.out, overwrite=args.overwrite, forget_input=args.forget_input,
                          decompose=args.decompose, verify=verify)
-        checked = (f"matches wfkern within {rec['verified_max_diff']:.1g}" if verify else "not checked")
-        if rec["custom_ops"]:
-            checked += f"; calls {', '.join(rec['custom_ops'])}: load wfkern's library first (docs/export.md)"
+        checked = (f"matches wfkern within {record['verified_max_diff']:.1g}" if verify else "not checked")
+        if record["custom_ops"]:
+            checked += f"; calls {', '.join(record['custom_ops'])}: load wfkern's library first (docs/export.md)"
     shape = "(batch, K)" if args.forget_input == "set" else "(batch,)"
     first = "input" if fmt == "onnx" else "x"
     print(f"wrote {args.out} ({_mib(args.out)}, {fmt}): inputs {first} (batch, {config.in_chans}, {config.image_size}, "

@@ -37,18 +37,18 @@ class ExportSource:
     def record(self, artifact: str, forgotten: Optional[List[int]] = None) -> dict:
         """The JSON record an artifact carries: what it is, which model and gates it came from, what it forgets."""
         cfg = self.config
-        rec = {"format": EXPORT_FORMAT, "artifact": artifact, "arch": cfg.model, "model_kwargs": cfg.model_kwargs,
-               "num_classes": cfg.num_classes, "in_chans": cfg.in_chans, "image_size": cfg.image_size,
-               "preprocess": cfg.preprocess, "dataset": cfg.dataset, "base_fingerprint": self.base_fingerprint,
-               "gates_fingerprint": self.gates_fingerprint, "gate_mlp": gates_mlp(self.wf.wf_layers()),
-               "wfkern_version": _version()}
+        record = {"format": EXPORT_FORMAT, "artifact": artifact, "arch": cfg.model, "model_kwargs": cfg.model_kwargs,
+                  "num_classes": cfg.num_classes, "in_chans": cfg.in_chans, "image_size": cfg.image_size,
+                  "preprocess": cfg.preprocess, "dataset": cfg.dataset, "base_fingerprint": self.base_fingerprint,
+                  "gates_fingerprint": self.gates_fingerprint, "gate_mlp": gates_mlp(self.wf.wf_layers()),
+                  "wfkern_version": _version()}
         if forgotten is not None:
-            rec["forgotten"] = list(forgotten)
+            record["forgotten"] = list(forgotten)
             if self.class_names is not None:
-                rec["forgotten_names"] = [self.class_names[c] for c in forgotten]
+                record["forgotten_names"] = [self.class_names[c] for c in forgotten]
         if self.class_names is not None:
-            rec["class_names"] = list(self.class_names)
-        return rec
+            record["class_names"] = list(self.class_names)
+        return record
 
 
 def _version() -> str:

@@ -43,8 +43,8 @@ def _check_forget_input(forget_input: str, where: str) -> None:
 def example_inputs(source: ExportSource, batch: int = 2, forget_input: str = "set") -> Tuple[Tensor, Tensor]:
     """(x, forget) to trace with: a seeded random batch of the checkpoint's input size and valid labels."""
     cfg = source.config
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, cfg.in_chans, cfg.image_size, cfg.image_size, generator=gen)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, cfg.in_chans, cfg.image_size, cfg.image_size, generator=generator)
     labels = torch.arange(2 * batch).remainder(cfg.num_classes).view(batch, 2)
     labels[0, 1] = -1
     return x, (labels if forget_input == "set" else labels[:, 0].contiguous())
@@ -53,10 +53,11 @@ def example_inputs(source: ExportSource, batch: int = 2, forget_input: str = "se
 def _check_inputs(source: ExportSource, forget_input: str) -> Tuple[Tensor, Tensor]:
     """A batch that covers every kind of row: one label, a set, a repeated class, nothing, a bad label."""
     cfg = source.config
-    nc = cfg.num_classes
-    gen = torch.Generator().manual_seed(1)
-    x = torch.randn(5, cfg.in_chans, cfg.image_size, cfg.image_size, generator=gen)
-    sets = torch.tensor([[0, -1], [1 % nc, 2 % nc], [3 % nc, 3 % nc], [-1, -1], [nc, 0]])
+    num_classes = cfg.num_classes
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(5, cfg.in_chans, cfg.image_size, cfg.image_size, generator=generator)
+    sets = torch.tensor([[0, -1], [1 % num_classes, 2 % num_classes], [3 % num_classes, 3 % num_classes], [-1, -1],
+                         [num_classes, 0]])  # the last row holds a label outside [-1, Nc)
     return x, (sets if forget_input == "set" else sets[:, 0].contiguous())
 
 
@@ -99,15 +100,15 @@ def export_weights(source: ExportSource, forget: ForgetSet, path: str, *, overwr
     path = _check_target(path, overwrite, where)
     classes = forget_set(forget, source.wf.num_classes, where)
     model = bake(source.wf, classes)
-    rec = source.record("weights", classes)
+    record = source.record("weights", classes)
     if isinstance(model, ChannelAdapter):  # a 3-channel torchvision stem fed grey images: the stem's own keys
-        rec["channel_adapter"] = {"in_chans": model.in_chans, "model_chans": model.model_chans}
+        record["channel_adapter"] = {"in_chans": model.in_chans, "model_chans": model.model_chans}
         model = model.model
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     meta = {"format": EXPORT_FORMAT, "arch": source.config.model, "forgotten": ",".join(map(str, classes)),
-            "wfkern_export": json.dumps(rec, sort_keys=True)}
+            "wfkern_export": json.dumps(record, sort_keys=True)}
     atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
-    return rec
+    return record
 
 
 # --- the traced model with a forget input ------------------------------------------------------------------------
@@ -203,18 +204,18 @@ def export_onnx(source: ExportSource, path: str, *, overwrite: bool = False, for
     with torch.no_grad(), _quiet_exporter():
         program = torch.onnx.export(exported, dynamo=True, input_names=["input", "forget"], output_names=["logits"],
                                     dynamic_shapes=_dynamic_shapes(forget_input), optimize=True, verbose=False)
-    rec = source.record("onnx")
-    rec["forget_input"] = forget_input
-    program.model.metadata_props["wfkern"] = json.dumps(rec, sort_keys=True)
-    rec["verified_max_diff"] = None
+    record = source.record("onnx")
+    record["forget_input"] = forget_input
+    program.model.metadata_props["wfkern"] = json.dumps(record, sort_keys=True)
+    record["verified_max_diff"] = None
 
     def write(tmp: str) -> None:
         program.save(tmp, external_data=False)
         if verify:
-            rec["verified_max_diff"] = _verify_onnx(tmp, source, forget_input)
+            record["verified_max_diff"] = _verify_onnx(tmp, source, forget_input)
 
     atomic_write(path, write)
-    return rec
+    return record
 
 
 @contextlib.contextmanager
@@ -264,17 +265,17 @@ def export_pt2(source: ExportSource, path: str, *, overwrite: bool = False, forg
     where = "wfkern.export_pt2"
     path = _check_target(path, overwrite, where)
     program = export_program(source, forget_input=forget_input, decompose=decompose)
-    rec = source.record("pt2")
-    rec.update(forget_input=forget_input, custom_ops=custom_ops(program))
-    configs = {"aot_inductor.metadata": {"wfkern": json.dumps(rec, sort_keys=True)}}
-    rec["verified_max_diff"] = None
+    record = source.record("pt2")
+    record.update(forget_input=forget_input, custom_ops=custom_ops(program))
+    configs = {"aot_inductor.metadata": {"wfkern": json.dumps(record, sort_keys=True)}}
+    record["verified_max_diff"] = None
 
     def write(tmp: str) -> None:
         torch._inductor.aoti_compile_and_package(program, package_path=tmp, inductor_configs=configs)
         if verify:
             x, forget = _check_inputs(source, forget_input)
             runner = torch._inductor.aoti_load_package(tmp)
-            rec["verified_max_diff"] = _compare(runner(x, forget), _reference(source, x, forget), "the pt2 package")
+            record["verified_max_diff"] = _compare(runner(x, forget), _reference(source, x, forget), "the pt2 package")
 
     _atomic_with_suffix(path, ".pt2", write)
-    return rec
+    return record
