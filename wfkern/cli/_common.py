@@ -67,15 +67,15 @@ def add_device_arg(p: argparse.ArgumentParser) -> None:
 
 def add_loader_args(p: argparse.ArgumentParser) -> None:
     """--num-workers and --precision: how batches are read and computed (wire ``run`` with ``with_throughput``)."""
-    g = p.add_argument_group("throughput")
-    g.add_argument("--num-workers", type=int, default=0, metavar="N",
-                   help="worker processes decoding the images of lazily loaded datasets (imagefolder), kept for the "
-                        "whole command; the batches are the same for every N (samples, order, values); the "
-                        "in-memory datasets (digits, MNIST, CIFAR-10) need none. Batches are pinned when the "
-                        "device is CUDA")
-    g.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="bf16: bfloat16 autocast on the GPU or the CPU (and channels-last CNN weights on CUDA); "
-                        "weights, gates and optimiser state stay float32")
+    group = p.add_argument_group("throughput")
+    group.add_argument("--num-workers", type=int, default=0, metavar="N",
+                       help="worker processes decoding the images of lazily loaded datasets (imagefolder), kept for "
+                            "the whole command; the batches are the same for every N (samples, order, values); the "
+                            "in-memory datasets (digits, MNIST, CIFAR-10) need none. Batches are pinned when the "
+                            "device is CUDA")
+    group.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                       help="bf16: bfloat16 autocast on the GPU or the CPU (and channels-last CNN weights on CUDA); "
+                            "weights, gates and optimiser state stay float32")
 
 
 def _device_type(name: str | None) -> str:

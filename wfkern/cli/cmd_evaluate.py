@@ -42,8 +42,8 @@ def wf_untrain_seconds(gates_path: str, run_dir: str | None = None) -> float | N
     if not history_path(run).is_file():
         return None
     seconds = None
-    for rec in read_history(run, keys=None):
-        seconds = rec.get("seconds", seconds)
+    for record in read_history(run, keys=None):
+        seconds = record.get("seconds", seconds)
     return seconds
 
 
@@ -54,9 +54,9 @@ def baseline_classes(baseline_dir: str, cost: dict) -> list[int]:
     models = os.path.join(baseline_dir, "models")
     if os.path.isdir(models):
         for name in os.listdir(models):
-            m = re.fullmatch(r"class_(\d+)\.safetensors", name)
-            if m:
-                have.add(int(m.group(1)))
+            match = re.fullmatch(r"class_(\d+)\.safetensors", name)
+            if match:
+                have.add(int(match.group(1)))
     recorded = cost.get("classes")
     if not isinstance(recorded, list):
         recorded = list((cost.get("per_class") or {}).keys())
@@ -216,9 +216,9 @@ class _PlainProgress:
 
 
 def _clock(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def _isatty(stream) -> bool:
