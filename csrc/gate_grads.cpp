@@ -4,11 +4,10 @@
 namespace wfkern {
 
 namespace {
-// counts[b, l] = 1 when class l is in sample b's label set (a set counts each class once), else 0.
+// counts[b, l] = 1 when class l is in sample b's set, a row of the (B, K) sets (each class once), else 0.
 // Labels outside [0, num_classes) contribute nothing: the CPU kernel rejected them, the CUDA
 // gate table poisoned their rows; this only keeps the scatter memory safe.
-at::Tensor label_counts(const at::Tensor& labels, int64_t num_classes, at::ScalarType dtype) {
-  const at::Tensor sets = labels.dim() == 1 ? labels.unsqueeze(1) : labels;
+at::Tensor label_counts(const at::Tensor& sets, int64_t num_classes, at::ScalarType dtype) {
   at::Tensor valid = sets.ge(0).logical_and(sets.lt(num_classes));
   if (sets.size(1) > 1) {  // drop slots that repeat an earlier slot of the same set
     const at::Tensor same = sets.unsqueeze(2).eq(sets.unsqueeze(1));  // (B, K, K): slot k equals slot j
@@ -30,33 +29,32 @@ at::Tensor scatter_to_alpha(const at::Tensor& counts, const at::Tensor& weighted
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> alpha_grads_from_sums(
-    const at::Tensor& sum_gx, const at::Tensor& sum_g, const at::Tensor& scale, const c10::optional<at::Tensor>& mask_b,
-    const at::Tensor& alpha_w, const c10::optional<at::Tensor>& alpha_b, const c10::optional<at::Tensor>& bias,
-    const c10::optional<at::Tensor>& post_scale, const c10::optional<at::Tensor>& post_shift, bool saved_is_output,
-    const at::Tensor& labels) {
+    const at::Tensor& sum_gx, const at::Tensor& sum_g, const at::Tensor& scale, const OptTensor& mask_b,
+    const EpilogueCall& call, bool saved_is_output) {
   // out = s * ((y - bias) * mask_w + bias * mask_b) + t; scale = s * mask_w; q = s * bias * mask_b.
   // The weight gates' term sum g * s * (y - bias) * mask_w is
   //   scale * (sum g*y - bias * sum g)   from y,  or   sum g*out - (t + q) * sum g   from the output;
   // the bias gates' term sum g * s * bias * mask_b is q * sum g.
   const at::ScalarType dtype = sum_gx.scalar_type();
-  const at::Tensor counts = label_counts(labels, alpha_w.size(0), dtype);
-  at::Tensor q;
-  if (bias.has_value()) {
-    q = bias->to(dtype).unsqueeze(0) * *mask_b;
-    if (post_scale.has_value()) q = q * post_scale->to(dtype).unsqueeze(0);
+  const at::Tensor counts = label_counts(call.sets, call.num_classes(), dtype);
+  at::Tensor q, bias;
+  if (call.bias.has_value()) {
+    bias = call.bias->to(dtype).unsqueeze(0);
+    q = bias * *mask_b;
+    if (call.post_scale.has_value()) q = q * call.post_scale->to(dtype).unsqueeze(0);
   }
   at::Tensor weighted_w;
   if (saved_is_output) {
-    at::Tensor offset = post_shift.has_value() ? post_shift->to(dtype).unsqueeze(0) : at::Tensor();
+    at::Tensor offset = call.post_shift.has_value() ? call.post_shift->to(dtype).unsqueeze(0) : at::Tensor();
     if (q.defined()) offset = offset.defined() ? offset + q : q;
     weighted_w = offset.defined() ? sum_gx - offset * sum_g : sum_gx;
   } else {
-    weighted_w = scale * (bias.has_value() ? sum_gx - bias->to(dtype).unsqueeze(0) * sum_g : sum_gx);
+    weighted_w = scale * (bias.defined() ? sum_gx - bias * sum_g : sum_gx);
   }
-  if (!bias.has_value()) {
-    return {scatter_to_alpha(counts, weighted_w, alpha_w), at::empty({0}, alpha_w.options())};
+  if (!bias.defined()) {
+    return {scatter_to_alpha(counts, weighted_w, call.alpha_w), at::empty({0}, call.alpha_w.options())};
   }
-  return {scatter_to_alpha(counts, weighted_w, alpha_w), scatter_to_alpha(counts, q * sum_g, *alpha_b)};
+  return {scatter_to_alpha(counts, weighted_w, call.alpha_w), scatter_to_alpha(counts, q * sum_g, *call.alpha_b)};
 }
 
 }  // namespace wfkern

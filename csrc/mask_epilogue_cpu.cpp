@@ -8,18 +8,13 @@
 #include <tuple>
 #include <utility>
 
-#include "checks.h"
+#include "epilogue_call.h"
 #include "gate_grads.h"
 #include "layout.h"
 
 namespace wfkern {
 
 namespace {
-
-// Labels as a contiguous (B, K) table; the caller keeps the returned tensor alive while it reads it.
-at::Tensor label_sets(const at::Tensor& labels) {
-  return (labels.dim() == 1 ? labels.unsqueeze(1) : labels).contiguous();
-}
 
 void check_label_values_cpu(const at::Tensor& sets, int64_t num_classes) {
   const int64_t* data = sets.data_ptr<int64_t>();
@@ -197,111 +192,83 @@ void affine_backward(
 
 struct Tables {
   at::Tensor mask_w, mask_b;  // (B, C); mask_b undefined without a bias
-  c10::optional<at::Tensor> mask_b_opt() const { return mask_b.defined() ? c10::optional<at::Tensor>(mask_b) : c10::nullopt; }
+  OptTensor mask_b_opt() const { return mask_b.defined() ? OptTensor(mask_b) : c10::nullopt; }
 };
 
-Tables prepare(
-    const at::Tensor& y, const at::Tensor& alpha_w, const at::Tensor& labels, const c10::optional<at::Tensor>& alpha_b,
-    const c10::optional<at::Tensor>& bias, int64_t cd) {
-  check_epilogue_args(y, alpha_w, labels, alpha_b, bias, cd);
-  const at::Tensor sets = label_sets(labels);  // owns the memory the checks and tables read
-  check_label_values_cpu(sets, alpha_w.size(0));
+// The gate tables of a checked call, after the label values are checked on the host.
+Tables prepare(const EpilogueCall& call) {
+  check_label_values_cpu(call.sets, call.num_classes());
   Tables t;
-  t.mask_w = gate_table_cpu(alpha_w, sets, table_dtype(y));
-  if (alpha_b.has_value()) t.mask_b = gate_table_cpu(*alpha_b, sets, table_dtype(y));
+  t.mask_w = gate_table_cpu(call.alpha_w, call.sets, call.table_dtype());
+  if (call.alpha_b.has_value()) t.mask_b = gate_table_cpu(*call.alpha_b, call.sets, call.table_dtype());
   return t;
 }
 
-// out = y * scale + shift per (sample, channel), where scale = mask_w * post_scale and
+// out = src * scale + shift per (sample, channel), where scale = mask_w * post_scale and
 // shift = (bias * (mask_b - mask_w)) * post_scale + post_shift (terms present only when given).
-void write_epilogue(
-    const at::Tensor& y, at::Tensor& out, const Geometry& g, const Tables& t, const c10::optional<at::Tensor>& bias,
-    const c10::optional<at::Tensor>& post_scale = c10::nullopt, const c10::optional<at::Tensor>& post_shift = c10::nullopt) {
+void write_epilogue(const EpilogueCall& call, const Tables& t, const at::Tensor& out) {
   const at::ScalarType dtype = t.mask_w.scalar_type();
   at::Tensor scale = t.mask_w, shift;
-  if (bias.has_value()) shift = bias->to(dtype).unsqueeze(0) * (t.mask_b - t.mask_w);
-  if (post_scale.has_value()) {
-    const at::Tensor ps = post_scale->to(dtype).unsqueeze(0), pt = post_shift->to(dtype).unsqueeze(0);
+  if (call.bias.has_value()) shift = call.bias->to(dtype).unsqueeze(0) * (t.mask_b - t.mask_w);
+  if (call.post_scale.has_value()) {
+    const at::Tensor ps = call.post_scale->to(dtype).unsqueeze(0), pt = call.post_shift->to(dtype).unsqueeze(0);
     scale = scale * ps;
     shift = shift.defined() ? shift * ps + pt : pt.expand_as(scale);
   }
   scale = scale.contiguous();
   if (shift.defined()) shift = shift.contiguous();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "wfkern_mask_epilogue_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, call.src.scalar_type(), "wfkern_mask_epilogue_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     affine_forward<scalar_t, acc_t>(
-        g, y.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), scale.data_ptr<acc_t>(),
+        call.geometry, call.src.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), scale.data_ptr<acc_t>(),
         shift.defined() ? shift.data_ptr<acc_t>() : nullptr);
   });
 }
 
-at::Tensor mask_epilogue_cpu(
-    const at::Tensor& y, const at::Tensor& alpha_w, const at::Tensor& labels, const c10::optional<at::Tensor>& alpha_b,
-    const c10::optional<at::Tensor>& bias, int64_t channel_dim, const c10::optional<at::Tensor>& post_scale,
-    const c10::optional<at::Tensor>& post_shift, bool /*save_output: autograd's business*/) {
-  const int64_t cd = normalize_channel_dim(y, channel_dim);
-  check_post_affine(y, cd, post_scale, post_shift);
-  const Tables t = prepare(y, alpha_w, labels, alpha_b, bias, cd);
-  Geometry g;
-  const at::Tensor src = walkable(y, cd, &g);
-  at::Tensor out = at::empty_like(src);
-  write_epilogue(src, out, g, t, bias, post_scale, post_shift);
-  return like_input(out, src, y);
+at::Tensor mask_epilogue_cpu(const EpilogueCall& call, bool /*save_output: autograd's business*/) {
+  const at::Tensor out = at::empty_like(call.src);
+  write_epilogue(call, prepare(call), out);
+  return call.like_y(out);
 }
 
-void mask_epilogue_inplace_cpu(
-    at::Tensor& y, const at::Tensor& alpha_w, const at::Tensor& labels, const c10::optional<at::Tensor>& alpha_b,
-    const c10::optional<at::Tensor>& bias, int64_t channel_dim, const c10::optional<at::Tensor>& post_scale,
-    const c10::optional<at::Tensor>& post_shift) {
-  const int64_t cd = normalize_channel_dim(y, channel_dim);
-  check_post_affine(y, cd, post_scale, post_shift);
-  const Tables t = prepare(y, alpha_w, labels, alpha_b, bias, cd);
-  Geometry g;
-  at::Tensor src = walkable(y, cd, &g);
-  write_epilogue(src, src, g, t, bias, post_scale, post_shift);
-  if (!src.is_same(y)) y.copy_(src);
+void mask_epilogue_inplace_cpu(const EpilogueCall& call) {
+  write_epilogue(call, prepare(call), call.src);
+  call.store_src_in_y();
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> mask_epilogue_backward_cpu(
-    const at::Tensor& grad_out, const at::Tensor& saved, const at::Tensor& alpha_w, const at::Tensor& labels,
-    const c10::optional<at::Tensor>& alpha_b, const c10::optional<at::Tensor>& bias, int64_t channel_dim,
-    const c10::optional<at::Tensor>& post_scale, const c10::optional<at::Tensor>& post_shift, bool saved_is_output,
-    bool compute_grad_y) {
-  const int64_t cd = normalize_channel_dim(saved, channel_dim);
-  check_grad_out(grad_out, saved);
-  check_post_affine(saved, cd, post_scale, post_shift);
-  const Tables t = prepare(saved, alpha_w, labels, alpha_b, bias, cd);
-  Geometry g;
-  const at::Tensor src = walkable(saved, cd, &g);
-  const at::Tensor grad = with_strides_of(grad_out, src);
+Grads mask_epilogue_backward_cpu(const at::Tensor& grad, const EpilogueCall& call, bool saved_is_output,
+                                 bool compute_grad_y) {
+  const Tables t = prepare(call);
+  const at::Tensor& src = call.src;
   // d out / d y = mask_w * post_scale
   const at::Tensor scale =
-      (post_scale.has_value() ? t.mask_w * post_scale->to(t.mask_w.scalar_type()).unsqueeze(0) : t.mask_w).contiguous();
+      (call.post_scale.has_value() ? t.mask_w * call.post_scale->to(t.mask_w.scalar_type()).unsqueeze(0) : t.mask_w)
+          .contiguous();
   at::Tensor grad_y = compute_grad_y ? at::empty_like(src) : at::Tensor();
   at::Tensor sum_gx = at::empty_like(t.mask_w), sum_g = at::empty_like(t.mask_w);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, saved.scalar_type(), "wfkern_mask_epilogue_backward_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, src.scalar_type(), "wfkern_mask_epilogue_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* gp = grad.data_ptr<scalar_t>();
     const scalar_t* xp = src.data_ptr<scalar_t>();
     const acc_t* a = scale.data_ptr<acc_t>();
+    const Geometry& g = call.geometry;
     if (compute_grad_y) {
       affine_backward<true>(g, gp, xp, grad_y.data_ptr<scalar_t>(), a, sum_gx.data_ptr<acc_t>(), sum_g.data_ptr<acc_t>());
     } else {
       affine_backward<false>(g, gp, xp, static_cast<scalar_t*>(nullptr), a, sum_gx.data_ptr<acc_t>(), sum_g.data_ptr<acc_t>());
     }
   });
-  auto [grad_aw, grad_ab] = alpha_grads_from_sums(
-      sum_gx, sum_g, scale, t.mask_b_opt(), alpha_w, alpha_b, bias, post_scale, post_shift, saved_is_output, labels);
-  grad_y = compute_grad_y ? like_input(grad_y, src, saved) : at::empty({0}, saved.options());
+  auto [grad_aw, grad_ab] = alpha_grads_from_sums(sum_gx, sum_g, scale, t.mask_b_opt(), call, saved_is_output);
+  grad_y = compute_grad_y ? call.like_y(grad_y) : at::empty({0}, call.y.options());
   return {grad_y, grad_aw, grad_ab};
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(wfkern, CPU, m) {
-  m.impl("mask_epilogue", &mask_epilogue_cpu);
-  m.impl("mask_epilogue_", &mask_epilogue_inplace_cpu);
-  m.impl("mask_epilogue_backward", &mask_epilogue_backward_cpu);
+  m.impl("mask_epilogue", &forward_entry<mask_epilogue_cpu>);
+  m.impl("mask_epilogue_", &inplace_entry<mask_epilogue_inplace_cpu>);
+  m.impl("mask_epilogue_backward", &backward_entry<mask_epilogue_backward_cpu>);
 }
 
 }  // namespace wfkern

@@ -1,6 +1,7 @@
 // Op schemas for the wfkern namespace. Implementations register per device in
-// mask_epilogue_cpu.cpp and cuda/mask_epilogue.cu; fake and autograd rules live in
-// wfkern/ops/mask_epilogue.py.
+// mask_epilogue_cpu.cpp and cuda/mask_epilogue.cu, the autograd kernel in
+// mask_epilogue_autograd.cpp, each through the entries of epilogue_call.h (one EpilogueCall per
+// call); the fake rules live in wfkern/ops/mask_epilogue.py.
 #include <Python.h>
 #include <torch/library.h>
 

@@ -22,13 +22,11 @@
 #include <type_traits>
 #include <vector>
 
-#include "../checks.h"
+#include "../epilogue_call.h"
 #include "../layout.h"
 
 namespace wfkern {
 namespace {
-
-using OptTensor = c10::optional<at::Tensor>;
 
 constexpr int kThreads = 256;
 constexpr int kRowsPerTile = 64;
@@ -139,28 +137,29 @@ struct CudaTables {
   at::Tensor scale, bias_term;
 };
 
-// The tables of one call. The forward needs bias_term when there is a bias or a post affine, the
-// backward when there is a bias.
-CudaTables gate_tables_cuda(
-    const at::Tensor& y, const at::Tensor& alpha_w, const at::Tensor& labels, const OptTensor& alpha_b,
-    const OptTensor& bias, const OptTensor& post_scale, const OptTensor& post_shift, bool forward) {
-  const at::ScalarType dtype = table_dtype(y);
-  const at::Tensor sets = (labels.dim() == 1 ? labels.unsqueeze(1) : labels).contiguous();
-  const at::Tensor aw = alpha_w.to(dtype).contiguous();
-  const at::Tensor ab = alpha_b.has_value() ? alpha_b->to(dtype).contiguous() : at::Tensor();
-  const at::Tensor bs = bias.has_value() ? bias->to(dtype).contiguous() : at::Tensor();
-  const at::Tensor ps = post_scale.has_value() ? post_scale->to(dtype).contiguous() : at::Tensor();
-  const at::Tensor pt = post_shift.has_value() ? post_shift->to(dtype).contiguous() : at::Tensor();
+// An optional per-channel or per-class tensor of a call in the table dtype, contiguous; undefined when absent.
+at::Tensor table_of(const OptTensor& t, at::ScalarType dtype) {
+  return t.has_value() ? t->to(dtype).contiguous() : at::Tensor();
+}
+
+// The tables of a checked call. The forward needs bias_term when there is a bias or a post affine,
+// the backward when there is a bias.
+CudaTables gate_tables_cuda(const EpilogueCall& call, bool forward) {
+  const at::ScalarType dtype = call.table_dtype();
+  const at::Tensor aw = call.alpha_w.to(dtype).contiguous();
+  const at::Tensor ab = table_of(call.alpha_b, dtype), bs = table_of(call.bias, dtype);
+  const at::Tensor ps = table_of(call.post_scale, dtype), pt = table_of(call.post_shift, dtype);
+  const int64_t channels = call.alpha_w.size(1);
   CudaTables t;
-  t.scale = at::empty({y.size(0), alpha_w.size(1)}, aw.options());
-  if (bias.has_value() || (forward && post_scale.has_value())) t.bias_term = at::empty_like(t.scale);
+  t.scale = at::empty({call.y.size(0), channels}, aw.options());
+  if (call.bias.has_value() || (forward && call.post_scale.has_value())) t.bias_term = at::empty_like(t.scale);
   const int64_t n = t.scale.numel();
   if (n == 0) return t;
   AT_DISPATCH_FLOATING_TYPES(dtype, "wfkern_gate_table_cuda", [&] {
     gate_table_kernel<scalar_t><<<blocks_for(n, kThreads), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
         aw.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(ab), ptr_or_null<scalar_t>(bs), ptr_or_null<scalar_t>(ps),
-        ptr_or_null<scalar_t>(pt), sets.data_ptr<int64_t>(), sets.size(0), sets.size(1), alpha_w.size(1),
-        alpha_w.size(0), forward, t.scale.data_ptr<scalar_t>(),
+        ptr_or_null<scalar_t>(pt), call.sets.data_ptr<int64_t>(), call.sets.size(0), call.sets.size(1), channels,
+        call.num_classes(), forward, t.scale.data_ptr<scalar_t>(),
         t.bias_term.defined() ? t.bias_term.data_ptr<scalar_t>() : nullptr, label_error_buffer());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
@@ -327,34 +326,18 @@ void launch_epilogue(const at::Tensor& src, at::Tensor& out, const Geometry& g, 
   });
 }
 
-at::Tensor mask_epilogue_cuda(
-    const at::Tensor& y, const at::Tensor& alpha_w, const at::Tensor& labels, const OptTensor& alpha_b,
-    const OptTensor& bias, int64_t channel_dim, const OptTensor& post_scale, const OptTensor& post_shift,
-    bool /*save_output: autograd's business*/) {
-  const int64_t cd = normalize_channel_dim(y, channel_dim);
-  check_epilogue_args(y, alpha_w, labels, alpha_b, bias, cd);
-  check_post_affine(y, cd, post_scale, post_shift);
-  const c10::cuda::CUDAGuard guard(y.device());
-  const CudaTables t = gate_tables_cuda(y, alpha_w, labels, alpha_b, bias, post_scale, post_shift, /*forward=*/true);
-  Geometry g;
-  const at::Tensor src = walkable(y, cd, &g);
-  at::Tensor out = at::empty_like(src);
-  launch_epilogue(src, out, g, t);
-  return like_input(out, src, y);
+at::Tensor mask_epilogue_cuda(const EpilogueCall& call, bool /*save_output: autograd's business*/) {
+  const c10::cuda::CUDAGuard guard(call.y.device());
+  at::Tensor out = at::empty_like(call.src);
+  launch_epilogue(call.src, out, call.geometry, gate_tables_cuda(call, /*forward=*/true));
+  return call.like_y(out);
 }
 
-void mask_epilogue_inplace_cuda(
-    at::Tensor& y, const at::Tensor& alpha_w, const at::Tensor& labels, const OptTensor& alpha_b,
-    const OptTensor& bias, int64_t channel_dim, const OptTensor& post_scale, const OptTensor& post_shift) {
-  const int64_t cd = normalize_channel_dim(y, channel_dim);
-  check_epilogue_args(y, alpha_w, labels, alpha_b, bias, cd);
-  check_post_affine(y, cd, post_scale, post_shift);
-  const c10::cuda::CUDAGuard guard(y.device());
-  const CudaTables t = gate_tables_cuda(y, alpha_w, labels, alpha_b, bias, post_scale, post_shift, /*forward=*/true);
-  Geometry g;
-  at::Tensor src = walkable(y, cd, &g);
-  launch_epilogue(src, src, g, t);
-  if (!src.is_same(y)) y.copy_(src);
+void mask_epilogue_inplace_cuda(const EpilogueCall& call) {
+  const c10::cuda::CUDAGuard guard(call.y.device());
+  at::Tensor src = call.src;
+  launch_epilogue(src, src, call.geometry, gate_tables_cuda(call, /*forward=*/true));
+  call.store_src_in_y();
 }
 
 // ---- backward -----------------------------------------------------------------------------------------
@@ -732,13 +715,12 @@ void scatter_alpha_grads(const at::Tensor& terms, const at::Tensor& sets, const 
 #endif
 }
 
-std::tuple<at::Tensor, at::Tensor> alpha_grads_cuda(
-    const at::Tensor& terms, const at::Tensor& alpha_w, const OptTensor& alpha_b, const at::Tensor& labels) {
+std::tuple<at::Tensor, at::Tensor> alpha_grads_cuda(const at::Tensor& terms, const EpilogueCall& call) {
   const at::ScalarType dtype = terms.scalar_type();
-  const at::Tensor sets = (labels.dim() == 1 ? labels.unsqueeze(1) : labels).contiguous();
+  const at::Tensor& sets = call.sets;
+  const at::Tensor& alpha_w = call.alpha_w;
   const int64_t batch = sets.size(0), num_classes = alpha_w.size(0), channels = alpha_w.size(1);
-  const at::Tensor aw = alpha_w.to(dtype).contiguous();
-  const at::Tensor ab = alpha_b.has_value() ? alpha_b->to(dtype).contiguous() : at::Tensor();
+  const at::Tensor aw = alpha_w.to(dtype).contiguous(), ab = table_of(call.alpha_b, dtype);
   at::Tensor grad_w = at::empty({num_classes, channels}, terms.options());
   at::Tensor grad_b = ab.defined() ? at::empty_like(grad_w) : at::Tensor();
   if (batch == 0 || channels == 0) {
@@ -749,29 +731,21 @@ std::tuple<at::Tensor, at::Tensor> alpha_grads_cuda(
                                [&] { scatter_alpha_grads<scalar_t>(terms, sets, aw, ab, grad_w, grad_b); });
   }
   return {grad_w.to(alpha_w.scalar_type()),
-          alpha_b.has_value() ? grad_b.to(alpha_b->scalar_type()) : at::empty({0}, alpha_w.options())};
+          call.alpha_b.has_value() ? grad_b.to(call.alpha_b->scalar_type()) : at::empty({0}, alpha_w.options())};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> mask_epilogue_backward_cuda(
-    const at::Tensor& grad_out, const at::Tensor& saved, const at::Tensor& alpha_w, const at::Tensor& labels,
-    const OptTensor& alpha_b, const OptTensor& bias, int64_t channel_dim, const OptTensor& post_scale,
-    const OptTensor& post_shift, bool saved_is_output, bool compute_grad_y) {
-  const int64_t cd = normalize_channel_dim(saved, channel_dim);
-  check_grad_out(grad_out, saved);
-  check_epilogue_args(saved, alpha_w, labels, alpha_b, bias, cd);
-  check_post_affine(saved, cd, post_scale, post_shift);
-  const c10::cuda::CUDAGuard guard(saved.device());
-  const CudaTables t = gate_tables_cuda(saved, alpha_w, labels, alpha_b, bias, post_scale, post_shift, /*forward=*/false);
-  Geometry g;
-  const at::Tensor src = walkable(saved, cd, &g);
-  const at::Tensor grad = with_strides_of(grad_out, src);
+Grads mask_epilogue_backward_cuda(const at::Tensor& grad, const EpilogueCall& call, bool saved_is_output,
+                                  bool compute_grad_y) {
+  const c10::cuda::CUDAGuard guard(call.y.device());
+  const CudaTables t = gate_tables_cuda(call, /*forward=*/false);
+  const at::Tensor& src = call.src;
+  const Geometry& g = call.geometry;
   at::Tensor grad_y = compute_grad_y ? at::empty_like(src) : at::Tensor();
   at::Tensor terms = at::zeros({g.batch, 2 * g.channels}, t.scale.options());
   const at::ScalarType dtype = t.scale.scalar_type();
-  const at::Tensor shift = post_shift.has_value() ? post_shift->to(dtype).contiguous() : at::Tensor();
-  const at::Tensor bias_table = bias.has_value() ? bias->to(dtype).contiguous() : at::Tensor();
+  const at::Tensor shift = table_of(call.post_shift, dtype), bias_table = table_of(call.bias, dtype);
   if (src.numel() > 0) {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, saved.scalar_type(), "wfkern_mask_epilogue_backward_cuda", [&] {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, src.scalar_type(), "wfkern_mask_epilogue_backward_cuda", [&] {
       using acc_t = at::opmath_type<scalar_t>;
       const TermInputs<acc_t> in{t.scale.data_ptr<acc_t>(), t.bias_term.defined() ? t.bias_term.data_ptr<acc_t>() : nullptr,
                                  ptr_or_null<acc_t>(bias_table), ptr_or_null<acc_t>(shift), saved_is_output,
@@ -781,8 +755,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mask_epilogue_backward_cuda(
           in);
     });
   }
-  auto [grad_aw, grad_ab] = alpha_grads_cuda(terms, alpha_w, alpha_b, labels);
-  grad_y = compute_grad_y ? like_input(grad_y, src, saved) : at::empty({0}, saved.options());
+  auto [grad_aw, grad_ab] = alpha_grads_cuda(terms, call);
+  grad_y = compute_grad_y ? call.like_y(grad_y) : at::empty({0}, call.y.options());
   return {grad_y, grad_aw, grad_ab};
 }
 
@@ -802,9 +776,9 @@ TORCH_LIBRARY_IMPL(wfkern, CompositeImplicitAutograd, m) {
 }
 
 TORCH_LIBRARY_IMPL(wfkern, CUDA, m) {
-  m.impl("mask_epilogue", &mask_epilogue_cuda);
-  m.impl("mask_epilogue_", &mask_epilogue_inplace_cuda);
-  m.impl("mask_epilogue_backward", &mask_epilogue_backward_cuda);
+  m.impl("mask_epilogue", &forward_entry<mask_epilogue_cuda>);
+  m.impl("mask_epilogue_", &inplace_entry<mask_epilogue_inplace_cuda>);
+  m.impl("mask_epilogue_backward", &backward_entry<mask_epilogue_backward_cuda>);
 }
 
 }  // namespace wfkern
