@@ -5,12 +5,13 @@ from wfkern.ops.mask_epilogue import _register as _register_mask_epilogue
 from wfkern.ops.mask_epilogue import mask_epilogue, mask_epilogue_, raise_label_errors
 from wfkern.ops.gated_linear import gated_linear, gated_linear_ref
 from wfkern.ops.labels import checked_labels
-from wfkern.ops.reference import check_label_values, gate_table_ref, mask_epilogue_ref
+from wfkern.ops.reference import EpilogueCall, check_label_values, gate_table_ref, mask_epilogue_ref
 
 if _load.loaded():
     _register_mask_epilogue()
 
 __all__ = [
+    "EpilogueCall",
     "backend",
     "check_label_values",
     "checked_labels",

@@ -44,7 +44,8 @@ def gated_linear_ref(x: Tensor, weight: Tensor, bias: Optional[Tensor], alpha_w:
         (B, ..., F) like ``x``'s dtype.
     """
     y = F.linear(x, weight, bias)
-    return mask_epilogue_ref(y, alpha_w, labels, alpha_b if bias is not None else None, bias, -1)
+    alpha_b = alpha_b if bias is not None else None
+    return mask_epilogue_ref(y, alpha_w, labels, alpha_b=alpha_b, bias=bias, channel_dim=-1)
 
 
 def triton_linear_available() -> bool:

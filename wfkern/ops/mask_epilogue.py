@@ -1,76 +1,50 @@
-"""The mask epilogue op: wrapper, fake (meta) implementation and autograd rule."""
+"""The mask epilogue ops: their wrappers and fake (meta) rules (the autograd kernel is C++, csrc/)."""
 from __future__ import annotations
-
-from typing import Optional
 
 import torch
 from torch import Tensor
 
 from wfkern.ops import _load
-from wfkern.ops.reference import _require, check_epilogue_args, mask_epilogue_ref
+from wfkern.ops.reference import EpilogueCall, reference, takes_epilogue_call
 
 __all__ = ["mask_epilogue", "mask_epilogue_", "raise_label_errors"]
 
 
-def mask_epilogue(
-    y: Tensor,
-    alpha_w: Tensor,
-    labels: Tensor,
-    alpha_b: Optional[Tensor] = None,
-    bias: Optional[Tensor] = None,
-    channel_dim: int = 1,
-    post_scale: Optional[Tensor] = None,
-    post_shift: Optional[Tensor] = None,
-    save_output: bool = False,
-) -> Tensor:
+@takes_epilogue_call
+def mask_epilogue(y: Tensor, alpha_w: Tensor, labels: Tensor, *positional, **options) -> Tensor:
     """Mask each sample's output channels by the gates of the class(es) it forgets.
 
     Runs the compiled kernel for y's device when there is one, else :func:`mask_epilogue_ref`
     (same arguments, same result). Differentiable in ``y``, ``alpha_w`` and ``alpha_b``.
 
     Args:
-        y: the wrapped layer's output including its bias: (B, C, ...) any memory format with
-            channel_dim=1, or (B, ..., F) with channel_dim=-1; float32 / float16 / bfloat16 / float64.
-        alpha_w: (Nc, C) float32 weight-mask logits.
-        labels: (B,) or (B, K) int64 classes to forget; -1 = none; a class repeated in a set
-            counts once. A label outside [-1, Nc) is a ValueError: at once for CPU tensors; for
-            CUDA tensors (checked on the device, no host synchronisation) that sample's output is
-            NaN and :func:`raise_label_errors` raises.
-        alpha_b: (Nc, C) bias-mask logits, given together with ``bias``.
-        bias: (C,) the layer's bias.
-        channel_dim: 1 (convolutions) or -1 (linear layers).
-        post_scale, post_shift: optional (C,) per-channel affine applied last (a folded inference
-            BatchNorm: one pass instead of two), given together; treated as constants.
-        save_output: let the backward keep the output instead of ``y``: no extra activation
-            memory when the next layer keeps the output anyway (attention), but an in-place
-            change of the output (``ReLU(inplace=True)``) then makes backward raise.
+        y, alpha_w, labels: as :class:`~wfkern.ops.reference.EpilogueCall` says. A label outside
+            [-1, Nc) is a ValueError: at once for CPU tensors; for CUDA tensors (checked on the device,
+            no host synchronisation) that sample's output is NaN and :func:`raise_label_errors` raises.
+        positional, options: the optional arguments of :class:`~wfkern.ops.reference.EpilogueCall`
+            (alpha_b, bias, channel_dim, post_scale, post_shift, save_output), keyword-only; or
+            positional, in that order.
     Returns:
         Like ``y`` (shape, dtype, memory format).
     """
+    call = EpilogueCall(y, alpha_w, labels, *positional, **options)
     if not _load.kernel_for(y.device.type):
-        return mask_epilogue_ref(y, alpha_w, labels, alpha_b, bias, channel_dim, post_scale, post_shift)
-    return torch.ops.wfkern.mask_epilogue.default(y, alpha_w, labels, alpha_b, bias, channel_dim, post_scale, post_shift,
-                                                  save_output)
+        return reference(call)
+    return torch.ops.wfkern.mask_epilogue.default(*call)
 
 
-def mask_epilogue_(
-    y: Tensor,
-    alpha_w: Tensor,
-    labels: Tensor,
-    alpha_b: Optional[Tensor] = None,
-    bias: Optional[Tensor] = None,
-    channel_dim: int = 1,
-    post_scale: Optional[Tensor] = None,
-    post_shift: Optional[Tensor] = None,
-) -> Tensor:
+@takes_epilogue_call
+def mask_epilogue_(y: Tensor, alpha_w: Tensor, labels: Tensor, *positional, **options) -> Tensor:
     """In-place :func:`mask_epilogue` for inference: overwrites and returns ``y``.
 
     Saves an allocation and a cold write per layer. Not differentiable: use it only where autograd
-    does not need ``y`` (no grad mode, or nothing requires grad). Same arguments as :func:`mask_epilogue`.
+    does not need ``y`` (no grad mode, or nothing requires grad). Same arguments as :func:`mask_epilogue`
+    (``save_output`` has nothing to do here).
     """
+    call = EpilogueCall(y, alpha_w, labels, *positional, **options)
     if not _load.kernel_for(y.device.type):
-        return y.copy_(mask_epilogue_ref(y, alpha_w, labels, alpha_b, bias, channel_dim, post_scale, post_shift))
-    torch.ops.wfkern.mask_epilogue_.default(y, alpha_w, labels, alpha_b, bias, channel_dim, post_scale, post_shift)
+        return y.copy_(reference(call))
+    torch.ops.wfkern.mask_epilogue_.default(*call[:-1])
     return y
 
 
@@ -92,29 +66,22 @@ def raise_label_errors() -> None:
         )
 
 
-def _check_post_affine(y, cd, post_scale, post_shift) -> None:
-    _require((post_scale is None) == (post_shift is None),
-             "wfkern.mask_epilogue_: post_scale and post_shift must be given together")
-    for t in (post_scale, post_shift):
-        if t is not None:
-            _require(t.dim() == 1 and t.shape[0] == y.shape[cd],
-                     f"wfkern.mask_epilogue_: post_scale and post_shift must be floating ({y.shape[cd]},) tensors")
+# The fake rules get the op's arguments as the dispatcher passes them (trailing defaults may be left out).
+def _fake_inplace(*args, **kwargs) -> None:
+    EpilogueCall(*args, **kwargs).check()
 
 
-def _fake_inplace(y, alpha_w, labels, alpha_b=None, bias=None, channel_dim=1, post_scale=None, post_shift=None):
-    _check_post_affine(y, check_epilogue_args(y, alpha_w, labels, alpha_b, bias, channel_dim), post_scale, post_shift)
+def _fake_forward(*args, **kwargs) -> Tensor:
+    call = EpilogueCall(*args, **kwargs)
+    call.check()
+    return torch.empty_like(call.y)
 
 
-def _fake_forward(y, alpha_w, labels, alpha_b=None, bias=None, channel_dim=1, post_scale=None, post_shift=None,
-                  save_output=False):
-    _check_post_affine(y, check_epilogue_args(y, alpha_w, labels, alpha_b, bias, channel_dim), post_scale, post_shift)
-    return torch.empty_like(y)
-
-
-def _fake_backward(grad_out, saved, alpha_w, labels, alpha_b, bias, channel_dim, post_scale, post_shift,
-                   saved_is_output, compute_grad_y):
-    check_epilogue_args(saved, alpha_w, labels, alpha_b, bias, channel_dim)
+def _fake_backward(grad_out, saved, alpha_w, labels, *rest):
+    *options, _saved_is_output, compute_grad_y = rest  # alpha_b .. post_shift, then the two flags
+    EpilogueCall(saved, alpha_w, labels, *options).check()
     grad_y = torch.empty_like(saved) if compute_grad_y else saved.new_empty(0)
+    alpha_b = options[0]
     grad_alpha_b = torch.empty_like(alpha_b) if alpha_b is not None else alpha_w.new_empty(0)
     return grad_y, torch.empty_like(alpha_w), grad_alpha_b
 

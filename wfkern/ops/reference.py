@@ -1,15 +1,23 @@
-"""Pure-PyTorch reference of every wfkern op: the oracle for the kernels and the fallback.
+"""Pure-PyTorch reference of every wfkern op: the oracle for the kernels and the fallback; and the one
+description of an epilogue call that every implementation shares.
+
+:class:`EpilogueCall` lists the arguments of ``mask_epilogue``, ``mask_epilogue_`` and ``mask_epilogue_ref`` in
+the order of the op schema (csrc/registration.cpp), so ``torch.ops.wfkern.mask_epilogue(*call)`` runs one.
+:meth:`EpilogueCall.check` is the reference's and the fake rules' check; the C++ kernels' counterpart is
+csrc/epilogue_call.h, with the same error texts.
 
 Imports nothing from wfkern. Autograd and inductor work on it as on any PyTorch code.
 """
 from __future__ import annotations
 
-from typing import Optional
+import inspect
+from typing import Callable, NamedTuple, Optional, get_type_hints
 
 import torch
 from torch import Tensor
 
-__all__ = ["check_epilogue_args", "check_label_values", "gate_table_ref", "mask_epilogue_ref"]
+__all__ = ["EpilogueCall", "check_label_values", "gate_table_ref", "mask_epilogue_ref", "reference",
+           "takes_epilogue_call"]
 
 _FLOAT_ACTIVATIONS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
@@ -20,28 +28,50 @@ def _require(ok: bool, message: str, error: type = ValueError) -> None:
         raise error(message)
 
 
-def check_epilogue_args(
-    y: Tensor,
-    alpha_w: Tensor,
-    labels: Tensor,
-    alpha_b: Optional[Tensor] = None,
-    bias: Optional[Tensor] = None,
-    channel_dim: int = 1,
-) -> int:
-    """Validate dtypes, shapes and devices (not label values); same texts as csrc/checks.h.
+class EpilogueCall(NamedTuple):
+    """The arguments of one epilogue call, in the op schema's order (``save_output`` last: only the
+    functional op takes it, so the in-place op takes ``call[:-1]``).
 
-    Works on real and fake tensors (it is also the fake implementation's check).
-
-    Returns:
-        The channel dim, normalised to be non-negative.
+    Attributes:
+        y: the wrapped layer's output including its bias: (B, C, ...) any memory format with
+            channel_dim=1, or (B, ..., F) with channel_dim=-1; float32 / float16 / bfloat16 / float64.
+        alpha_w: (Nc, C) float32 (float64 for gradcheck) weight-gate logits.
+        labels: (B,) or (B, K) int64 classes to forget; -1 = none; a class repeated in a set counts once.
+        alpha_b: (Nc, C) bias-gate logits, given together with ``bias``.
+        bias: (C,) the layer's bias.
+        channel_dim: 1 (convolutions) or -1 (linear layers).
+        post_scale, post_shift: optional (C,) per-channel affine applied last (a folded inference
+            BatchNorm: one pass instead of two), given together; treated as constants.
+        save_output: let the kernel's backward keep the output instead of ``y``: no extra activation
+            memory when the next layer keeps the output anyway (attention), but an in-place change of
+            the output (``ReLU(inplace=True)``) then makes backward raise. The reference ignores it.
     """
-    cd = _channel_dim(y, channel_dim)
-    _check_dtypes(y, alpha_w, labels)
-    _check_shapes(y, cd, alpha_w, labels, alpha_b, bias)
-    for t in (alpha_w, labels, alpha_b, bias):
-        if t is not None:
-            _require(t.device == y.device, f"wfkern.mask_epilogue: all tensors must be on {y.device}, got {t.device}")
-    return cd
+
+    y: Tensor
+    alpha_w: Tensor
+    labels: Tensor
+    alpha_b: Optional[Tensor] = None
+    bias: Optional[Tensor] = None
+    channel_dim: int = 1
+    post_scale: Optional[Tensor] = None
+    post_shift: Optional[Tensor] = None
+    save_output: bool = False
+
+    def check(self) -> int:
+        """Validate dtypes, shapes and devices (not label values); works on real and fake tensors.
+
+        Returns:
+            The channel dim, normalised to be non-negative.
+        """
+        cd = _channel_dim(self.y, self.channel_dim)
+        _check_dtypes(self)
+        _check_shapes(self, cd)
+        for t in (self.alpha_w, self.labels, self.alpha_b, self.bias):
+            if t is not None:
+                _require(t.device == self.y.device,
+                         f"wfkern.mask_epilogue: all tensors must be on {self.y.device}, got {t.device}")
+        _check_post_affine(self, cd)
+        return cd
 
 
 def _channel_dim(y: Tensor, channel_dim: int) -> int:
@@ -53,17 +83,18 @@ def _channel_dim(y: Tensor, channel_dim: int) -> int:
     return cd
 
 
-def _check_dtypes(y: Tensor, alpha_w: Tensor, labels: Tensor) -> None:
-    _require(y.dtype in _FLOAT_ACTIVATIONS,
-             f"wfkern.mask_epilogue: y must be float32, float16, bfloat16 or float64, got {y.dtype}", TypeError)
-    _require(alpha_w.dtype in (torch.float32, torch.float64),
-             f"wfkern.mask_epilogue: alpha_w must be float32 or float64, got {alpha_w.dtype}", TypeError)
-    _require(labels.dtype == torch.int64, f"wfkern.mask_epilogue: labels must be int64, got {labels.dtype}", TypeError)
+def _check_dtypes(call: EpilogueCall) -> None:
+    _require(call.y.dtype in _FLOAT_ACTIVATIONS,
+             f"wfkern.mask_epilogue: y must be float32, float16, bfloat16 or float64, got {call.y.dtype}", TypeError)
+    _require(call.alpha_w.dtype in (torch.float32, torch.float64),
+             f"wfkern.mask_epilogue: alpha_w must be float32 or float64, got {call.alpha_w.dtype}", TypeError)
+    _require(call.labels.dtype == torch.int64,
+             f"wfkern.mask_epilogue: labels must be int64, got {call.labels.dtype}", TypeError)
 
 
-def _check_shapes(y: Tensor, cd: int, alpha_w: Tensor, labels: Tensor, alpha_b: Optional[Tensor],
-                  bias: Optional[Tensor]) -> None:
-    channels, batch = y.shape[cd], y.shape[0]
+def _check_shapes(call: EpilogueCall, cd: int) -> None:
+    channels, batch = call.y.shape[cd], call.y.shape[0]
+    alpha_w, labels, alpha_b, bias = call.alpha_w, call.labels, call.alpha_b, call.bias
     _require(alpha_w.dim() == 2 and alpha_w.shape[1] == channels,
              f"wfkern.mask_epilogue: alpha_w must have shape (num_classes, {channels}), got {tuple(alpha_w.shape)}")
     _require(labels.dim() in (1, 2) and labels.shape[0] == batch,
@@ -77,6 +108,30 @@ def _check_shapes(y: Tensor, cd: int, alpha_w: Tensor, labels: Tensor, alpha_b: 
                  f"got {tuple(alpha_b.shape)} {alpha_b.dtype}")
         _require(bias.dim() == 1 and bias.shape[0] == channels,
                  f"wfkern.mask_epilogue: bias must have shape ({channels},), got {tuple(bias.shape)}")
+
+
+def _check_post_affine(call: EpilogueCall, cd: int) -> None:
+    _require((call.post_scale is None) == (call.post_shift is None),
+             "wfkern.mask_epilogue_: post_scale and post_shift must be given together")
+    channels, device = call.y.shape[cd], call.y.device
+    for t in (call.post_scale, call.post_shift):
+        if t is not None:
+            _require(t.dim() == 1 and t.shape[0] == channels and t.device == device and t.is_floating_point(),
+                     f"wfkern.mask_epilogue_: post_scale and post_shift must be floating ({channels},) tensors on "
+                     f"{device}, got {tuple(t.shape)} {t.dtype} on {t.device}")
+
+
+def takes_epilogue_call(fn: Callable) -> Callable:
+    """Give ``fn(y, alpha_w, labels, *positional, **options)`` its signature for help() and editors: the
+    options of :class:`EpilogueCall` as keyword-only arguments with their defaults. ``positional`` takes
+    the same options in the schema's order, for callers that pass them so."""
+    kind, hints = inspect.Parameter, get_type_hints(EpilogueCall)
+    required = [kind(name, kind.POSITIONAL_OR_KEYWORD, annotation=Tensor) for name in ("y", "alpha_w", "labels")]
+    options = [kind(name, kind.KEYWORD_ONLY, default=default, annotation=hints[name])
+               for name, default in EpilogueCall._field_defaults.items()]
+    fn.__signature__ = inspect.Signature(required + [kind("positional", kind.VAR_POSITIONAL)] + options,
+                                         return_annotation=inspect.signature(fn).return_annotation)
+    return fn
 
 
 def check_label_values(labels: Tensor, num_classes: int, name: str = "wfkern.mask_epilogue: labels") -> None:
@@ -119,38 +174,29 @@ def gate_table_ref(alpha: Tensor, labels: Tensor, dtype: torch.dtype) -> Tensor:
     return torch.where(bad, torch.full((), float("nan"), dtype=dtype, device=gates.device), gates.prod(dim=1))
 
 
-def mask_epilogue_ref(
-    y: Tensor,
-    alpha_w: Tensor,
-    labels: Tensor,
-    alpha_b: Optional[Tensor] = None,
-    bias: Optional[Tensor] = None,
-    channel_dim: int = 1,
-    post_scale: Optional[Tensor] = None,
-    post_shift: Optional[Tensor] = None,
-) -> Tensor:
+@takes_epilogue_call
+def mask_epilogue_ref(y: Tensor, alpha_w: Tensor, labels: Tensor, *positional, **options) -> Tensor:
     """Mask each sample's output channels by the gates of the class(es) it forgets.
 
     ``out = (y - bias) * gate(alpha_w) + bias * gate(alpha_b)``: for a per-channel mask this equals
-    running the layer with weight ``W * gate_w`` and bias ``bias * gate_b``.
+    running the layer with weight ``W * gate_w`` and bias ``bias * gate_b``; then
+    ``out * post_scale + post_shift`` when those are given.
 
-    Args:
-        y: the wrapped layer's output *including* its bias: (B, C, ...) with channel_dim=1 in any
-            memory format, or (B, ..., F) with channel_dim=-1; float32 / float16 / bfloat16 / float64.
-        alpha_w: (Nc, C) float32 (float64 for gradcheck) weight-mask logits.
-        labels: (B,) or (B, K) int64 classes to forget; -1 = none (rows left exactly as they are); a
-            class repeated in a set counts once. Labels outside [-1, Nc) raise when they are on the
-            CPU (a ValueError naming the label; a RuntimeError under torch.compile); CUDA labels
-            are not read back to the host: that sample's output is NaN.
-        alpha_b: (Nc, C) bias-mask logits, given together with ``bias``.
-        bias: (C,) the layer's bias.
-        channel_dim: 1 (convolutions) or -1 (linear layers).
-        post_scale, post_shift: optional (C,) per-channel affine applied last (a folded inference
-            BatchNorm); only the in-place op ``mask_epilogue_`` takes them.
+    Takes the arguments of :class:`EpilogueCall` (the optional ones by keyword,
+    or positionally in its order). Labels outside [-1, Nc) raise when they are on the CPU (a ValueError
+    naming the label; a RuntimeError under torch.compile); CUDA labels are not read back to the host:
+    that sample's output is NaN.
+
     Returns:
         Like ``y`` (shape, dtype); math in float32 (float64 for float64 input).
     """
-    cd = check_epilogue_args(y, alpha_w, labels, alpha_b, bias, channel_dim)
+    return reference(EpilogueCall(y, alpha_w, labels, *positional, **options))
+
+
+def reference(call: EpilogueCall) -> Tensor:
+    """:func:`mask_epilogue_ref` of a call already described."""
+    cd = call.check()
+    y, alpha_w, labels = call.y, call.alpha_w, call.labels
     if labels.device.type == "cpu":  # host labels are free to read: raise now
         if torch.compiler.is_compiling():
             torch._assert_async(((labels >= -1) & (labels < alpha_w.shape[0])).all(),
@@ -162,11 +208,11 @@ def mask_epilogue_ref(
     view[cd] = y.shape[cd]
     mask_w = gate_table_ref(alpha_w, labels, dtype)
     out = y.to(dtype) * mask_w.view(view)
-    if alpha_b is not None and bias is not None:
-        mask_b = gate_table_ref(alpha_b, labels, dtype)
-        out = out + (bias.to(dtype) * (mask_b - mask_w)).view(view)
-    if post_scale is not None and post_shift is not None:
+    if call.bias is not None:
+        mask_b = gate_table_ref(call.alpha_b, labels, dtype)
+        out = out + (call.bias.to(dtype) * (mask_b - mask_w)).view(view)
+    if call.post_scale is not None:
         shape = [1] * y.dim()
         shape[cd] = y.shape[cd]
-        out = out * post_scale.to(dtype).view(shape) + post_shift.to(dtype).view(shape)
+        out = out * call.post_scale.to(dtype).view(shape) + call.post_shift.to(dtype).view(shape)
     return out.to(y.dtype)
