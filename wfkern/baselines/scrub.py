@@ -33,13 +33,13 @@ def distill_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: floa
 
 
 def _steps(student: nn.Module, teacher: nn.Module, opt: torch.optim.Optimizer, data: Dataset, idx: Tensor,
-           batch_size: int, gen: torch.Generator, device: torch.device, loss_fn) -> None:
-    order = idx[torch.randperm(idx.numel(), generator=gen)]
+           batch_size: int, generator: torch.Generator, device: torch.device, loss_fn) -> None:
+    order = idx[torch.randperm(idx.numel(), generator=generator)]
     for x, y in iter_batches(data, order.split(batch_size)):
         x, y = x.to(device), torch.as_tensor(y).long().to(device)
         with torch.no_grad():
-            t = teacher(x)
-        loss = loss_fn(student(x), t, y)
+            teacher_logits = teacher(x)
+        loss = loss_fn(student(x), teacher_logits, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -84,20 +84,21 @@ def scrub(original: nn.Module, train_data: Dataset, c: int, *, epochs: int = 10,
     teacher, _ = trainable_copy(original, dev)
     teacher.eval().requires_grad_(False)
     opt = torch.optim.SGD(student.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    gen = torch.Generator().manual_seed(int(seed))
+    generator = torch.Generator().manual_seed(int(seed))
     n_retain = retain.numel()
     if retain_ratio is not None:
         n_retain = min(n_retain, int(round(retain_ratio * forget.numel())))
-    def away(s: Tensor, t: Tensor, y: Tensor) -> Tensor:
-        return -distill_kl(s, t, temperature)
+    def away(student_logits: Tensor, teacher_logits: Tensor, y: Tensor) -> Tensor:
+        return -distill_kl(student_logits, teacher_logits, temperature)
 
-    def close(s: Tensor, t: Tensor, y: Tensor) -> Tensor:
-        return kl_weight * distill_kl(s, t, temperature) + ce_weight * nn.functional.cross_entropy(s, y)
+    def close(student_logits: Tensor, teacher_logits: Tensor, y: Tensor) -> Tensor:
+        return (kl_weight * distill_kl(student_logits, teacher_logits, temperature)
+                + ce_weight * nn.functional.cross_entropy(student_logits, y))
 
-    for e in tqdm(range(epochs), desc=f"scrub class {c}", leave=False, disable=not progress):
+    for epoch in tqdm(range(epochs), desc=f"scrub class {c}", leave=False, disable=not progress):
         fine_tune_mode(student)
-        if e < forget_epochs:
-            _steps(student, teacher, opt, train_data, forget, forget_batch_size, gen, dev, away)
-        r = retain[torch.randperm(retain.numel(), generator=gen)[:n_retain]]
-        _steps(student, teacher, opt, train_data, r, batch_size, gen, dev, close)
+        if epoch < forget_epochs:
+            _steps(student, teacher, opt, train_data, forget, forget_batch_size, generator, dev, away)
+        retain_drawn = retain[torch.randperm(retain.numel(), generator=generator)[:n_retain]]
+        _steps(student, teacher, opt, train_data, retain_drawn, batch_size, generator, dev, close)
     return student.eval()

@@ -111,10 +111,10 @@ def neg_grad(original: nn.Module, train_data: Dataset, c: int, *, max_epochs: in
     forget = class_split(dataset_targets(train_data, single_label=True), c)[0]
     model, dev = trainable_copy(original, device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(int(seed))
+    generator = torch.Generator().manual_seed(int(seed))
     for _ in tqdm(range(max_epochs), desc=f"neg-grad class {c}", leave=False, disable=not progress):
         fine_tune_mode(model)
-        order = forget[torch.randperm(forget.numel(), generator=gen)]
+        order = forget[torch.randperm(forget.numel(), generator=generator)]
         for x, y in iter_batches(train_data, order.split(batch_size)):
             y = torch.as_tensor(y).long().to(dev)
             logits = model(x.to(dev))

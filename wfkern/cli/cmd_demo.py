@@ -125,10 +125,10 @@ def run(args: argparse.Namespace) -> int:
     check_train_flags({"--train-epochs": args.train_epochs})
     config = UnlearnConfig(**unlearn_kwargs(args))
     out_dir = check_output_dir(args.out_dir, "--out-dir", files=DEMO_FILES)
-    r = run_demo(out_dir, args.train_epochs, config, device, progress=not args.no_progress)
-    text = render(r)
+    results = run_demo(out_dir, args.train_epochs, config, device, progress=not args.no_progress)
+    text = render(results)
     print(text)
     atomic_write_text(os.path.join(out_dir, TABLE_FILE), text + "\n")
-    atomic_write_text(os.path.join(out_dir, RESULTS_FILE), json.dumps(r, indent=1))
+    atomic_write_text(os.path.join(out_dir, RESULTS_FILE), json.dumps(results, indent=1))
     print(f"table -> {os.path.join(out_dir, TABLE_FILE)}")
     return 0

@@ -228,27 +228,28 @@ def _isatty(stream) -> bool:
         return False
 
 
-def _mia_line(s: dict) -> str | None:
+def _mia_line(summary: dict) -> str | None:
     """The console's words on membership inference: the attacker's accuracy, and whether MIA can be read."""
-    if s.get("mia") is None or s.get("attack_acc") is None:
+    if summary.get("mia") is None or summary.get("attack_acc") is None:
         return None
-    att = 100 * s["attack_acc"]
-    if mia_at_chance(s["attack_acc"]):
-        return (f"MIA {100 * s['mia']:.1f}% says nothing: the attacker is at chance ({att:.1f}% accuracy; 50% is a "
+    mia_pct, attacker_pct = 100 * summary["mia"], 100 * summary["attack_acc"]
+    if mia_at_chance(summary["attack_acc"]):
+        return (f"MIA {mia_pct:.1f}% says nothing: the attacker is at chance ({attacker_pct:.1f}% accuracy; 50% is a "
                 f"coin flip, at most {50 + 100 * MIA_CHANCE_MARGIN:.0f}% counts as chance), so it cannot tell "
                 "members from non-members.")
-    return f"MIA {100 * s['mia']:.1f}% with the attacker at {att:.1f}% accuracy (chance is 50%): MIA can be read."
+    return f"MIA {mia_pct:.1f}% with the attacker at {attacker_pct:.1f}% accuracy (chance is 50%): MIA can be read."
 
 
-def _depth_line(s: dict) -> str | None:
+def _depth_line(summary: dict) -> str | None:
     """The console's words on the depth metrics (linear probe, retain fine-tuning, MIA-efficacy), when computed."""
     parts = []
-    if s.get("probe_acc_f") is not None:
-        parts.append(f"a linear probe on the features still finds {100 * s['probe_acc_f']:.1f}% of the forgotten class")
-    if s.get("rft_acc_f") is not None:
-        parts.append(f"fine-tuning on the other classes brings it back to {100 * s['rft_acc_f']:.1f}%")
-    if s.get("mia_eff") is not None:
-        parts.append(f"MIA-efficacy {100 * s['mia_eff']:.1f}% (forget samples called non-members)")
+    if summary.get("probe_acc_f") is not None:
+        parts.append(f"a linear probe on the features still finds {100 * summary['probe_acc_f']:.1f}% of the forgotten "
+                     "class")
+    if summary.get("rft_acc_f") is not None:
+        parts.append(f"fine-tuning on the other classes brings it back to {100 * summary['rft_acc_f']:.1f}%")
+    if summary.get("mia_eff") is not None:
+        parts.append(f"MIA-efficacy {100 * summary['mia_eff']:.1f}% (forget samples called non-members)")
     return ("Depth: " + "; ".join(parts) + ".") if parts else None
 
 
@@ -292,18 +293,19 @@ def run(args: argparse.Namespace) -> int:
         res["unlearn_history"] = read_history(run_dir)
         _attach_unlearn_manifest(res, run_dir)
     atomic_write_json(os.path.join(args.out, RESULTS_FILE), res)
-    s = res["summary"]
-    pct = lambda v: "-" if v is None else 100 * v  # noqa: E731
-    rows = [[method, pct(s["acc_r"]), pct(s["acc_f"]), pct(s["zrf"]),
-             "-" if s["rt"] is None else f"{s['rt']:.1f} ({s['rt_capped']})", pct(s["mia"]), pct(s["attack_acc"]),
-             "-" if s["insertion_auc"] is None else f"{s['insertion_auc']:.2f}",
-             "-" if s["deletion_auc"] is None else f"{s['deletion_auc']:.2f}"]]
+    summary = res["summary"]
+    pct = lambda fraction: "-" if fraction is None else 100 * fraction  # noqa: E731
+    rows = [[method, pct(summary["acc_r"]), pct(summary["acc_f"]), pct(summary["zrf"]),
+             "-" if summary["rt"] is None else f"{summary['rt']:.1f} ({summary['rt_capped']})", pct(summary["mia"]),
+             pct(summary["attack_acc"]),
+             "-" if summary["insertion_auc"] is None else f"{summary['insertion_auc']:.2f}",
+             "-" if summary["deletion_auc"] is None else f"{summary['deletion_auc']:.2f}"]]
     print(format_table(["method", "Acc_r %", "Acc_f %", "ZRF", "RT (capped)", "MIA %", "attack acc %", "Ins", "Del"],
                        rows, floatfmt="{:.1f}"))
-    mia = _mia_line(s)
+    mia = _mia_line(summary)
     if mia:
         print(mia)
-    depth = _depth_line(s)
+    depth = _depth_line(summary)
     if depth:
         print(depth)
     which = format_classes(res["classes"], names)

@@ -26,14 +26,14 @@ class CifarVGG16(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         cin, side = in_chans, int(image_size)
-        for v in VGG16_CFG:
-            if v == "M":
+        for width in VGG16_CFG:
+            if width == "M":
                 if side >= 2:
                     layers.append(nn.MaxPool2d(2))
                     side //= 2
                 continue
-            layers += [nn.Conv2d(cin, v, 3, padding=1, bias=False), nn.BatchNorm2d(v), nn.ReLU(inplace=True)]
-            cin = v
+            layers += [nn.Conv2d(cin, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+            cin = width
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(cin, num_classes)

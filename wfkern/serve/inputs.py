@@ -227,9 +227,9 @@ def decode_image(item, index: int, spec: InputSpec, limits: Limits) -> torch.Ten
         x = _array(item["array"], f"{where}.array", spec, limits)
         if spec.from_files:
             return _file_transform(spec, tensor_input=True)(x)
-    s = spec.image_size
-    if x.shape[-1] != s or x.shape[-2] != s:  # as wfkern.data.TensorImageDataset resizes whole images
-        x = F.interpolate(x.unsqueeze(0), size=(s, s), mode="bilinear", align_corners=False)[0]
+    side = spec.image_size
+    if x.shape[-1] != side or x.shape[-2] != side:  # as wfkern.data.TensorImageDataset resizes whole images
+        x = F.interpolate(x.unsqueeze(0), size=(side, side), mode="bilinear", align_corners=False)[0]
     return _normalise(x, spec)
 
 
