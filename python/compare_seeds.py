@@ -101,30 +101,33 @@ def _run(argv: list[str], log: list, done: Path) -> None:
 
 
 def run_seed(d: Path, seed: int, classes: str, methods: list[str], threads: int, log: list,
-             train_args: list[str], wk: list[str] | None = None) -> dict:
-    """Every step of one seed in ``d`` (``wk``: the wfkern command, default the installed one); returns
-    {method: results}."""
+             train_args: list[str], wk: list[str] | None = None, head_ft: bool = False) -> dict:
+    """Every step of one seed in ``d`` (``wk``: the wfkern command, default the installed one; ``head_ft``: also
+    retain fine-tuning of the head alone, the features frozen, as ``rft_head_acc_f``); returns {method: results}."""
     wk, common = wk or _wfkern(), ["--no-progress", "--threads", str(threads)]
     ck = str(d / "model.safetensors")
     d.mkdir(parents=True, exist_ok=True)
     _run([*wk, "train", "--out", ck, "--seed", str(seed), *train_args, *common], log, d / "model.safetensors")
     _run([*wk, "unlearn", "--checkpoint", ck, "--out-dir", str(d / "wf"), "--seed", str(seed), *common], log,
          d / "wf" / "gates.safetensors")
-    ev = [*wk, "evaluate", "--checkpoint", ck, "--classes", classes, "--seed", str(seed), "--metrics", METRICS, *common]
-    _run([*ev, "--original", "--out", str(d / "eval_original")], log, d / "eval_original" / "results.json")
-    _run([*ev, "--gates", str(d / "wf" / "gates.safetensors"), "--out", str(d / "eval_wfnet")], log,
-         d / "eval_wfnet" / "results.json")
-    for m in methods:
-        _run([*wk, "baseline", "--method", m, "--checkpoint", ck, "--out-dir", str(d / f"b_{m}"), "--classes", classes,
-              "--seed", str(seed), *common], log, d / f"b_{m}" / "cost.json")
-        _run([*ev, "--baseline-dir", str(d / f"b_{m}"), "--out", str(d / f"eval_{m}")], log,
-             d / f"eval_{m}" / "results.json")
-    names = ["original", "wfnet", *methods]
+    ev = [*wk, "evaluate", "--checkpoint", ck, "--classes", classes, "--seed", str(seed), *common]
+    what = {"original": ["--original"], "wfnet": ["--gates", str(d / "wf" / "gates.safetensors")]}
+    for m in ["original", "wfnet", *methods]:
+        if m in methods:
+            _run([*wk, "baseline", "--method", m, "--checkpoint", ck, "--out-dir", str(d / f"b_{m}"), "--classes",
+                  classes, "--seed", str(seed), *common], log, d / f"b_{m}" / "cost.json")
+            what[m] = ["--baseline-dir", str(d / f"b_{m}")]
+        _run([*ev, "--metrics", METRICS, *what[m], "--out", str(d / f"eval_{m}")], log, d / f"eval_{m}" / "results.json")
+        if head_ft:
+            _run([*ev, "--metrics", "acc,retain_ft", "--rft-part", "head", *what[m], "--out", str(d / f"headft_{m}")],
+                 log, d / f"headft_{m}" / "results.json")
     results = {}
-    for name in names:
+    for name in what:
         res = load_results(d / f"eval_{name}")
+        if head_ft:
+            res["summary"]["rft_head_acc_f"] = load_results(d / f"headft_{name}")["summary"]["rft_acc_f"]
         results[res.get("method") or name] = res
-    _run([*wk, "report", *[str(d / f"eval_{n}") for n in names], "--out", str(d / "report"), "--run-dir",
+    _run([*wk, "report", *[str(d / f"eval_{n}") for n in what], "--out", str(d / "report"), "--run-dir",
           str(d / "wf")], log, d / "report" / "report.md")
     return results
 
@@ -156,6 +159,9 @@ def main() -> None:
                    help="keep a seeded, class-stratified fraction of each named split, e.g. train=0.04,test=0.1 "
                         "(needs --dataset; default: the full splits)")
     p.add_argument("--subset-seed", type=int, default=0, help="the seed of --subset's choice (default 0)")
+    p.add_argument("--head-ft", action="store_true",
+                   help="also evaluate retain fine-tuning of the head alone (--rft-part head, the features frozen) "
+                        "for every method: the summary's 'Retain-FT head Acc_f' column")
     args = p.parse_args()
     if args.seeds < 1:
         p.error(f"--seeds must be >= 1, got {args.seeds}")
@@ -177,7 +183,8 @@ def main() -> None:
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     log: list[str] = []
     t0 = time.perf_counter()
-    runs = [run_seed(out / f"seed_{s}", s, args.classes, methods, args.threads, log, train_args, wk) for s in seeds]
+    runs = [run_seed(out / f"seed_{s}", s, args.classes, methods, args.threads, log, train_args, wk, args.head_ft)
+            for s in seeds]
     agg = aggregate(runs)
     table = to_markdown(spread_table(agg, runs[0]))
     summary = {"seeds": seeds, "classes": args.classes, "methods": list(agg), "metrics": METRICS,

@@ -36,3 +36,20 @@ def test_compare_seeds_aggregates_every_seed(tmp_path):
     assert "| SCRUB † | 2 |" in md and "± " in md and "## Manifest" in md
     rerun = subprocess.run(argv, check=True, capture_output=True, text=True, timeout=300)
     assert "$ " not in rerun.stdout  # every step's output exists: nothing ran again
+
+
+@pytest.mark.slow
+def test_head_ft_adds_the_frozen_features_column(tmp_path):
+    """--head-ft: one more evaluation per method (retain fine-tuning of the head alone), its number in the summary."""
+    out = tmp_path / "cmp"
+    subprocess.run([sys.executable, str(ROOT / "python" / "compare_seeds.py"), "--out", str(out), "--seeds", "1",
+                    "--methods", "neg-grad", "--classes", "0", "--threads", "1", "--head-ft",
+                    "--train-args", "--model-arg widths=[8,16,16] --epochs 2"], check=True, capture_output=True,
+                   timeout=900)
+    summary = json.loads((out / "summary.json").read_text())
+    for m in ("original", "wfnet", "neg-grad"):
+        head = json.loads((out / "seed_0" / f"headft_{m}" / "results.json").read_text())
+        assert head["settings"]["rft_part"] == "head" and head["metrics"] == ["acc", "retain_ft"]
+        assert summary["aggregate"][m]["rft_head_acc_f"]["mean"] == pytest.approx(head["summary"]["rft_acc_f"])
+    assert len(summary["manifest"]["commands"]) == 2 + 3 * 2 + 1 + 1
+    assert "Retain-FT head Acc_f" in (out / "summary.md").read_text()

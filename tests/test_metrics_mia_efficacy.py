@@ -74,3 +74,26 @@ def test_evaluate_wires_mia_efficacy_with_the_groups_of_the_attack():
     want = mia_efficacy(member, nonmember, target, seed=7919 * 2)  # class_seed(0, 1)
     assert {k: row[k] for k in want} == pytest.approx(want)
     assert "mia" not in row and res["summary"]["mia_eff"] == pytest.approx(want["mia_eff"])
+
+
+def test_a_diverged_model_gets_its_accuracies_only(caplog):
+    """A baseline whose weights went NaN for one class: its answers are counted (argmax of NaN rows is class 0),
+    nothing else is measured for that class (an attacker or probe cannot be fitted on NaN), the others are."""
+    g = torch.Generator().manual_seed(0)
+    y_tr, y_te = torch.arange(3).repeat(40), torch.arange(3).repeat(20)
+    centers = torch.tensor([[3.0, 0.0], [-3.0, 0.0], [0.0, 3.0]])
+    train = TensorDataset(centers[y_tr] + torch.randn(len(y_tr), 2, generator=g), y_tr)
+    test = TensorDataset(centers[y_te] + torch.randn(len(y_te), 2, generator=g), y_te)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 3)).eval()
+    broken = nn.Sequential(nn.Linear(2, 3)).eval()
+    with torch.no_grad():
+        broken[0].weight.fill_(float("nan"))
+    res = evaluate(PerClassModels(net, {0: net, 2: broken}, num_classes=3, method="toy"), test, train_data=train,
+                   classes=[0, 2], progress=False, metrics=("acc", "mia", "mia_eff", "probe", "retain_ft"))
+    bad, good = res["per_class"][2], res["per_class"][0]
+    assert bad["non_finite_outputs"] == 60 and bad["acc_f"] == 0.0 and bad["acc_r"] == pytest.approx(0.5)
+    assert not {"mia", "mia_eff", "probe_acc_f", "rft_acc_f"} & set(bad)
+    assert "non_finite_outputs" not in good and {"mia", "mia_eff", "probe_acc_f", "rft_acc_f"} <= set(good)
+    assert res["summary"]["mia_eff"] == pytest.approx(good["mia_eff"])  # the mean over the class that has one
+    assert "the toy model of class 2 gives non-finite outputs on 60 of 60 test samples" in caplog.text

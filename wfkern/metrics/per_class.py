@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -25,6 +26,8 @@ from .relearn import relearn_time
 from .settings import EvalSettings
 
 __all__ = ["EvalContext", "evaluate_class", "class_seed"]
+
+logger = logging.getLogger("wfkern.metrics")
 
 
 @dataclass
@@ -99,6 +102,9 @@ def _forward_metrics(um: Unlearned, c: int, ctx: EvalContext, s: EvalSettings, m
                                batch_size=s.batch_size, device=ctx.device)
     acc_f, acc_r = accuracy_split(logits.argmax(dim=1), ctx.test_labels, c)
     out.update(acc_f=acc_f, acc_r=acc_r)
+    bad = int((~torch.isfinite(logits.reshape(logits.shape[0], -1))).any(dim=1).sum())
+    if bad:  # a diverged model (NaN / inf weights): what it answers is counted, nothing else can be measured
+        out["non_finite_outputs"] = bad
     if "zrf" in metrics and ctx.random_probs is not None:
         idx = class_indices(ctx.test_labels, c)
         out["zrf"] = zrf_score(torch.softmax(logits[idx].double(), dim=1), ctx.random_probs[idx])
@@ -121,7 +127,9 @@ def evaluate_class(um: Unlearned, c: int, ctx: EvalContext, s: EvalSettings, met
         ``mia, mia_prob, attack_acc``; ``rt, rt_capped, rt_target``; ``insertion_auc, deletion_auc`` and
         ``insdel`` (the curves); ``probe_acc_f, probe_acc_r, probe`` (``probe.class_probe``); ``rft_acc_f,
         rft_acc_r, rft_history`` (``recovery.retain_recovery``); ``mia_eff, mia_eff_entropy, mia_eff_m_entropy``
-        (``mia_efficacy``); plus ``seconds``. Accuracies and ZRF are fractions in [0, 1].
+        (``mia_efficacy``); plus ``seconds``. Accuracies and ZRF are fractions in [0, 1]. A model whose test outputs
+        are not all finite (a diverged baseline) gets its accuracies and ``non_finite_outputs`` (the count of such
+        test samples) only: no attack, probe or fine-tuning can be measured on NaN outputs.
     """
     t0 = time.perf_counter()
     seed = class_seed(s.seed, c)
@@ -132,6 +140,12 @@ def evaluate_class(um: Unlearned, c: int, ctx: EvalContext, s: EvalSettings, met
     out: dict = {"class": int(c), "n_forget_test": int(idx_c.numel()), "orig_acc": orig_acc, "orig_acc_r": orig_acc_r}
     um.set_eval()
     out.update(_forward_metrics(um, c, ctx, s, metrics))
+    if out.get("non_finite_outputs"):
+        logger.warning("wfkern.evaluate: the %s model of class %d gives non-finite outputs on %d of %d test samples "
+                       "(it diverged); only its accuracies are recorded for this class", um.method, c,
+                       out["non_finite_outputs"], len(ctx.test_labels))
+        out["seconds"] = time.perf_counter() - t0
+        return out
     if metrics & {"mia", "mia_eff"} and ctx.train_data is not None:
         out.update(_mia(um, c, ctx, s, seed, metrics))
     if "probe" in metrics and ctx.train_data is not None:

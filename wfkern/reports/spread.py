@@ -10,11 +10,13 @@ from .tables import Table, gaps, method_label, ordered
 
 __all__ = ["mean_std", "fmt_mean_std", "aggregate", "spread_table", "SPREAD_METRICS", "manifest_lines"]
 
-# (summary key, column, scale): fractions shown x100; RT in epochs; "gap": the mean gap to retraining of that seed
+# (summary key, column, scale): fractions shown x100; RT in epochs; "rft_head_acc_f": retain fine-tuning of the head
+# alone (a second evaluation, ``compare_seeds.py --head-ft``); "gap": the mean gap to retraining of that seed
 # (``tables.gaps``, already in percentage points).
 SPREAD_METRICS = (("acc_r", "Acc_r", 100.0), ("acc_f", "Acc_f", 100.0), ("zrf", "ZRF", 100.0), ("rt", "RT", 1.0),
                   ("mia", "MIA", 100.0), ("mia_eff", "MIA-eff.", 100.0), ("probe_acc_f", "Probe Acc_f", 100.0),
-                  ("rft_acc_f", "Retain-FT Acc_f", 100.0), ("gap", "Gap to retrain", 1.0))
+                  ("rft_acc_f", "Retain-FT Acc_f", 100.0), ("rft_head_acc_f", "Retain-FT head Acc_f", 100.0),
+                  ("gap", "Gap to retrain", 1.0))
 
 
 def mean_std(values: Sequence[Optional[float]]) -> tuple[Optional[float], Optional[float], int]:
