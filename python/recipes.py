@@ -127,62 +127,64 @@ def plan(name: str, out: str, *, smoke: bool = False, data_root: Optional[str] =
     """
     if name not in RECIPES:
         raise ValueError(f"recipes.plan: name must be one of {sorted(RECIPES)}, got {name!r}")
-    r = RECIPES[name]
+    recipe = RECIPES[name]
     run_args = (["--device", device] if device else []) + (["--threads", str(threads)] if threads else [])
     run_args += (["--num-workers", str(num_workers)] if num_workers else []) + \
         (["--precision", precision] if precision else [])
-    data = _data_args(r, smoke, data_root, image_size)
+    data = _data_args(recipe, smoke, data_root, image_size)
     model_path = os.path.join(out, "model.safetensors")
     steps: list[Step] = []
     if checkpoint is not None and weights is not None:
         raise ValueError(f"recipes.plan: checkpoint must be None when weights are imported, got {checkpoint!r} "
                          f"and weights {weights!r}")
-    if checkpoint is None and weights is None and r.pretrained and not smoke:
+    if checkpoint is None and weights is None and recipe.pretrained and not smoke:
         raise ValueError(f"recipes.plan: checkpoint must be the pretrained model for {name!r}, got None; or pass "
                          "weights (--weights FILE, or default) to import one")
     if weights is not None:
-        classes = num_classes or r.num_classes
+        classes = num_classes or recipe.num_classes
         if classes is None:
             raise ValueError(f"recipes.plan: num_classes must be given to import weights for {name!r}, got None")
         dataset = data[data.index("--dataset") + 1]
         size = data[data.index("--image-size") + 1] if "--image-size" in data else None
-        imp = ["import", "--model", model or r.model, "--num-classes", str(classes), "--weights", weights,
-               "--out", model_path, "--dataset", dataset] + (["--image-size", size] if size else [])
-        steps.append(Step(imp, model_path, "import"))
+        import_argv = ["import", "--model", model or recipe.model, "--num-classes", str(classes),
+                       "--weights", weights, "--out", model_path, "--dataset", dataset]
+        import_argv += ["--image-size", size] if size else []
+        steps.append(Step(import_argv, model_path, "import"))
     elif checkpoint is None:
-        margs = list(SMOKE_MODEL_ARGS.get(r.model, ())) if smoke else list(r.model_args)
-        train = ["train", *data, "--model", r.model, "--out", model_path, "--no-progress", *run_args]
-        train += [a for m in margs for a in ("--model-arg", m)]
-        train += list(SMOKE["train"]) if smoke else ["--epochs", str(r.train_epochs), *r.train_args]
+        model_args = list(SMOKE_MODEL_ARGS.get(recipe.model, ())) if smoke else list(recipe.model_args)
+        train = ["train", *data, "--model", recipe.model, "--out", model_path, "--no-progress", *run_args]
+        train += [word for arg in model_args for word in ("--model-arg", arg)]
+        train += list(SMOKE["train"]) if smoke else ["--epochs", str(recipe.train_epochs), *recipe.train_args]
         steps.append(Step(train, model_path, "train"))
     else:
         model_path = checkpoint
-    ck = ["--checkpoint", model_path]
+    checkpoint_args = ["--checkpoint", model_path]
     wf_dir = os.path.join(out, "wfnet")
-    unlearn = ["unlearn", *ck, *data, "--out-dir", wf_dir, "--no-progress", *run_args]
+    unlearn = ["unlearn", *checkpoint_args, *data, "--out-dir", wf_dir, "--no-progress", *run_args]
     unlearn += list(SMOKE["unlearn"]) if smoke else []
     steps.append(Step(unlearn, os.path.join(wf_dir, "gates.safetensors"), "unlearn"))
     classes = ["--classes", SMOKE["classes"]] if smoke else []
-    for m in r.baselines:
-        bdir = os.path.join(out, "baselines", m)
-        b = ["baseline", "--method", m, *ck, *data, "--out-dir", bdir, "--no-progress", *classes, *run_args]
-        b += list(SMOKE[m]) if smoke else []
-        steps.append(Step(b, os.path.join(bdir, "cost.json"), f"baseline {m}"))
-    ev_common = [*ck, *data, "--no-progress", *classes, *run_args]
+    for method in recipe.baselines:
+        baseline_dir = os.path.join(out, "baselines", method)
+        baseline = ["baseline", "--method", method, *checkpoint_args, *data, "--out-dir", baseline_dir, "--no-progress",
+                    *classes, *run_args]
+        baseline += list(SMOKE[method]) if smoke else []
+        steps.append(Step(baseline, os.path.join(baseline_dir, "cost.json"), f"baseline {method}"))
+    ev_common = [*checkpoint_args, *data, "--no-progress", *classes, *run_args]
     if smoke:
         ev_common += list(SMOKE["evaluate"])
-        if "--metrics" in r.eval_args:  # the recipe's metrics (ImageNet: no RT / MIA), on a tiny budget
-            ev_common += ["--metrics", r.eval_args[r.eval_args.index("--metrics") + 1]]
+        if "--metrics" in recipe.eval_args:  # the recipe's metrics (ImageNet: no RT / MIA), on a tiny budget
+            ev_common += ["--metrics", recipe.eval_args[recipe.eval_args.index("--metrics") + 1]]
     else:
-        ev_common += list(r.eval_args)
+        ev_common += list(recipe.eval_args)
     evals = {"original": ["--original"], "wfnet": ["--gates", os.path.join(wf_dir, "gates.safetensors")]}
-    evals.update({m: ["--baseline-dir", os.path.join(out, "baselines", m)] for m in r.baselines})
-    for m, what in evals.items():
-        edir = os.path.join(out, "eval", m)
-        steps.append(Step(["evaluate", *what, "--out", edir, *_metrics_for(m, ev_common)],
-                          os.path.join(edir, "results.json"), f"evaluate {m}"))
-    report = ["report", *[os.path.join(out, "eval", m) for m in evals], "--out", os.path.join(out, "report"),
-              "--title", r.title + ("" if not smoke else " (smoke run)" if _own_data(r, smoke, data_root)
+    evals.update({method: ["--baseline-dir", os.path.join(out, "baselines", method)] for method in recipe.baselines})
+    for method, what in evals.items():
+        eval_dir = os.path.join(out, "eval", method)
+        steps.append(Step(["evaluate", *what, "--out", eval_dir, *_metrics_for(method, ev_common)],
+                          os.path.join(eval_dir, "results.json"), f"evaluate {method}"))
+    report = ["report", *[os.path.join(out, "eval", method) for method in evals], "--out", os.path.join(out, "report"),
+              "--title", recipe.title + ("" if not smoke else " (smoke run)" if _own_data(recipe, smoke, data_root)
                                    else " (smoke run on the embedded digits)")]
     steps.append(Step(report, None, "report"))
     return steps

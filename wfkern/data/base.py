@@ -80,9 +80,9 @@ class TensorImageDataset(Dataset):
         """
         x = self.images[idx]
         x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
-        s = self.info.image_size
-        if x.shape[-1] != s or x.shape[-2] != s:
-            x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False)
+        side = self.info.image_size
+        if x.shape[-1] != side or x.shape[-2] != side:
+            x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
         x = (x - self._mean) / self._std
         y = self.targets[idx]
         return x, (y.float() if self.info.multi_label else y.long())
@@ -114,18 +114,18 @@ def dataset_targets(dataset: Dataset, *, single_label: bool = False) -> Tensor:
     Raises:
         ValueError: ``single_label`` and the targets are not one class index per sample.
     """
-    t = _stored_targets(dataset)
-    if t is None:
-        t = torch.stack([torch.as_tensor(dataset[i][1]) for i in range(len(dataset))]) if len(dataset) else \
+    targets = _stored_targets(dataset)
+    if targets is None:
+        targets = torch.stack([torch.as_tensor(dataset[i][1]) for i in range(len(dataset))]) if len(dataset) else \
             torch.zeros(0, dtype=torch.long)
     if not single_label:
-        return t
-    if t.dim() == 2 and t.shape[1] == 1:
-        t = t.reshape(-1)
-    if t.dim() != 1:
+        return targets
+    if targets.dim() == 2 and targets.shape[1] == 1:
+        targets = targets.reshape(-1)
+    if targets.dim() != 1:
         raise ValueError("wfkern.dataset_targets: dataset must have single-label (N,) targets, "
-                         f"got shape {tuple(t.shape)}")
-    return t.long()
+                         f"got shape {tuple(targets.shape)}")
+    return targets.long()
 
 
 def _is_plain(dataset: Dataset, cls: type) -> bool:
@@ -142,9 +142,9 @@ def _stored_targets(dataset: Dataset) -> Tensor | None:
             value = getattr(dataset, attr, None)
             if value is None or callable(value):
                 continue
-            t = torch.as_tensor(value)
-            if t.dim() >= 1 and t.shape[0] == len(dataset):
-                return t
+            targets = torch.as_tensor(value)
+            if targets.dim() >= 1 and targets.shape[0] == len(dataset):
+                return targets
     if _is_plain(dataset, Subset):
         inner = _stored_targets(dataset.dataset)
         if inner is None:
