@@ -49,9 +49,9 @@ def main(argv=None) -> int:
     print("| model | batch | px | plain ms (median) | WF kernel / plain | WF reference / plain |")
     print("|---|---|---|---|---|---|")
     for name in models:
-        r = paired(name, args.device, args.rounds)
-        print(f"| {r['model']} | {r['batch']} | {r['resolution']} | {r['plain_ms']:.1f} | {r['wf_ratio']:.3f} | "
-              f"{r['wf_ref_ratio']:.3f} |", flush=True)
+        row = paired(name, args.device, args.rounds)
+        print(f"| {row['model']} | {row['batch']} | {row['resolution']} | {row['plain_ms']:.1f} | "
+              f"{row['wf_ratio']:.3f} | {row['wf_ref_ratio']:.3f} |", flush=True)
     return 0
 
 

@@ -29,24 +29,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     own = " (default: the method's own, docs/evaluation.md)"
     group = p.add_argument_group("method options (default: each method's own, docs/evaluation.md)")
     group.add_argument("--epochs", type=int, default=None,
-                       help="random-labels, ft, salun, scrub, l1-sparse: epochs; retrain: training epochs (default: the "
-                            "method's own; retrain: the checkpoint's)")
+                       help="random-labels, ft, salun, scrub, l1-sparse: epochs; retrain: training epochs "
+                            "(default: the method's own; retrain: the checkpoint's)")
     group.add_argument("--max-epochs", type=int, default=None, help="neg-grad: cap on epochs" + own)
     group.add_argument("--lr", type=float, default=None, help="learning rate (not ssd)" + own)
     group.add_argument("--batch-size", type=int, default=None, help="batch size (ssd: of the Fisher estimates)" + own)
     group.add_argument("--retain-ratio", type=float, default=None,
-                       help="random-labels, salun: retain samples per forget sample per epoch (salun's default: the whole "
-                            "retain set)" + own)
+                       help="random-labels, salun: retain samples per forget sample per epoch (salun's default: "
+                            "the whole retain set)" + own)
     group.add_argument("--alpha", type=float, default=None,
-                       help="ssd: selection threshold, dampen where I_Df > alpha * I_D (default: the paper's 10, at most "
-                            "N / (2 N_f): 5 on 10 balanced classes)")
+                       help="ssd: selection threshold, dampen where I_Df > alpha * I_D (default: the paper's 10, "
+                            "at most N / (2 N_f): 5 on 10 balanced classes)")
     group.add_argument("--lambda", dest="lam", metavar="LAMBDA", type=float, default=None,
                        help="ssd: dampening constant, beta = min(lambda * I_D / I_Df, 1) (default: the paper's 1)")
     group.add_argument("--saliency-fraction", dest="fraction", metavar="FRACTION", type=float, default=None,
-                       help="salun: share of all weights in the saliency mask, those with the largest |gradient| of the "
-                            "forget loss (default: the paper's 0.5)")
+                       help="salun: share of all weights in the saliency mask, those with the largest |gradient| of "
+                            "the forget loss (default: the paper's 0.5)")
     group.add_argument("--forget-epochs", type=int, default=None,
-                       help="scrub: the first epochs that also take a max-step pass over the forget samples (default 3)")
+                       help="scrub: the first epochs that also take a max-step pass over the forget samples "
+                            "(default 3)")
     group.add_argument("--temperature", type=float, default=None, help="scrub: distillation temperature (default 4)")
     group.add_argument("--l1", type=float, default=None,
                        help="l1-sparse: initial strength of the l1 penalty, decaying linearly over the epochs "
@@ -60,7 +61,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _method_kwargs(args, config) -> dict:
-    kw = {}
+    method_kwargs = {}
     allowed = {"retrain": ("epochs", "lr", "batch_size"), "random-labels": ("epochs", "lr", "batch_size", "retain_ratio"),
                "neg-grad": ("max_epochs", "lr", "batch_size"), "ft": ("epochs", "lr", "batch_size"),
                "ssd": ("alpha", "lam", "batch_size"),
@@ -78,10 +79,10 @@ def _method_kwargs(args, config) -> dict:
             problem = baseline_setting_problem(key, value) if args.method != "retrain" else None
             if problem is not None:
                 raise UserError(f"{flag} must {problem}, got {value}")
-            kw[key] = value
+            method_kwargs[key] = value
     if args.method == "retrain":
-        kw.setdefault("epochs", int(config.extra.get("epochs", 30)))
-    return kw
+        method_kwargs.setdefault("epochs", int(config.extra.get("epochs", 30)))
+    return method_kwargs
 
 
 def run(args: argparse.Namespace) -> int:

@@ -75,20 +75,21 @@ def run_demo(out_dir: str, train_epochs: int, config: UnlearnConfig, device: tor
     info = train.info
     torch.manual_seed(seed)
     model = create_model(DEFAULT_MODEL, info.num_classes, info.in_chans, info.image_size)
-    tr = train_model(model, train, val, epochs=train_epochs, batch_size=DEMO_TRAIN["batch_size"], lr=DEMO_TRAIN["lr"],
-                     weight_decay=DEMO_TRAIN["weight_decay"], max_shift=DEMO_TRAIN["max_shift"], seed=seed,
-                     device=device, progress=progress)
+    trained = train_model(model, train, val, epochs=train_epochs, batch_size=DEMO_TRAIN["batch_size"],
+                          lr=DEMO_TRAIN["lr"], weight_decay=DEMO_TRAIN["weight_decay"],
+                          max_shift=DEMO_TRAIN["max_shift"], seed=seed, device=device, progress=progress)
     save_checkpoint(os.path.join(out_dir, MODEL_FILE), model,
                     ModelConfig(DEFAULT_MODEL, info.num_classes, info.in_chans, info.image_size, {}, "digits", 0))
     original = per_class_accuracy(model, test, info.num_classes, device, wf_forget=False)
-    print(f"original {DEFAULT_MODEL}: trained in {tr.seconds:.1f}s, test accuracy {100 * _overall(original, test):.2f}%")
+    print(f"original {DEFAULT_MODEL}: trained in {trained.seconds:.1f}s, "
+          f"test accuracy {100 * _overall(original, test):.2f}%")
     wf = wfkern.patch(model, num_classes=info.num_classes)
     res = unlearn(wf, train, val, config, device=device, out_dir=out_dir, progress=progress)
     unlearned = per_class_accuracy(wf, test, info.num_classes, device)
     mixed = mixed_batch(wf, test, info.num_classes, seed, device)
     seconds = time.perf_counter() - t0
     return {"original_acc": _overall(original, test), "original": original, "unlearned": unlearned, "mixed": mixed,
-            "train_seconds": tr.seconds, "unlearn_seconds": res.seconds, "unlearn_steps": res.steps,
+            "train_seconds": trained.seconds, "unlearn_seconds": res.seconds, "unlearn_steps": res.steps,
             "stopped_early": res.stopped_early, "seconds": seconds, "backend": wfkern.backend()}
 
 

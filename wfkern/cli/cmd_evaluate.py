@@ -25,6 +25,7 @@ from wfkern.metrics.store import atomic_write_json
 from wfkern.patch import gates_layer_names, gates_mlp
 from wfkern.reports.history import history_path, read_history
 from wfkern.reports.tables import MIA_CHANCE_MARGIN, mia_at_chance
+from wfkern.unlearn.progress import format_clock
 
 __all__ = ["add_parser", "run", "wf_untrain_seconds", "baseline_classes"]
 
@@ -152,9 +153,9 @@ def _model_under_test(args, model, config, device):
         raise UserError(f"--baseline-dir must hold a model for at least one class (models/class_<c>.safetensors "
                         f"recorded in cost.json), got none in {args.baseline_dir!r}")
     method = args.method_name or cost["method"]
-    um = PerClassModels(model, per_class_loader(args.baseline_dir, config.build), num_classes=config.num_classes,
-                        method=method)
-    return um, method, cost, None, ran, f"the classes the baseline in {args.baseline_dir!r} ran"
+    unlearned = PerClassModels(model, per_class_loader(args.baseline_dir, config.build),
+                               num_classes=config.num_classes, method=method)
+    return unlearned, method, cost, None, ran, f"the classes the baseline in {args.baseline_dir!r} ran"
 
 
 def _relations(wf, layer: str | None, top_k: int, classes: list[int]) -> dict:
@@ -194,9 +195,9 @@ class _PlainProgress:
     def _line(self, done: int) -> None:
         now = time.monotonic()
         self.shown, self.last = done, now
-        el, new, rest = now - self.t0, done - self.done0, len(self.files) - done
-        left = f", ~{_clock(el / new * rest)} left" if new > 0 and rest > 0 else ""
-        print(f"evaluate {self.method}: {done}/{len(self.files)} classes done{self.which}, {_clock(el)} "
+        elapsed, new, rest = now - self.t0, done - self.done0, len(self.files) - done
+        left = f", ~{format_clock(elapsed / new * rest)} left" if new > 0 and rest > 0 else ""
+        print(f"evaluate {self.method}: {done}/{len(self.files)} classes done{self.which}, {format_clock(elapsed)} "
               f"elapsed{left}", file=sys.stderr, flush=True)
         self.which = ""
 
@@ -213,12 +214,6 @@ class _PlainProgress:
         done = self._done()
         if done != self.shown:
             self._line(done)
-
-
-def _clock(seconds: float) -> str:
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def _isatty(stream) -> bool:

@@ -30,9 +30,9 @@ def load_digits_split(split: str, seed: int, image_size: int | None = None,
         from sklearn.datasets import load_digits
     except ImportError as e:  # pragma: no cover - scikit-learn is a dependency
         raise RuntimeError("wfkern.get_dataset: the digits need scikit-learn; pip install scikit-learn") from e
-    d = load_digits()
-    images = torch.from_numpy(d.images).float().div_(16.0).unsqueeze(1)  # (1797, 1, 8, 8) in [0, 1]
-    targets = torch.from_numpy(d.target).long()
+    bunch = load_digits()
+    images = torch.from_numpy(bunch.images).float().div_(16.0).unsqueeze(1)  # (1797, 1, 8, 8) in [0, 1]
+    targets = torch.from_numpy(bunch.target).long()
     parts = dict(zip(("train", "val", "test"), stratified_split(targets, DIGITS_FRACTIONS, seed)))
     info = DatasetInfo("digits", 10, 1, int(image_size or 8), class_names=tuple(str(i) for i in range(10)))
     idx = parts[split]

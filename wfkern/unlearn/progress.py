@@ -16,12 +16,12 @@ def format_loss(x: float) -> str:
     """A loss-like number with sensible precision: 3 significant digits, never scientific for 1e-3..1e6."""
     if x is None or not math.isfinite(x):
         return str(x)
-    a = abs(x)
-    if a == 0:
+    magnitude = abs(x)
+    if magnitude == 0:
         return "0"
-    if a >= 100:
+    if magnitude >= 100:
         return f"{x:.0f}"
-    if a >= 1e-3:
+    if magnitude >= 1e-3:
         return f"{x:#.3g}"
     return f"{x:.1e}"
 
@@ -32,9 +32,9 @@ def format_pct(x: float) -> str:
 
 
 def format_clock(seconds: float) -> str:
-    m, sec = divmod(int(round(max(0.0, seconds))), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+    minutes, secs = divmod(int(round(max(0.0, seconds))), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 
@@ -94,11 +94,11 @@ class Reporter:
     def _line(self) -> None:
         now = time.monotonic()
         done = self.step_now - self.initial
-        el = now - self.t0
+        elapsed = now - self.t0
         rest = self.total - self.step_now
-        left = f", ~{format_clock(el / done * rest)} left" if done > 0 and rest > 0 else ""
+        left = f", ~{format_clock(elapsed / done * rest)} left" if done > 0 and rest > 0 else ""
         pct = 100.0 * self.step_now / max(1, self.total)
-        self._print(f"unlearn: step {self.step_now}/{self.total} ({pct:.0f}%), {format_clock(el)} elapsed{left}; "
+        self._print(f"unlearn: step {self.step_now}/{self.total} ({pct:.0f}%), {format_clock(elapsed)} elapsed{left}; "
                     f"{self._postfix()}")
         self.last_t, self.last_step = now, self.step_now
 

@@ -90,10 +90,11 @@ def validation_objective(wf, val_data: Dataset, plan: ValidationPlan, cfg: Unlea
         else:
             sums[4] += ((logits > 0).float() == ys).float().mean(1).sum().item()
     sums = all_reduce_sum(sums, ctx)
-    nf = max(plan.forget_idx.numel(), 1)
-    nr = max(plan.retain_idx.numel() * plan.retain_rows.shape[0], 1)
+    n_forget = max(plan.forget_idx.numel(), 1)
+    n_retain = max(plan.retain_idx.numel() * plan.retain_rows.shape[0], 1)
     reg = alpha_regularizer(wf.gate_parameters()).item()
-    out = {"forget_term": sums[0].item() / nf, "forget": sums[1].item() / nf, "acc_f": sums[2].item() / nf,
-           "retain": sums[3].item() / nr, "acc_r": sums[4].item() / nr, "reg": reg}
+    out = {"forget_term": sums[0].item() / n_forget, "forget": sums[1].item() / n_forget,
+           "acc_f": sums[2].item() / n_forget, "retain": sums[3].item() / n_retain, "acc_r": sums[4].item() / n_retain,
+           "reg": reg}
     out["objective"] = cfg.lambda0 * out["retain"] + cfg.lambda1 * out["forget_term"] + cfg.lambda2 * reg
     return out
