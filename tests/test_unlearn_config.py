@@ -246,3 +246,19 @@ def test_margin_is_the_model_familys_unless_given():
         assert UnlearnConfig(margin=2.5).for_model(wf).margin == 2.5
     with pytest.raises(ValueError, match=r"^wfkern.unlearn: margin must be a finite number >= 0, got -1$"):
         UnlearnConfig(margin=-1)
+
+
+def test_a_vits_defaults_untrain_as_every_linear_layer_with_margin_4(digits_small):
+    """patch + unlearn with no placement and no margin run exactly what gate_mlp="all", margin=4 run (the
+    configuration the ViT sweep measured), and differ from the paper's placement with margin 3."""
+    vit_model = create_model("vit_t", 10, 1, 8, depth=1, embed_dim=12, num_heads=2, patch_size=4).eval()
+    run = dict(batch_size=32, max_epochs=1, max_steps=3, evals_per_epoch=1, progress=False)
+    by_default, explicit, paper = (wfkern.patch(vit_model, 10, **kw) for kw in ({}, {"gate_mlp": "all"},
+                                                                                  {"gate_mlp": "qkv"}))
+    res = unlearn(by_default, *digits_small, **run)
+    unlearn(explicit, *digits_small, margin=4.0, **run)
+    unlearn(paper, *digits_small, margin=3.0, **run)
+    assert res.config["margin"] == 4.0
+    a, b = by_default.gates_state_dict(), explicit.gates_state_dict()
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+    assert len(paper.gates_state_dict()) < len(a)
