@@ -73,8 +73,9 @@ def materialized(wf, x, labels):
             if alpha is None:
                 continue
             tensor = params.pop(prefix + suffix)
-            g = gates(alpha).to(tensor.dtype)
-            per_sample[prefix + suffix] = tensor[None] * g.view(*g.shape, *([1] * (tensor.dim() - 1)))
+            sample_gates = gates(alpha).to(tensor.dtype)
+            per_sample[prefix + suffix] = tensor[None] * sample_gates.view(*sample_gates.shape,
+                                                                           *([1] * (tensor.dim() - 1)))
 
     def one(sample_params, xi):
         return functional_call(plain, ({**params, **sample_params}, buffers), (xi[None],))[0]

@@ -105,27 +105,28 @@ class WFMultiheadAttention(WFLayer):
 
     def _project(self, query: Tensor, key: Tensor, value: Tensor, labels: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """Gated in-projection; one GEMM for self-attention, three slices otherwise."""
-        w, b = self.base.in_proj_weight, self.base.in_proj_bias
+        weight, in_bias = self.base.in_proj_weight, self.base.in_proj_bias
         embed = self.base.embed_dim
         if query is key and key is value:
-            return self.masked(F.linear(query, w, b), labels, b, channel_dim=-1, save_output=True).split(embed, dim=-1)
+            return self.masked(F.linear(query, weight, in_bias), labels, in_bias, channel_dim=-1,
+                               save_output=True).split(embed, dim=-1)
         parts = []
         for i, x in enumerate((query, key, value)):
             cols = slice(i * embed, (i + 1) * embed)
-            bias = None if b is None else b[cols]
+            bias = None if in_bias is None else in_bias[cols]
             alpha_b = None if self.alpha_b is None else self.alpha_b[:, cols].contiguous()
-            parts.append(self.masked(F.linear(x, w[cols], bias), labels, bias, -1, self.alpha_w[:, cols].contiguous(), alpha_b,
-                                     save_output=True))
+            parts.append(self.masked(F.linear(x, weight[cols], bias), labels, bias, -1,
+                                     self.alpha_w[:, cols].contiguous(), alpha_b, save_output=True))
         return tuple(parts)
 
     def _merged_mask(self, key_padding_mask: Optional[Tensor], attn_mask: Optional[Tensor], batch: int,
                      dtype: torch.dtype) -> Optional[Tensor]:
         """Additive float mask broadcastable to (B, heads, L, S), or None."""
-        kpm = _float_mask(key_padding_mask, dtype)
-        am = _float_mask(attn_mask, dtype)
-        if am is not None and am.dim() == 3:  # (B * heads, L, S)
-            am = am.view(batch, self.base.num_heads, am.shape[-2], am.shape[-1])
-        if kpm is not None:
-            kpm = kpm.view(batch, 1, 1, kpm.shape[-1])
-            return kpm if am is None else am + kpm
-        return am
+        padding = _float_mask(key_padding_mask, dtype)
+        attention = _float_mask(attn_mask, dtype)
+        if attention is not None and attention.dim() == 3:  # (B * heads, L, S)
+            attention = attention.view(batch, self.base.num_heads, attention.shape[-2], attention.shape[-1])
+        if padding is not None:
+            padding = padding.view(batch, 1, 1, padding.shape[-1])
+            return padding if attention is None else attention + padding
+        return attention
