@@ -85,6 +85,18 @@ def test_modules_it_cannot_rebuild_are_refused(resnet, tmp_path):
     assert not path.exists()  # nothing written by any refusal
 
 
+def test_a_refused_module_keeps_its_modes(tmp_path):
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10).train()
+    model.layer1.eval()  # a mixed state: every module's own mode comes back, not one for all
+    modes = {name: m.training for name, m in model.named_modules()}
+    with pytest.raises(ValueError, match=r"num_classes must be the module's output width \(10\), got 5"):
+        wfkern.save_model(model, str(tmp_path / "x.safetensors"), arch="torchvision:resnet18", num_classes=5,
+                          image_size=32)
+    assert {name: m.training for name, m in model.named_modules()} == modes
+    assert modes["layer1"] is False and modes["layer2"] is True and not (tmp_path / "x.safetensors").exists()
+
+
 def test_preprocessing_reaches_the_data(tmp_path):
     plain = get_dataset("digits", split="test")
     raw = get_dataset("digits", split="test", preprocess={"mean": [0.0], "std": [1.0]})
