@@ -226,20 +226,20 @@ def read_batches(dataset: Dataset, index_batches: Iterable[Tensor], num_workers:
         return
     root = dataset
     mapped = []
-    for b in batches:
-        root, m = _root(dataset, b)
-        mapped.append(m)
+    for batch in batches:
+        root, root_indices = _root(dataset, batch)
+        mapped.append(root_indices)
     # Contiguous chunks, one per worker at most: a batch is decoded in parallel and glued back in order.
     chunks, counts = [], []
-    for b in mapped:
-        k = max(1, min(workers, len(b)))
-        step, extra = divmod(len(b), k)
+    for batch in mapped:
+        n_chunks = max(1, min(workers, len(batch)))
+        step, extra = divmod(len(batch), n_chunks)
         start = 0
-        for i in range(k):
+        for i in range(n_chunks):
             stop = start + step + (1 if i < extra else 0)
-            chunks.append(b[start:stop])
+            chunks.append(batch[start:stop])
             start = stop
-        counts.append(k)
+        counts.append(n_chunks)
     persistent = session is not None and options.persistent_workers and num_workers is None
     pool = session.pool(root) if persistent else None
     if pool is None or pool.busy:  # a read nested in another read of the same dataset gets its own workers
@@ -248,9 +248,9 @@ def read_batches(dataset: Dataset, index_batches: Iterable[Tensor], num_workers:
         own = False
     pool.busy = True
     try:
-        it = pool.run(chunks)
-        for k in counts:
-            yield _glue([next(it) for _ in range(k)], pin)
+        decoded = pool.run(chunks)
+        for n_chunks in counts:
+            yield _glue([next(decoded) for _ in range(n_chunks)], pin)
     finally:
         pool.busy = False
         if own:

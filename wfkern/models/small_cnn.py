@@ -63,13 +63,13 @@ class SmallVGG(nn.Module):
     def __init__(self, num_classes: int = 10, in_chans: int = 1, widths: Sequence[int] = (64, 128),
                  hidden: int = 128) -> None:
         super().__init__()
-        a, b = widths
+        first, second = widths
         self.features = nn.Sequential(
-            nn.Conv2d(in_chans, a, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(a, a, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(a, b, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(b, b, 3, padding=1), nn.ReLU(inplace=True), nn.AdaptiveMaxPool2d(1))
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(b, hidden), nn.ReLU(inplace=True),
+            nn.Conv2d(in_chans, first, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(first, first, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(first, second, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(second, second, 3, padding=1), nn.ReLU(inplace=True), nn.AdaptiveMaxPool2d(1))
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(second, hidden), nn.ReLU(inplace=True),
                                   nn.Dropout(0.2), nn.Linear(hidden, num_classes))
 
     def forward(self, x: Tensor) -> Tensor:

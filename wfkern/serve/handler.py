@@ -142,15 +142,15 @@ def _forward(served: ServedModel, x: torch.Tensor, sets: list[list[int]]) -> tor
     if served.mode == "plain":
         return served.model(x)
     if served.mode == "wf":
-        width = max(1, max(len(s) for s in sets))
+        width = max(1, max(len(forget_set) for forget_set in sets))
         rows = torch.full((len(sets), width), -1, dtype=torch.long)
-        for b, s in enumerate(sets):
-            rows[b, :len(s)] = torch.tensor(s, dtype=torch.long)
+        for image, forget_set in enumerate(sets):
+            rows[image, :len(forget_set)] = torch.tensor(forget_set, dtype=torch.long)
         return served.model(x, forget=rows.to(served.device))
     out = torch.empty(x.shape[0], served.num_classes, device=x.device)
-    keys = [s[0] if s else -1 for s in sets]
+    keys = [forget_set[0] if forget_set else -1 for forget_set in sets]
     for key in sorted(set(keys)):  # one forward per baked model, over the images routed to it
-        idx = torch.tensor([b for b, k in enumerate(keys) if k == key], device=x.device)
+        idx = torch.tensor([image for image, image_key in enumerate(keys) if image_key == key], device=x.device)
         out[idx] = served.baked(key)(x[idx]).float()
     return out
 
@@ -174,8 +174,8 @@ def predict_batch(items: list[Decoded], served: ServedModel) -> list[dict]:
         start = 0
         for it in good:
             n = it.images.shape[0]
-            k = max(1, min(it.top_k, served.num_classes))
-            values, classes = probs[start:start + n].topk(k, dim=1)
+            top_k = max(1, min(it.top_k, served.num_classes))
+            values, classes = probs[start:start + n].topk(top_k, dim=1)
             answers[id(it)] = [{"top_k": [{"class": int(c), "name": served.class_names[int(c)], "probability": float(p)}
                                           for p, c in zip(vs, cs)]} for vs, cs in zip(values, classes)]
             start += n
