@@ -105,8 +105,8 @@ class Report:
             self.line("skip", name, str(why))
             return
         except Exception as err:  # one broken case must not hide the others
-            tb = traceback.extract_tb(err.__traceback__)
-            where = f" at {os.path.basename(tb[-1].filename)}:{tb[-1].lineno}" if tb else ""
+            frames = traceback.extract_tb(err.__traceback__)
+            where = f" at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno}" if frames else ""
             self.line("FAIL", name, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
                       + where + seed)
             return
@@ -116,14 +116,15 @@ class Report:
             self.line("ok", name, " ".join(notes))
 
     def finish(self) -> int:
-        c = self.counts
+        counts = self.counts
         tail = f" ({self.stopped})" if self.stopped else ""
-        print(f"gpu_smoke: {c['ok']} ok, {c['FAIL']} FAIL, {c['skip']} skipped, {c['info']} info{tail}", flush=True)
-        if c["FAIL"]:
+        print(f"gpu_smoke: {counts['ok']} ok, {counts['FAIL']} FAIL, {counts['skip']} skipped, {counts['info']} info"
+              f"{tail}", flush=True)
+        if counts["FAIL"]:
             return 1
         if self.stopped:
             return 3
-        return 0 if c["ok"] else 2
+        return 0 if counts["ok"] else 2
 
 
 class Skip(Exception):
@@ -185,12 +186,12 @@ def make_labels(kind: str, batch: int, gen: torch.Generator) -> torch.Tensor:
         return torch.full((batch,), -1, dtype=torch.long)
     if kind not in ("sets", "dups"):
         raise ValueError(kind)
-    k = 3
+    width = 3
     rows = []
-    for b in range(batch):
-        classes = torch.randperm(NUM_CLASSES, generator=gen)[:k]
-        used = [0, k, 1][b] if b < 3 else int(torch.randint(0, k + 1, (1,), generator=gen))
-        row = [int(c) for c in classes[:used]] + [-1] * (k - used)
+    for sample in range(batch):
+        classes = torch.randperm(NUM_CLASSES, generator=gen)[:width]
+        used = [0, width, 1][sample] if sample < 3 else int(torch.randint(0, width + 1, (1,), generator=gen))
+        row = [int(c) for c in classes[:used]] + [-1] * (width - used)
         if kind == "dups" and used >= 1:
             row = [row[0], row[0]] + row[1:2] if used >= 2 else [row[0], row[0], -1]
         rows.append(row)
@@ -202,21 +203,21 @@ def place(values: torch.Tensor, storage: str, dtype, device):
 
     Returns (tensor, guard): guard() gives the NaN-poisoned memory around the view (or None).
     """
-    v = values.to(device=device, dtype=dtype, copy=True)  # never an alias of values: ops run in place on it
+    on_device = values.to(device=device, dtype=dtype, copy=True)  # never an alias of values: ops run in place on it
     if storage == "dense":
-        return v.contiguous(), None
+        return on_device.contiguous(), None
     if storage == "channels_last":
-        return v.contiguous(memory_format=torch.channels_last), None
+        return on_device.contiguous(memory_format=torch.channels_last), None
     if storage == "strided":  # every other element of a twice-as-wide buffer
-        base = torch.full((*v.shape[:-1], 2 * v.shape[-1]), math.nan, dtype=dtype, device=device)
+        base = torch.full((*on_device.shape[:-1], 2 * on_device.shape[-1]), math.nan, dtype=dtype, device=device)
         view = base[..., ::2]
-        view.copy_(v)
+        view.copy_(on_device)
         return view, lambda: base[..., 1::2]
     if storage == "offset":  # one element into a bigger buffer: never 16-byte aligned
-        n = v.numel()
+        n = on_device.numel()
         base = torch.full((n + OFFSET + 7,), math.nan, dtype=dtype, device=device)
-        view = base[OFFSET:OFFSET + n].view(v.shape)
-        view.copy_(v)
+        view = base[OFFSET:OFFSET + n].view(on_device.shape)
+        view.copy_(on_device)
         assert view.data_ptr() % 16 != 0
         return view, lambda: torch.cat([base[:OFFSET], base[OFFSET + n:]])
     raise ValueError(storage)
@@ -233,8 +234,8 @@ def poison_allocator(like: torch.Tensor) -> None:
 
 def guard_intact(check: Check, what: str, guard) -> None:
     if guard is not None:
-        g = guard()
-        written = int((~torch.isnan(g)).sum())
+        outside = guard()
+        written = int((~torch.isnan(outside)).sum())
         check.true(f"{what}: memory outside the view", written == 0, f"{written} elements overwritten")
 
 
