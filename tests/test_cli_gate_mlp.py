@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from wfkern.cli.main import main
-from wfkern.patch import filters_layer_names
+from wfkern.patch import gates_layer_names
 
 VIT = ["--model", "vit_t", "--model-arg", "depth=1", "--model-arg", "embed_dim=12", "--model-arg", "num_heads=2",
        "--model-arg", "patch_size=4"]
@@ -31,7 +31,7 @@ def _linear_gates(out_dir):
     """The block-level linear layers of the run's gates file ({"attn.qkv", ...})."""
     gates = [p for p in out_dir.iterdir() if p.suffix == ".safetensors" and p.name != "unlearn_state.safetensors"]
     assert len(gates) == 1, sorted(p.name for p in out_dir.iterdir())
-    return {".".join(n.split(".")[-2:]) for n in filters_layer_names(gates[0]) if n.startswith("blocks.")}
+    return {".".join(n.split(".")[-2:]) for n in gates_layer_names(gates[0]) if n.startswith("blocks.")}
 
 
 @pytest.fixture(scope="module")

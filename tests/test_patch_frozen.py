@@ -179,7 +179,7 @@ def test_folded_batchnorm_gives_the_unfolded_gradients(reference):
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), "3", None, True])
-def test_reset_alphas_refuses_non_finite_values(value):
+def test_reset_gates_refuses_non_finite_values(value):
     wf = wfkern.patch(torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1)), 3)
     before = wf.gates_state_dict()
     with pytest.raises(ValueError, match="reset_gates: value must be a finite number"):

@@ -86,7 +86,7 @@ def test_checked_labels_op_passes_opcheck():
         checked_labels(torch.tensor([10]), NUM_CLASSES, "labels")
 
 
-def test_save_filters_onto_a_directory_is_a_clear_error(wf, tmp_path):
+def test_save_gates_onto_a_directory_is_a_clear_error(wf, tmp_path):
     with pytest.raises(IsADirectoryError, match=r"must be a file path, got a directory"):
         wf.save_gates(str(tmp_path))
     with pytest.raises(IsADirectoryError, match=r"must be a file path, got a directory"):

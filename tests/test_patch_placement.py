@@ -10,7 +10,7 @@ from torchvision.models.vision_transformer import VisionTransformer
 import wfkern
 from wfkern.layers import WFLinear
 from wfkern.models import create_model
-from wfkern.patch import filters_layer_names, gates_mlp
+from wfkern.patch import gates_layer_names, gates_mlp
 
 NUM_CLASSES = 10
 
@@ -117,15 +117,15 @@ def test_gates_files_of_every_placement_load_into_the_model_they_name(tmp_path, 
     wf = wfkern.patch(model, NUM_CLASSES, gate_mlp=placement)
     gen = torch.Generator().manual_seed(5)
     with torch.no_grad():
-        for p in wf.alpha_parameters():
+        for p in wf.gate_parameters():
             p.copy_(torch.randn(p.shape, generator=gen) * 3)
     path = tmp_path / "gates.safetensors"
-    wf.save_filters(path)
-    again = wfkern.patch(model, NUM_CLASSES, gate_mlp=gates_mlp(filters_layer_names(path)))
-    wfkern.load_filters(again, path)
+    wf.save_gates(path)
+    again = wfkern.patch(model, NUM_CLASSES, gate_mlp=gates_mlp(gates_layer_names(path)))
+    wfkern.load_gates(again, path)
     assert list(again.wf_layers()) == list(wf.wf_layers())
     with torch.no_grad():
         torch.testing.assert_close(again(x, forget=[3, 1, -1, 7]), wf(x, forget=[3, 1, -1, 7]), atol=0, rtol=0)
     if placement != "all":  # the default placement differs from such a file's: loading into it is refused
         with pytest.raises((ValueError, KeyError, RuntimeError)):
-            wfkern.load_filters(wfkern.patch(model, NUM_CLASSES), path)
+            wfkern.load_gates(wfkern.patch(model, NUM_CLASSES), path)
