@@ -34,7 +34,7 @@ def one_line_error(capsys, argv, match):
     (dict(lambda0=-0.5), ValueError, "lambda0 must be a finite number >= 0"),
     (dict(eps=0.0), ValueError, "eps must be a finite number > 0"),
     (dict(lr=math.nan), ValueError, "lr must be a positive finite number"),
-    (dict(alpha_init=math.inf), ValueError, "alpha_init must be a finite number"),
+    (dict(gate_init=math.inf), ValueError, "gate_init must be a finite number"),
     (dict(momentum=math.nan), ValueError, "momentum must be in [0, 1)"),
     (dict(lambda1_warmup=math.nan), ValueError, "lambda1_warmup must be a fraction"),
     (dict(clip_norm=-1.0), ValueError, "clip_norm must be positive or None (no clipping)"),

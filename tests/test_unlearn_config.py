@@ -82,7 +82,8 @@ def test_each_field_is_a_flag_whose_only_default_is_the_dataclass(command, cls):
     parser = subcommand(command)
     for f in FLAG_FIELDS[cls]:
         action = flag_of(parser, f.name)
-        assert action.option_strings == ["--" + f.name.replace("_", "-")]
+        old = [f.metadata["old_name"]] if "old_name" in f.metadata else []  # a former name, kept one release
+        assert action.option_strings == ["--" + name.replace("_", "-") for name in [f.name, *old]]
         assert action.default is None, f"--{f.name} has a second default, {action.default!r}"
         shown = f.metadata["none"] if f.default is None else str(f.default)
         assert f"(default: {shown}" in action.help and f.metadata["help"] in action.help
@@ -103,7 +104,7 @@ def test_no_flags_give_the_dataclass_defaults(command):
 def test_every_unlearn_flag_reaches_its_setting():
     other = {"lambda0": "2", "lambda1": "7", "lambda2": "0.5", "eps": "1e-5", "chi": "2", "batch_size": "64",
              "optimizer": "adam", "lr": "0.1", "momentum": "0.5", "clip_norm": "2", "lambda1_warmup": "0.25",
-             "alpha_init": "1.5", "max_epochs": "4", "max_steps": "50", "evals_per_epoch": "3", "patience": "2",
+             "gate_init": "1.5", "max_epochs": "4", "max_steps": "50", "evals_per_epoch": "3", "patience": "2",
              "seed": "9", "retain_loss": "ce", "forget_loss": "reciprocal", "temperature": "3", "margin": "0.5"}
     assert set(other) == {f.name for f in FLAG_FIELDS[UnlearnConfig]}  # a new field needs a line here
     flags = [x for name, text in other.items() for x in ("--" + name.replace("_", "-"), text)]
@@ -262,3 +263,17 @@ def test_a_vits_defaults_untrain_as_every_linear_layer_with_margin_4(digits_smal
     a, b = by_default.gates_state_dict(), explicit.gates_state_dict()
     assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
     assert len(paper.gates_state_dict()) < len(a)
+
+
+def test_the_former_setting_name_alpha_init_still_works_for_one_release():
+    with pytest.warns(DeprecationWarning, match=r"UnlearnConfig\.alpha_init is deprecated .* use gate_init"):
+        config = UnlearnConfig(alpha_init=1.5)
+    assert config.gate_init == 1.5 and config == UnlearnConfig(gate_init=1.5)
+    with pytest.warns(DeprecationWarning, match="alpha_init is deprecated"):
+        assert UnlearnConfig().replace(alpha_init=-2.0).gate_init == -2.0
+    with pytest.raises(TypeError, match="gate_init must be given once, got both gate_init and its old name alpha_init"):
+        UnlearnConfig(gate_init=1.0, alpha_init=2.0)
+    # the flag's old spelling sets the same setting; a run saved under the old name resumes only with the same value
+    assert unlearn_kwargs(parse("unlearn", "--alpha-init", "1.5"))["gate_init"] == 1.5
+    assert UnlearnConfig(gate_init=1.5).resume_mismatch({"alpha_init": 1.5}) == []
+    assert UnlearnConfig(gate_init=1.5).resume_mismatch({"alpha_init": 3.0}) == ["gate_init"]

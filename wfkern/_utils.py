@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 __all__ = ["model_device", "usable_device", "trainable_copy", "interactive", "SEED_STRIDE", "SEED_SPREAD", "TRAIN_SEED_STRIDE", "setting",
-           "replace_settings", "renamed"]
+           "replace_settings", "renamed",
+           "current_setting_names", "accepts_old_setting_names"]
 
 # Seeds derived from a run's seed. Both numbers are primes, so derived streams of neighbouring seeds,
 # classes, epochs and steps never coincide within any realistic run.
@@ -76,14 +77,42 @@ def setting(default, help: str, **extra) -> dataclasses.Field:
 
     The command line makes the field's flag from them (``wfkern.cli._common.add_settings_flags``). ``extra``
     metadata: ``none`` (what None means), ``choices``, ``metavar``, ``parse`` (the flag's text to the value),
-    ``flag=False`` (no flag).
+    ``flag=False`` (no flag), ``old_name`` (the field's former name: still accepted for one release, with a
+    DeprecationWarning; see ``accepts_old_setting_names``).
     """
     return dataclasses.field(default=default, metadata={"help": help, **extra})
+
+
+def current_setting_names(cls, given: dict, fn: str) -> dict:
+    """``given`` (setting name -> value) with the former names of ``cls``'s fields (``old_name``) replaced by the
+    current ones; each former name warns (DeprecationWarning). Both names at once is a one-line TypeError."""
+    renames = {f.metadata["old_name"]: f.name for f in dataclasses.fields(cls) if "old_name" in f.metadata}
+    out = dict(given)
+    for old, new in renames.items():
+        if old in out:
+            if new in out:
+                raise TypeError(f"wfkern.{fn}: {new} must be given once, got both {new} and its old name {old}")
+            warnings.warn(f"{cls.__name__}.{old} is deprecated and will be removed in the next release; use {new}",
+                          DeprecationWarning, stacklevel=3)
+            out[new] = out.pop(old)
+    return out
+
+
+def accepts_old_setting_names(cls):
+    """Class decorator for a settings dataclass: its constructor also takes the fields' former names."""
+    dataclass_init = cls.__init__
+
+    @functools.wraps(dataclass_init)
+    def __init__(self, *args, **kwargs):
+        dataclass_init(self, *args, **current_setting_names(cls, kwargs, cls.__name__))
+    cls.__init__ = __init__
+    return cls
 
 
 def replace_settings(settings, fn: str, **overrides):
     """A copy of the settings dataclass ``settings`` with some fields replaced (its ``__post_init__`` checks run
     again); a name that is no field is a one-line TypeError from ``wfkern.<fn>`` that lists the fields."""
+    overrides = current_setting_names(type(settings), overrides, fn)
     names = [f.name for f in dataclasses.fields(settings)]
     unknown = [k for k in overrides if k not in names]
     if unknown:

@@ -86,7 +86,11 @@ def add_settings_flags(group, cls, also: tuple[str, dict] | None = None) -> None
         default = f"default: {_shown(f, f.default)}"
         if also is not None and f.name in also[1] and also[1][f.name] != f.default:
             default += f"; {also[0]}: {_shown(f, also[1][f.name])}"
-        group.add_argument("--" + f.name.replace("_", "-"), type=convert, choices=f.metadata.get("choices"),
+        names = ["--" + f.name.replace("_", "-")]
+        if "old_name" in f.metadata:  # the former name still works for one release
+            names.append("--" + f.metadata["old_name"].replace("_", "-"))
+            default += f"; {names[1]}: its old name, deprecated"
+        group.add_argument(*names, dest=f.name, type=convert, choices=f.metadata.get("choices"),
                            default=None, metavar=f.metadata.get("metavar"),
                            help=f"{text} ({default})".replace("%", "%%"))
 

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, fields
 
 import torch.nn as nn
 
-from wfkern._utils import replace_settings, setting
+from wfkern._utils import accepts_old_setting_names, replace_settings, setting
 from wfkern.unlearn.objective import FORGET_LOSSES, RETAIN_LOSSES
 
 __all__ = ["UnlearnConfig", "setting_problem", "PAPER_RECIPE", "LAMBDA1_DEFAULTS", "LAMBDA1_MARGIN", "LR_DEFAULTS",
@@ -74,7 +74,7 @@ _FLOAT_RULES = {
     "momentum": (lambda v: 0.0 <= v < 1.0, "be in [0, 1)"),
     "clip_norm": (lambda v: v > 0, "be positive or None (no clipping), and finite"),
     "lambda1_warmup": (lambda v: 0.0 <= v <= 1.0, "be a fraction of the run in [0, 1]"),
-    "alpha_init": (lambda v: True, "be a finite number"),
+    "gate_init": (lambda v: True, "be a finite number"),
 }
 
 
@@ -110,6 +110,7 @@ def setting_problem(name: str, value) -> tuple[type[Exception], str] | None:
     raise KeyError(f"wfkern.unlearn: name must be a setting of UnlearnConfig, got {name!r}")
 
 
+@accepts_old_setting_names
 @dataclass
 class UnlearnConfig:
     """Every hyperparameter of ``wfkern.unlearn``: each field's default and help are written once, here.
@@ -145,7 +146,7 @@ class UnlearnConfig:
     clip_norm: float | None = setting(None, "largest global norm of the gate gradients, > 0", none="no clipping",
                                       metavar="NORM")
     lambda1_warmup: float = setting(0.0, "fraction of the run over which λ1 ramps up from 0, in [0, 1]")
-    alpha_init: float = setting(3.0, "initial gate logit; σ(3) ≈ 0.95")
+    gate_init: float = setting(3.0, "initial gate logit; σ(3) ≈ 0.95", old_name="alpha_init")
     max_epochs: int | None = setting(None, "epoch cap, >= 1", none=_per_family(MAX_EPOCHS_DEFAULTS))
     max_steps: int | None = setting(None, "optimizer-step cap, >= 1; the run stops at the first cap it reaches",
                                     none=_per_family(MAX_STEPS_PER_CLASS) + " steps per class, times the classes")
@@ -202,7 +203,9 @@ class UnlearnConfig:
         return asdict(self)
 
     def resume_mismatch(self, saved: dict) -> list[str]:
-        """Names of settings that differ from a checkpoint's saved config."""
+        """Names of settings that differ from a checkpoint's saved config (one saved under a former name too)."""
+        renames = {f.metadata["old_name"]: f.name for f in fields(self) if "old_name" in f.metadata}
+        saved = {renames.get(k, k): v for k, v in saved.items()}
         return [k for k in RESUME_KEYS if k in saved and saved[k] != getattr(self, k)]
 
 

@@ -245,11 +245,11 @@ def _run_record(wf, train_data: Dataset, val_data: Dataset, device: torch.device
 
 def _start(wf, opt, cfg: UnlearnConfig, world: dict, state_path: str | None, history_path: str | None, resume: bool,
            device) -> tuple[Progress, dict, HistoryLog]:
-    """Fresh gates (alpha_init) and history, or the checkpoint's gates and optimiser state and the history up to
+    """Fresh gates (gate_init) and history, or the checkpoint's gates and optimiser state and the history up to
     its step; returns (progress, best gates, history). A resume checks the checkpoint's settings and record
     (``world``: ``_run_record``) and every history record before the gates change."""
     if not resume:
-        wf.reset_gates(cfg.alpha_init)
+        wf.reset_gates(cfg.gate_init)
         return Progress(config=cfg.to_dict(), run=world), wf.gates_state_dict(), HistoryLog(history_path)
     current, best, opt_state, prog = load_state(state_path)
     bad = cfg.resume_mismatch(prog.config)
