@@ -20,6 +20,7 @@ from wfkern.models.cifar_resnet import CifarResNet18
 from wfkern.models.cifar_vgg import CifarVGG16
 from wfkern.models.external import create_timm, create_torchvision
 from wfkern.models.small_cnn import SmallCNN, SmallVGG
+from wfkern.models.weights import first_line
 
 __all__ = ["create_model", "list_models", "register_model", "model_family", "model_params", "check_model_args",
            "json_model_kwargs", "Param", "ModelArgError", "DEFAULT_MODEL", "MAX_CLASSES", "MAX_CHANNELS", "MAX_IMAGE_SIZE"]
@@ -245,11 +246,6 @@ def create_model(name: str = DEFAULT_MODEL, num_classes: int = 10, in_chans: int
     except ValueError as e:
         if str(e).startswith("wfkern"):
             raise
-        raise ValueError(f"wfkern.create_model: options must fit model {name!r}, got {options} ({_first_line(e)})") from e
+        raise ValueError(f"wfkern.create_model: options must fit model {name!r}, got {options} ({first_line(e)})") from e
     except (TypeError, AssertionError) as e:
-        raise ValueError(f"wfkern.create_model: options must fit model {name!r}, got {options} ({_first_line(e)})") from e
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+        raise ValueError(f"wfkern.create_model: options must fit model {name!r}, got {options} ({first_line(e)})") from e

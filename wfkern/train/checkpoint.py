@@ -12,9 +12,9 @@ import torch.nn as nn
 from wfkern._atomic import atomic_write
 from wfkern.data.preprocess import preprocess_problem
 from wfkern.models import create_model
-from wfkern.models.importing import non_finite_weights
+from wfkern.models.weights import non_finite_weights
 
-__all__ = ["ModelConfig", "save_checkpoint", "load_checkpoint", "read_checkpoint_config", "save_model", "load_model",
+__all__ = ["ModelConfig", "save_checkpoint", "load_checkpoint", "read_checkpoint_config", "load_model",
            "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = "wfkern.model/1"
@@ -252,12 +252,3 @@ def load_model(path: str, device: str | torch.device = "cpu") -> nn.Module:
     (dataset, sizes, preprocessing) is ``read_checkpoint_config(path)``.
     """
     return load_checkpoint(path, device=device)[0]
-
-
-def __getattr__(name: str):
-    """``save_model`` lives in ``wfkern.train.saving`` (it imports this module); still importable from here."""
-    if name == "save_model":
-        from wfkern.train.saving import save_model
-
-        return save_model
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,8 +14,8 @@ import torch.nn as nn
 from torch import Tensor
 
 from wfkern._utils import model_device
-from wfkern.models.importing import few_keys, state_differences
 from wfkern.models.registry import ModelArgError, check_model_args, json_model_kwargs, model_params
+from wfkern.models.weights import few_keys, first_line, state_differences
 from wfkern.train.checkpoint import ModelConfig, save_checkpoint
 
 __all__ = ["save_model"]
@@ -125,7 +125,7 @@ def _describe(model: nn.Module, arch: str, num_classes: int | None, in_chans: in
             logits = model(inputs)
         except Exception as e:  # noqa: BLE001 - the module does not take what the description says
             raise ValueError(f"{_WHERE}: model must run on (2, {in_chans}, {image_size}, {image_size}) inputs "
-                             f"(in_chans, image_size), got an error: {str(e).strip().splitlines()[0]}") from e
+                             f"(in_chans, image_size), got an error: {first_line(e)}") from e
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
         raise ValueError(f"{_WHERE}: model must return (B, Nc) logits, got "
                          f"{tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__}")
@@ -180,7 +180,7 @@ def _check_rebuilt_logits(model: nn.Module, config: ModelConfig, described: _Des
         rebuilt.load_state_dict(model.state_dict(), strict=True)
     except RuntimeError as e:
         raise ValueError(f"{_WHERE}: model must be what {arch!r} rebuilds, got a mismatch: "
-                         f"{str(e).strip().splitlines()[0]}") from e
+                         f"{first_line(e)}") from e
     inputs, logits = described.inputs, described.logits
     rebuilt.to(device=inputs.device, dtype=inputs.dtype).eval()
     with torch.no_grad():
