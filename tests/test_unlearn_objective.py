@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from wfkern.unlearn import alpha_regularizer, expand_labels, pick_forget_labels, untraining_loss
+from wfkern.unlearn import alpha_regularizer, expand_labels, gate_regularizer, pick_forget_labels, untraining_loss
 from wfkern.unlearn.objective import per_sample_losses
 
 
@@ -100,5 +100,7 @@ def test_expand_labels_rejects_single_class_and_bad_chi():
 
 
 def test_regularizer_is_zero_for_open_and_one_for_closed_gates():
-    assert alpha_regularizer([torch.full((2, 2), 1e4)]).item() == pytest.approx(0.0)
-    assert alpha_regularizer([torch.full((2, 2), -1e4), torch.full((3, 1), -1e4)]).item() == pytest.approx(1.0)
+    assert gate_regularizer([torch.full((2, 2), 1e4)]).item() == pytest.approx(0.0)
+    assert gate_regularizer([torch.full((2, 2), -1e4), torch.full((3, 1), -1e4)]).item() == pytest.approx(1.0)
+    with pytest.warns(DeprecationWarning, match="alpha_regularizer is deprecated .* use wfkern.unlearn.gate_regularizer"):
+        assert alpha_regularizer([torch.full((2, 2), -1e4)]).item() == pytest.approx(1.0)

@@ -10,7 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["expand_labels", "pick_forget_labels", "alpha_regularizer", "untraining_loss", "combine_losses",
+from wfkern._utils import renamed
+
+__all__ = ["expand_labels", "pick_forget_labels", "gate_regularizer", "alpha_regularizer", "untraining_loss", "combine_losses",
            "LossParts", "per_sample_losses", "distill_losses", "margin_losses", "forget_terms", "retain_terms",
            "original_logits", "RETAIN_LOSSES", "FORGET_LOSSES"]
 
@@ -61,17 +63,20 @@ def pick_forget_labels(y: Tensor, generator: torch.Generator) -> Tensor:
     return torch.where(has, picks, torch.full_like(picks, -1))
 
 
-def alpha_regularizer(alphas: Sequence[Tensor]) -> Tensor:
-    """R(alpha) = mean of (1 - sigmoid(alpha)) over every element of every gate matrix.
+def gate_regularizer(gate_logits: Sequence[Tensor]) -> Tensor:
+    """R = mean of (1 - sigmoid(logit)) over every element of every gate matrix (the paper's R(α)).
 
     Args:
-        alphas: the gate logit matrices (each (Nc, C)).
+        gate_logits: the gate logit matrices (each (Nc, C)).
     Returns:
         Scalar tensor in [0, 1]: 0 when every gate is open.
     """
-    total = sum((1 - torch.sigmoid(a)).sum() for a in alphas)
-    count = sum(a.numel() for a in alphas)
+    total = sum((1 - torch.sigmoid(logits)).sum() for logits in gate_logits)
+    count = sum(logits.numel() for logits in gate_logits)
     return total / max(count, 1)
+
+
+alpha_regularizer = renamed(gate_regularizer, "wfkern.unlearn.alpha_regularizer", "wfkern.unlearn.gate_regularizer")
 
 
 def per_sample_losses(logits: Tensor, y: Tensor, forget: Tensor | None = None) -> Tensor:
@@ -107,10 +112,10 @@ def _mean(t: Tensor) -> Tensor:
     return t.mean() if t.numel() else t.new_zeros(())
 
 
-def combine_losses(forget_term: Tensor, loss_f: Tensor, loss_r: Tensor, alphas: Sequence[Tensor], lambda0: float,
+def combine_losses(forget_term: Tensor, loss_f: Tensor, loss_r: Tensor, gate_logits: Sequence[Tensor], lambda0: float,
                    lambda1: float, lambda2: float) -> LossParts:
-    """``λ0·mean(retain) + λ1·mean(forget_term) + λ2·R(alpha)``; ``loss_f`` (L_f) is only reported."""
-    retain, term, reg = _mean(loss_r), _mean(forget_term), alpha_regularizer(alphas)
+    """``λ0·mean(retain) + λ1·mean(forget_term) + λ2·R``; ``loss_f`` (L_f) is only reported."""
+    retain, term, reg = _mean(loss_r), _mean(forget_term), gate_regularizer(gate_logits)
     return LossParts(lambda0 * retain + lambda1 * term + lambda2 * reg, retain, term, _mean(loss_f), reg)
 
 

@@ -12,7 +12,7 @@ from wfkern._utils import SEED_SPREAD
 from wfkern.data import dataset_targets, iter_batches
 from wfkern.train.distributed import DistContext, all_reduce_sum
 from wfkern.unlearn.config import UnlearnConfig
-from wfkern.unlearn.objective import (alpha_regularizer, expand_labels, forget_terms, original_logits,
+from wfkern.unlearn.objective import (expand_labels, gate_regularizer, forget_terms, original_logits,
                                       pick_forget_labels, retain_terms)
 
 __all__ = ["ValidationPlan", "make_validation_plan", "validation_objective"]
@@ -92,7 +92,7 @@ def validation_objective(wf, val_data: Dataset, plan: ValidationPlan, cfg: Unlea
     sums = all_reduce_sum(sums, ctx)
     n_forget = max(plan.forget_idx.numel(), 1)
     n_retain = max(plan.retain_idx.numel() * plan.retain_rows.shape[0], 1)
-    reg = alpha_regularizer(wf.gate_parameters()).item()
+    reg = gate_regularizer(wf.gate_parameters()).item()
     out = {"forget_term": sums[0].item() / n_forget, "forget": sums[1].item() / n_forget,
            "acc_f": sums[2].item() / n_forget, "retain": sums[3].item() / n_retain, "acc_r": sums[4].item() / n_retain,
            "reg": reg}
