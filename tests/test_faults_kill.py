@@ -25,7 +25,7 @@ from wfkern.train import ModelConfig, save_checkpoint
 
 SEED = 20261127
 SLOW = 0.1  # seconds each widened window stays open
-RUN_FILES = ["gates.safetensors", "history.jsonl", "unlearn_state.safetensors"]
+RUN_FILES = ["gates.safetensors", "history.jsonl", "manifest.json", "unlearn_state.safetensors"]
 # Tiny: 1024 training digits in batches of 16 (64 steps an epoch), 2 validations an epoch, 3 epochs.
 ARGS = ["--max-epochs", "3", "--evals-per-epoch", "2", "--batch-size", "16", "--patience", "100",
         "--threads", "1", "--no-progress"]
@@ -195,4 +195,7 @@ def test_sigkill_at_seeded_points_then_resume_matches_an_uninterrupted_run(tmp_p
     assert [r["eval"] for r in got] == list(range(1, 7))  # 3 epochs x 2 validations, each once, in order
     assert strip(got) == strip(want)
     assert sorted(os.listdir(run)) == RUN_FILES, os.listdir(run)  # no temporary left
+    # The manifest written at the end of the resumed run describes the same run as the uninterrupted one's.
+    manifests = [json.load(open(os.path.join(folder, "manifest.json"), encoding="utf-8")) for folder in (run, ref_dir)]
+    assert manifests[0]["seeds"] == manifests[1]["seeds"] and manifests[0]["data"] == manifests[1]["data"]
     logs.close()
