@@ -26,11 +26,11 @@ UNLEARN_FILES = (GATES_FILE, HISTORY_FILE, STATE_FILE, MANIFEST_FILE)
 
 def add_unlearn_args(p: argparse.ArgumentParser) -> None:
     """--recipe and one flag per ``UnlearnConfig`` field, with its type, default and help (written there)."""
-    g = p.add_argument_group("untraining (defaults: the measured recipe, docs/untraining.md)")
-    g.add_argument("--recipe", choices=("default", "paper"), default="default",
-                   help="paper = the paper's literal setting: CE + reciprocal losses, gate regulariser, SGD lr 100, "
-                        "no clipping (collapses; docs/untraining.md)")
-    add_settings_flags(g, UnlearnConfig, also=("--recipe paper", PAPER_RECIPE))
+    untraining = p.add_argument_group("untraining (defaults: the measured recipe, docs/untraining.md)")
+    untraining.add_argument("--recipe", choices=("default", "paper"), default="default",
+                            help="paper = the paper's literal setting: CE + reciprocal losses, gate regulariser, "
+                                 "SGD lr 100, no clipping (collapses; docs/untraining.md)")
+    add_settings_flags(untraining, UnlearnConfig, also=("--recipe paper", PAPER_RECIPE))
 
 
 # A rule the command line words its own way: the library's None is the word 'none' here.

@@ -2,13 +2,11 @@
 
 Not in the paper; what users of unlearning toolkits expect. An attacker (gradient-boosted trees, monotone in
 both features) is trained to tell members (retain-class training samples) from non-members (test samples); it is
-then applied to the forget-class training samples. A model that has truly forgotten them should make them look like non-members. The reading only
-means something when the attacker beats chance on its own held-out members/non-members (``attack_acc`` > 0.5).
-Decision (ours): a logistic regression extrapolates in an arbitrary direction when the attacker is near chance
-(a well-generalising model), calling a confidently forgotten class 0% or 100% "member" at random; trees with a
-monotone constraint (more confidence, less modified entropy => never less of a member) give far-away samples the
-verdict of the nearest region of the data instead (measured on the digits: WF-Net 0% on every class, the original
-41-99%, with the attacker at chance on both).
+then applied to the forget-class training samples. A model that has truly forgotten them should make them look
+like non-members. The reading only means something when the attacker beats chance on its own held-out
+members/non-members (``attack_acc`` > 0.5). The trees are monotone (more confidence, less modified entropy =>
+never less of a member) so that samples far from the data get the verdict of its nearest region rather than a
+logistic regression's arbitrary extrapolation; docs/evaluation.md says why, with the measurements.
 """
 
 from __future__ import annotations

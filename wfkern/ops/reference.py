@@ -63,24 +63,24 @@ class EpilogueCall(NamedTuple):
         Returns:
             The channel dim, normalised to be non-negative.
         """
-        cd = _channel_dim(self.y, self.channel_dim)
+        channel_dim_index = _channel_dim(self.y, self.channel_dim)
         _check_dtypes(self)
-        _check_shapes(self, cd)
+        _check_shapes(self, channel_dim_index)
         for t in (self.alpha_w, self.labels, self.alpha_b, self.bias):
             if t is not None:
                 _require(t.device == self.y.device,
                          f"wfkern.mask_epilogue: all tensors must be on {self.y.device}, got {t.device}")
-        _check_post_affine(self, cd)
-        return cd
+        _check_post_affine(self, channel_dim_index)
+        return channel_dim_index
 
 
 def _channel_dim(y: Tensor, channel_dim: int) -> int:
     dim = y.dim()
-    cd = channel_dim + dim if channel_dim < 0 else channel_dim
-    _require(dim >= 2 and cd in (1, dim - 1),
+    channel_dim_index = channel_dim + dim if channel_dim < 0 else channel_dim
+    _require(dim >= 2 and channel_dim_index in (1, dim - 1),
              "wfkern.mask_epilogue: channel_dim must be 1 or -1 for a tensor with at least 2 dims, "
              f"got channel_dim={channel_dim} for a {dim}-d tensor")
-    return cd
+    return channel_dim_index
 
 
 def _check_dtypes(call: EpilogueCall) -> None:
@@ -92,8 +92,8 @@ def _check_dtypes(call: EpilogueCall) -> None:
              f"wfkern.mask_epilogue: labels must be int64, got {call.labels.dtype}", TypeError)
 
 
-def _check_shapes(call: EpilogueCall, cd: int) -> None:
-    channels, batch = call.y.shape[cd], call.y.shape[0]
+def _check_shapes(call: EpilogueCall, channel_dim_index: int) -> None:
+    channels, batch = call.y.shape[channel_dim_index], call.y.shape[0]
     alpha_w, labels, alpha_b, bias = call.alpha_w, call.labels, call.alpha_b, call.bias
     _require(alpha_w.dim() == 2 and alpha_w.shape[1] == channels,
              f"wfkern.mask_epilogue: alpha_w must have shape (num_classes, {channels}), got {tuple(alpha_w.shape)}")
@@ -110,10 +110,10 @@ def _check_shapes(call: EpilogueCall, cd: int) -> None:
                  f"wfkern.mask_epilogue: bias must have shape ({channels},), got {tuple(bias.shape)}")
 
 
-def _check_post_affine(call: EpilogueCall, cd: int) -> None:
+def _check_post_affine(call: EpilogueCall, channel_dim_index: int) -> None:
     _require((call.post_scale is None) == (call.post_shift is None),
              "wfkern.mask_epilogue_: post_scale and post_shift must be given together")
-    channels, device = call.y.shape[cd], call.y.device
+    channels, device = call.y.shape[channel_dim_index], call.y.device
     for t in (call.post_scale, call.post_shift):
         if t is not None:
             _require(t.dim() == 1 and t.shape[0] == channels and t.device == device and t.is_floating_point(),
@@ -195,7 +195,7 @@ def mask_epilogue_ref(y: Tensor, alpha_w: Tensor, labels: Tensor, *positional, *
 
 def reference(call: EpilogueCall) -> Tensor:
     """:func:`mask_epilogue_ref` of a call already described."""
-    cd = call.check()
+    channel_dim_index = call.check()
     y, alpha_w, labels = call.y, call.alpha_w, call.labels
     if labels.device.type == "cpu":  # host labels are free to read: raise now
         if torch.compiler.is_compiling():
@@ -205,7 +205,7 @@ def reference(call: EpilogueCall) -> Tensor:
             check_label_values(labels, alpha_w.shape[0])
     dtype = torch.float64 if y.dtype == torch.float64 else torch.float32
     view = [y.shape[0]] + [1] * (y.dim() - 1)
-    view[cd] = y.shape[cd]
+    view[channel_dim_index] = y.shape[channel_dim_index]
     mask_w = gate_table_ref(alpha_w, labels, dtype)
     out = y.to(dtype) * mask_w.view(view)
     if call.bias is not None:
@@ -213,6 +213,6 @@ def reference(call: EpilogueCall) -> Tensor:
         out = out + (call.bias.to(dtype) * (mask_b - mask_w)).view(view)
     if call.post_scale is not None:
         shape = [1] * y.dim()
-        shape[cd] = y.shape[cd]
+        shape[channel_dim_index] = y.shape[channel_dim_index]
         out = out * call.post_scale.to(dtype).view(shape) + call.post_shift.to(dtype).view(shape)
     return out.to(y.dtype)

@@ -37,4 +37,4 @@ def read_history(run: str | os.PathLike, *, keys: Optional[tuple] = HISTORY_KEYS
         raise FileNotFoundError(f"wfkern.read_history: run must be a `wfkern unlearn` folder with {HISTORY_FILE} "
                                 f"(or that file), got none at {path}")
     records = read_history_records(path, "wfkern.read_history")
-    return [{k: rec[k] for k in keys if k in rec} for rec in records] if keys is not None else records
+    return [{k: record[k] for k in keys if k in record} for record in records] if keys is not None else records

@@ -70,8 +70,8 @@ def _numbers(prefix: str, record: dict, keys: tuple) -> Iterator[tuple[str, obje
 
 def _history_rule(previous: Optional[int]) -> Rule:
     """A history.jsonl record by the rule every reader of that file applies (``history_record_problem``)."""
-    def check(rec) -> Optional[Problem]:
-        problem = history_record_problem(rec, previous)
+    def check(record) -> Optional[Problem]:
+        problem = history_record_problem(record, previous)
         return None if problem is None else Problem(problem[1], _short(problem[2]), problem[0])
     return check
 
@@ -166,9 +166,9 @@ def _history_fields(hist) -> Iterator[tuple[str, object, Rule]]:
         return
     yield "unlearn_history", hist, _typed(list, "be a list of validation records (history.jsonl)")
     previous = None
-    for i, rec in enumerate(hist):
-        yield f"unlearn_history.{i}", rec, _history_rule(previous)
-        previous = rec["step"]
+    for i, record in enumerate(hist):
+        yield f"unlearn_history.{i}", record, _history_rule(previous)
+        previous = record["step"]
 
 
 def check_results(res, source: str) -> None:

@@ -192,10 +192,11 @@ def gap_table(results: dict, reference: Optional[str] = None) -> Table:
 
     Rows are empty when no retrained method is among ``results``.
     """
-    g = gaps(results, reference)
+    gap_rows = gaps(results, reference)
     headers = ["Method"] + [f"{name} gap" for _, name in GAP_METRICS] + ["Mean gap ↓"]
     f = lambda v: "–" if v is None else f"{v:.1f}"  # noqa: E731
-    rows = [[_label(m, results[m])] + [f(row[k]) for k, _ in GAP_METRICS] + [f(row["mean"])] for m, row in g.items()]
+    rows = [[_label(m, results[m])] + [f(row[k]) for k, _ in GAP_METRICS] + [f(row["mean"])]
+            for m, row in gap_rows.items()]
     return headers, rows
 
 
