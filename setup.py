@@ -2,6 +2,7 @@
 
 Switches: WFKERN_CPP=0 (pure-Python install), WFKERN_CUDA=0 (skip the CUDA ops),
 WFKERN_DEBUG=1 (-O0 -g), WFKERN_LABEL_SCATTER=1 (the label-scatter gate-gradient kernel, not yet
+run on a GPU), WFKERN_FUSED_TABLE=1 (a one-launch forward that computes the gates inside the pass, not yet
 run on a GPU), TORCH_CUDA_ARCH_LIST (default "8.0;9.0" when no GPU is visible),
 WFKERN_SANITIZE=1 (C++ with AddressSanitizer + UndefinedBehaviorSanitizer, -O1 -g; for a separate
 CPU-only build: `make sanitize` builds one into build/asan/ and runs the op tests against it).
@@ -100,6 +101,9 @@ def get_extensions():
         if os.environ.get("WFKERN_LABEL_SCATTER", "0") == "1":  # not yet run on a GPU: off by default
             extra["nvcc"].append("-DWFKERN_LABEL_SCATTER")
             _say("WFKERN_LABEL_SCATTER=1: the gate gradients use the label-scatter kernel")
+        if os.environ.get("WFKERN_FUSED_TABLE", "0") == "1":  # not yet run on a GPU: off by default
+            extra["nvcc"].append("-DWFKERN_FUSED_TABLE")
+            _say("WFKERN_FUSED_TABLE=1: the forward computes its gates inside the pass (one launch)")
         ext = CUDAExtension("wfkern._C", sources, extra_compile_args=extra, extra_link_args=link,
                             include_dirs=_extra_cuda_includes())
     else:

@@ -26,7 +26,8 @@
 # (90; 150 with --full: time kept for the benchmarks), GPU_CHECK_BENCH_CAP_S (300), GPU_CHECK_SKIP
 # (comma list of sanitizer, racecheck, smoke, tests, profile, bench; --full skips racecheck),
 # GPU_CHECK_PROFILE_CAP_S (80), GPU_CHECK_MODELS
-# ("resnet18 resnet50 vit_small").
+# ("resnet18 resnet50 vit_small"). The opt-in build switches (WFKERN_LABEL_SCATTER=1, WFKERN_FUSED_TABLE=1) reach
+# the build from the environment; its "wfkern setup:" lines in log.txt say which were on.
 set -uo pipefail
 
 START=$(date +%s)
@@ -383,7 +384,7 @@ else
     if ncu_bin=$(find_cuda_tool ncu); then
       echo "==== $ncu_bin (SpeedOfLight, Occupancy, LaunchStats) python bench/gpu_profile.py ops"
       timeout -s INT -k 10 $((c / 2)) "$ncu_bin" --target-processes all \
-        --kernel-name "regex:forward_|backward_|gate_table|reduce_tiles|label_counts|sigmoid_factor|copy" \
+        --kernel-name "regex:forward_|fused_|backward_|gate_table|reduce_tiles|label_counts|sigmoid_factor|copy" \
         --section SpeedOfLight --section Occupancy --section LaunchStats "$PY" bench/gpu_profile.py ops
       ncu_rc=$?
       echo "(ncu exit $ncu_rc)"

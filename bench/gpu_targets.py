@@ -53,7 +53,8 @@ MIN_ROUNDS = 5
 # seconds a task may take at most, its weight in sharing the time left, and the least it needs
 CAPS = dict(epilogue=(6, 1, 1.5), forward=(10, 2, 4), untrain=(14, 3, 6), materialized=(12, 1, 15),
             compiled=(12, 1, 3))
-COMPILE_COST_S = {"resnet18": 70, "vit_small": 80, "resnet50": 120}  # two compiles, a guess for an H100
+# two compiles, a guess for an H100
+COMPILE_COST_S = {"resnet18": 70, "vit_small": 80, "vit_small_qkv": 80, "resnet50": 120}
 
 
 class Clock:
@@ -297,7 +298,7 @@ def plan(args) -> list:
     for name in models:
         tasks += [("forward", name), ("untrain", name)]
     if args.full:  # the compiled targets first; the materialised weights are for contrast only
-        ordered = [m for m in ("resnet18", "vit_small", "resnet50") if m in models]
+        ordered = [m for m in ("resnet18", "vit_small", "vit_small_qkv", "resnet50") if m in models]
         tasks += [("compiled", name) for name in ordered]
         # per-sample ResNet-50 weights at batch 256 do not fit comfortably
         tasks += [("materialized", name) for name in ordered if name != "resnet50"]

@@ -88,6 +88,25 @@ def test_mask_epilogue_inplace_matches_ref(kernel_device, dtype, layout, labels)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("side_dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "bnf"])
+def test_mask_epilogue_bias_and_post_affine_in_their_own_dtypes(kernel_device, dtype, side_dtype, layout):
+    """A bias and a post affine whose dtype is not y's (an fp32 bias under bf16 activations, a bf16 BatchNorm
+    under fp32 ones): every kernel reads them as given, out of place and in place, and matches the reference."""
+    args = make_inputs(kernel_device, dtype, layout, labels="sets", bias=True, batch=5, channels=16)
+    gen = torch.Generator().manual_seed(11)
+    channels = args[1].shape[1]
+    bias = torch.randn(channels, generator=gen).to(kernel_device, side_dtype)
+    post = tuple(torch.randn(channels, generator=gen).to(kernel_device, side_dtype) for _ in range(2))
+    call = args[:4] + (bias, args[5])
+    expected = mask_epilogue_ref(*call, *post)
+    torch.testing.assert_close(_op(*call, *post), expected, **TOL[dtype])
+    y = args[0].clone()
+    torch.ops.wfkern.mask_epilogue_(y, *call[1:], *post)
+    torch.testing.assert_close(y, expected, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("bias", [True, False])
 def test_mask_epilogue_inplace_post_affine_matches_ref(kernel_device, dtype, layout, bias):

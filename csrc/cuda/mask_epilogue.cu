@@ -1,5 +1,6 @@
 // CUDA implementation of mask_epilogue and its backward.
-// Forward: a tiny gate-table kernel ((B, C) scale and shift), then one vectorised pass over y.
+// Forward: a tiny gate-table kernel ((B, C) scale and shift), then one vectorised pass over y (built
+// with WFKERN_FUSED_TABLE=1: the pass computes its scale and shift itself, one launch; not yet run on a GPU).
 // Backward: a gate-table kernel, one pass over grad_out and what the forward saved that writes
 // grad_y and reduces the per-(sample, channel) gate terms (fixed order: deterministic), then a
 // label-count kernel, one matmul (the scatter by label) and one kernel for the sigmoid factor; built
@@ -314,6 +315,203 @@ void forward_any_width(const Geometry& g, const scalar_t* y, scalar_t* out, cons
   }
 }
 
+#ifdef WFKERN_FUSED_TABLE
+// ---- forward in one launch (built with WFKERN_FUSED_TABLE=1; not yet run on a GPU) ----------------
+// Each thread computes the scale and shift of the (sample, channel) entries it needs from the gate
+// logits, the bias and the post affine, read in their own dtypes: no gate-table kernel and no casts
+// before the pass. Once a GPU run verifies it, it replaces the table forward above (the backward keeps
+// its tables); until then the two forwards exist side by side.
+
+enum class InputKind : int { Float, Double, Half, BFloat16 };
+
+// A per-class or per-channel input read in its own dtype; ptr is null when the call has none.
+struct AnyInput {
+  const void* ptr = nullptr;
+  InputKind kind = InputKind::Float;
+};
+
+template <typename acc_t>
+__device__ __forceinline__ acc_t load_as(const AnyInput& in, int64_t i) {
+  switch (in.kind) {
+    case InputKind::Double: return static_cast<acc_t>(static_cast<const double*>(in.ptr)[i]);
+    case InputKind::Half: return static_cast<acc_t>(static_cast<float>(static_cast<const at::Half*>(in.ptr)[i]));
+    case InputKind::BFloat16:
+      return static_cast<acc_t>(static_cast<float>(static_cast<const at::BFloat16*>(in.ptr)[i]));
+    default: return static_cast<acc_t>(static_cast<const float*>(in.ptr)[i]);
+  }
+}
+
+// What a fused forward reads to compute its entries (the inputs of gate_table_kernel).
+struct FusedGates {
+  AnyInput alpha_w, alpha_b, bias, post_scale, post_shift;
+  const int64_t* sets;
+  int64_t set_size, channels, num_classes;
+  LabelError* error;
+};
+
+// The forward entry of (sample b, channel c), as gate_table_kernel writes it: out = y * scale + shift.
+template <typename acc_t>
+__device__ __forceinline__ void fused_entry(const FusedGates& g, int64_t b, int64_t c, acc_t& scale, acc_t& shift) {
+  const int64_t* set = g.sets + b * g.set_size;
+  acc_t mw = 1, mb = 1;
+  for (int64_t k = 0; k < g.set_size; ++k) {
+    const int64_t l = set[k];
+    if (l == -1) continue;
+    if (l < -1 || l >= g.num_classes) {
+      mw = mb = acc_t(NAN);
+      if (c == 0) {
+        g.error->label = l;
+        g.error->num_classes = g.num_classes;
+        __threadfence_system();
+        g.error->found = 1;
+      }
+      continue;
+    }
+    bool repeated = false;  // a set counts each class once
+    for (int64_t j = 0; j < k; ++j) repeated |= set[j] == l;
+    if (repeated) continue;
+    mw *= sigmoid_of(load_as<acc_t>(g.alpha_w, l * g.channels + c));
+    if (g.alpha_b.ptr != nullptr) mb *= sigmoid_of(load_as<acc_t>(g.alpha_b, l * g.channels + c));
+  }
+  const acc_t s = g.post_scale.ptr != nullptr ? load_as<acc_t>(g.post_scale, c) : acc_t(1);
+  const acc_t t = g.post_shift.ptr != nullptr ? load_as<acc_t>(g.post_shift, c) : acc_t(0);
+  const acc_t bc = g.bias.ptr != nullptr ? load_as<acc_t>(g.bias, c) : acc_t(0);
+  scale = mw * s;
+  shift = bc * (mb - mw) * s + t;
+}
+
+// Planes (as forward_planes_kernel): each pack computes its plane's entry.
+template <typename scalar_t, typename acc_t, typename index_t, int VEC, bool SHIFT>
+__global__ void fused_planes_kernel(
+    const scalar_t* y, scalar_t* out, const FusedGates gates, index_t n_packs, index_t spatial, index_t channels) {
+  const index_t stride = static_cast<index_t>(gridDim.x) * blockDim.x;
+  for (index_t v = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; v < n_packs; v += stride) {
+    const index_t i0 = v * VEC;
+    const Pack<scalar_t, VEC> in = *reinterpret_cast<const Pack<scalar_t, VEC>*>(y + i0);
+    const index_t plane = i0 / spatial;
+    const index_t b = plane / channels;
+    acc_t a, sh;
+    fused_entry<acc_t>(gates, b, plane - b * channels, a, sh);
+    if constexpr (!SHIFT) sh = 0;
+    Pack<scalar_t, VEC> res;
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) res.v[j] = static_cast<scalar_t>(static_cast<acc_t>(in.v[j]) * a + sh);
+    *reinterpret_cast<Pack<scalar_t, VEC>*>(out + i0) = res;
+  }
+}
+
+// Rows (as forward_rows_kernel): a thread computes its channels' entries where its chunk enters a sample.
+template <typename scalar_t, typename acc_t, int VEC, bool SHIFT>
+__global__ void fused_rows_kernel(
+    const scalar_t* y, scalar_t* out, const FusedGates gates, int64_t rows, int64_t spatial, int64_t channels,
+    int64_t chunk) {
+  const int64_t c0 = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) * VEC;
+  if (c0 >= channels) return;
+  const int64_t chunks = (rows + chunk - 1) / chunk;
+  for (int64_t k = blockIdx.y; k < chunks; k += gridDim.y) {
+    const int64_t end = min(rows, (k + 1) * chunk);
+    int64_t next_sample_row = -1;
+    acc_t a[VEC], sh[VEC];
+    for (int64_t r = k * chunk + threadIdx.y; r < end; r += blockDim.y) {
+      if (r >= next_sample_row) {
+        const int64_t b = r / spatial;
+        next_sample_row = (b + 1) * spatial;
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) {
+          fused_entry<acc_t>(gates, b, c0 + j, a[j], sh[j]);
+          if constexpr (!SHIFT) sh[j] = 0;
+        }
+      }
+      const int64_t i = r * channels + c0;
+      const Pack<scalar_t, VEC> in = *reinterpret_cast<const Pack<scalar_t, VEC>*>(y + i);
+      Pack<scalar_t, VEC> res;
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) res.v[j] = static_cast<scalar_t>(static_cast<acc_t>(in.v[j]) * a[j] + sh[j]);
+      *reinterpret_cast<Pack<scalar_t, VEC>*>(out + i) = res;
+    }
+  }
+}
+
+// SHIFT: the call has a bias or a post affine (else the shift is zero and is not added, as in the table forward).
+template <typename scalar_t, typename acc_t, int VEC, bool SHIFT>
+void launch_fused(const Geometry& g, const scalar_t* y, scalar_t* out, const FusedGates& gates) {
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  if (g.layout == Layout::Rows) {  // the grid of launch_forward_rows
+    const int64_t rows = g.batch * g.spatial;
+    const RowsBlock rb = rows_block(g.channels / VEC);
+    const int64_t wanted_chunks = std::max<int64_t>(1, int64_t(multiprocessors()) * 32 / rb.blocks_x);
+    const int64_t rows_per_thread =
+        std::clamp<int64_t>((rows + wanted_chunks * rb.ty - 1) / (wanted_chunks * rb.ty), 1, 16);
+    const int64_t chunk = rows_per_thread * rb.ty;
+    const dim3 grid(static_cast<unsigned>(rb.blocks_x),
+                    static_cast<unsigned>(std::min((rows + chunk - 1) / chunk, kMaxGridYZ)));
+    fused_rows_kernel<scalar_t, acc_t, VEC, SHIFT><<<grid, dim3(rb.tx, rb.ty), 0, stream>>>(
+        y, out, gates, rows, g.spatial, g.channels, chunk);
+  } else {
+    const int64_t n_packs = g.batch * g.channels * g.spatial / VEC;
+    if (g.batch * g.channels * g.spatial < (int64_t(1) << 31)) {
+      fused_planes_kernel<scalar_t, acc_t, uint32_t, VEC, SHIFT><<<blocks_for(n_packs, kThreads), kThreads, 0, stream>>>(
+          y, out, gates, static_cast<uint32_t>(n_packs), static_cast<uint32_t>(g.spatial),
+          static_cast<uint32_t>(g.channels));
+    } else {
+      fused_planes_kernel<scalar_t, acc_t, int64_t, VEC, SHIFT><<<blocks_for(n_packs, kThreads), kThreads, 0, stream>>>(
+          y, out, gates, n_packs, g.spatial, g.channels);
+    }
+  }
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+template <typename scalar_t, typename acc_t, bool SHIFT>
+void fused_any_width(const Geometry& g, const scalar_t* y, scalar_t* out, const FusedGates& gates) {
+  switch (pack_width<scalar_t>(g, {y, out})) {
+    case 8: return launch_fused<scalar_t, acc_t, 8, SHIFT>(g, y, out, gates);
+    case 4: return launch_fused<scalar_t, acc_t, 4, SHIFT>(g, y, out, gates);
+    case 2: return launch_fused<scalar_t, acc_t, 2, SHIFT>(g, y, out, gates);
+    default: return launch_fused<scalar_t, acc_t, 1, SHIFT>(g, y, out, gates);
+  }
+}
+
+InputKind input_kind(const at::Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return InputKind::Float;
+    case at::kDouble: return InputKind::Double;
+    case at::kHalf: return InputKind::Half;
+    case at::kBFloat16: return InputKind::BFloat16;
+    default:
+      TORCH_CHECK_TYPE(false, "wfkern.mask_epilogue: gates, bias and post affine must be float64, float32, float16 ",
+                       "or bfloat16, got ", t.scalar_type());
+  }
+  return InputKind::Float;  // not reached
+}
+
+// Writes the epilogue of a checked call's src into out (out may be src), in one launch.
+void launch_epilogue_fused(const EpilogueCall& call, at::Tensor& out) {
+  const at::Tensor& src = call.src;
+  if (src.numel() == 0) return;
+  std::vector<at::Tensor> held;  // the contiguous inputs, alive until the launch is queued
+  auto input = [&](const OptTensor& t) {
+    if (!t.has_value()) return AnyInput{};
+    held.push_back(t->contiguous());
+    return AnyInput{held.back().data_ptr(), input_kind(held.back())};
+  };
+  const FusedGates gates{input(call.alpha_w), input(call.alpha_b), input(call.bias), input(call.post_scale),
+                         input(call.post_shift), call.sets.data_ptr<int64_t>(), call.sets.size(1),
+                         call.alpha_w.size(1), call.num_classes(), label_error_buffer()};
+  const bool shift = call.bias.has_value() || call.post_scale.has_value();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, src.scalar_type(), "wfkern_mask_epilogue_fused_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* in = src.data_ptr<scalar_t>();
+    scalar_t* res = out.data_ptr<scalar_t>();
+    if (shift) {
+      fused_any_width<scalar_t, acc_t, true>(call.geometry, in, res, gates);
+    } else {
+      fused_any_width<scalar_t, acc_t, false>(call.geometry, in, res, gates);
+    }
+  });
+}
+#endif  // WFKERN_FUSED_TABLE
+
+#ifndef WFKERN_FUSED_TABLE
 // Writes the epilogue of src into out (out may be src itself); both walkable with equal strides.
 void launch_epilogue(const at::Tensor& src, at::Tensor& out, const Geometry& g, const CudaTables& t) {
   if (src.numel() == 0) return;
@@ -325,18 +523,27 @@ void launch_epilogue(const at::Tensor& src, at::Tensor& out, const Geometry& g, 
     forward_any_width<scalar_t, acc_t>(g, in, res, t.scale.data_ptr<acc_t>(), shift);
   });
 }
+#endif
 
 at::Tensor mask_epilogue_cuda(const EpilogueCall& call, bool /*save_output: autograd's business*/) {
   const c10::cuda::CUDAGuard guard(call.y.device());
   at::Tensor out = at::empty_like(call.src);
+#ifdef WFKERN_FUSED_TABLE
+  launch_epilogue_fused(call, out);
+#else
   launch_epilogue(call.src, out, call.geometry, gate_tables_cuda(call, /*forward=*/true));
+#endif
   return call.like_y(out);
 }
 
 void mask_epilogue_inplace_cuda(const EpilogueCall& call) {
   const c10::cuda::CUDAGuard guard(call.y.device());
   at::Tensor src = call.src;
+#ifdef WFKERN_FUSED_TABLE
+  launch_epilogue_fused(call, src);
+#else
   launch_epilogue(src, src, call.geometry, gate_tables_cuda(call, /*forward=*/true));
+#endif
   call.store_src_in_y();
 }
 
