@@ -8,61 +8,12 @@ import json
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import Dataset, TensorDataset
 
 from wfkern.baselines import (BASELINES, class_checkpoint, default_alpha, fine_tune, fisher_diagonal, load_state,
                               per_class_loader, run_baseline, saliency_mask, salun, ssd, ssd_dampen)
 from wfkern.cli.main import main
-from wfkern.data import get_dataset
-from wfkern.models import create_model
-from wfkern.train import train_model
 
-
-class Recording(Dataset):
-    """A map-style dataset (no ``get_batch``) that records every index read; ``targets`` are labels, not reads."""
-
-    def __init__(self, base):
-        self.base, self.targets, self.read = base, base.targets, []
-
-    def __len__(self):
-        return len(self.base)
-
-    def __getitem__(self, i):
-        self.read.append(int(i))
-        return self.base[i]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: the same numbers on every machine, and no spin-waiting when other processes load the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    """A small CNN (16/32/32 filters) trained on the embedded digits for 10 epochs (< 1 s on an idle CPU)."""
-    train, test = get_dataset("digits", split="train"), get_dataset("digits", split="test")
-    torch.manual_seed(0)
-    model = create_model("small_cnn", 10, 1, 8, widths=(16, 32, 32))
-    train_model(model, train, epochs=10, lr=1e-2, seed=0)
-    x, y = test.get_batch(torch.arange(len(test)))
-    with torch.no_grad():
-        assert float((model.eval()(x).argmax(1) == y).float().mean()) > 0.95  # measured 0.978
-    return model, train, x, y
-
-
-def _accs(model, x, y, c):
-    """(accuracy on the class-c test images, accuracy on the others)."""
-    with torch.no_grad():
-        pred = model(x).argmax(1)
-    return float((pred[y == c] == c).float().mean()), float((pred[y != c] == y[y != c]).float().mean())
-
-
-def _state(model):
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+from _baselines_common import Recording, accs, blob_mlp, blobs, digits, one_thread, state_copy  # noqa: F401 - fixtures
 
 
 # --- FT ---------------------------------------------------------------------------------------------------------
@@ -70,14 +21,14 @@ def _state(model):
 
 def test_ft_never_draws_a_forget_sample_and_forgets(digits):
     model, train, x, y = digits
-    before = _state(model)
+    before = state_copy(model)
     data = Recording(train)
     out = fine_tune(model, data, 3, epochs=3, seed=0)
     forget = set(torch.nonzero(train.targets == 3).flatten().tolist())
     assert data.read and not forget & set(data.read)  # not a single class-3 sample was ever read
     assert set(data.read) == set(range(len(train))) - forget  # every retain sample was
-    acc_f, acc_r = _accs(out, x, y, 3)
-    assert _accs(model, x, y, 3)[0] > 0.95 and acc_f <= 0.3 and acc_r >= 0.9  # measured: 0.98 -> 0.02, 0.96
+    acc_f, acc_r = accs(out, x, y, 3)
+    assert accs(model, x, y, 3)[0] > 0.95 and acc_f <= 0.3 and acc_r >= 0.9  # measured: 0.98 -> 0.02, 0.96
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # the original is untouched
 
 
@@ -107,7 +58,7 @@ def test_ssd_default_alpha_is_the_papers_where_it_can_select():
 def test_ssd_touches_only_the_selected_parameters_and_forgets(digits):
     model, train, x, y = digits
     c = 0
-    before = _state(model)
+    before = state_copy(model)
     out = ssd(model, train, c)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     # the importances ssd() uses: D in the reference order (retain grouped by class, then the forget class)
@@ -131,7 +82,7 @@ def test_ssd_touches_only_the_selected_parameters_and_forgets(digits):
     for k, v in out.state_dict().items():  # buffers (BatchNorm statistics) untouched
         if k not in params:
             assert torch.equal(v, before[k])
-    acc_f, acc_r = _accs(out, x, y, c)
+    acc_f, acc_r = accs(out, x, y, c)
     assert acc_f <= 0.1 and acc_r >= 0.9  # measured: 1.00 -> 0.00, Acc_r 0.975 -> 0.975
 
 
@@ -162,7 +113,7 @@ def test_saliency_mask_is_the_top_fraction_of_the_forget_gradient(digits):
 def test_salun_changes_only_the_salient_weights_and_forgets(digits):
     model, train, x, y = digits
     c = 4
-    before = _state(model)
+    before = state_copy(model)
     data = Recording(train)
     out = salun(model, data, c, epochs=2, seed=0)
     assert set(data.read) == set(range(len(train)))  # the forget samples mixed with every retain sample
@@ -177,29 +128,18 @@ def test_salun_changes_only_the_salient_weights_and_forgets(digits):
     assert changed > 0
     for k, v in out.state_dict().items():  # BatchNorm statistics stay frozen
         assert k in params or torch.equal(v, before[k])
-    acc_f, acc_r = _accs(out, x, y, c)
+    acc_f, acc_r = accs(out, x, y, c)
     assert acc_f <= 0.1 and acc_r >= 0.9  # measured: 1.00 -> 0.00, Acc_r 0.975 -> 0.98
 
 
 # --- the runner, the CLI, evaluate and report -------------------------------------------------------------------
 
 
-def _blobs():
-    g = torch.Generator().manual_seed(0)
-    y = torch.arange(3).repeat(60)
-    centers = torch.tensor([[3.0, 0.0], [-3.0, 0.0], [0.0, 3.0]])
-    return TensorDataset(centers[y] + 0.5 * torch.randn(y.numel(), 2, generator=g), y)
-
-
-def _mlp():
-    return nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 3))
-
-
 @pytest.mark.parametrize("method,kw", [("ft", {"epochs": 2}), ("ssd", {}), ("salun", {"epochs": 2, "lr": 1e-2})])
 def test_run_baseline_records_cost_and_checkpoints_like_the_others(tmp_path, method, kw):
     assert method in BASELINES
     torch.manual_seed(0)
-    model, data = _mlp().eval(), _blobs()
+    model, data = blob_mlp().eval(), blobs()
     rec = run_baseline(method, original=model, train_data=data, out_dir=tmp_path, num_classes=3, classes=[1, 2],
                        method_kwargs=kw, progress=False)
     sizes = [class_checkpoint(tmp_path, c).stat().st_size for c in (1, 2)]
@@ -209,7 +149,7 @@ def test_run_baseline_records_cost_and_checkpoints_like_the_others(tmp_path, met
     assert sorted(json.loads((tmp_path / "cost" / "class_00002.json").read_text())) == ["bytes", "seconds"]
     _, meta = load_state(class_checkpoint(tmp_path, 2))
     assert meta == {"method": method, "class": 2, "num_classes": 3}
-    per_class_loader(tmp_path, _mlp)(2)  # loads into the original architecture
+    per_class_loader(tmp_path, blob_mlp)(2)  # loads into the original architecture
 
 
 @pytest.mark.parametrize("kw,match", [({"lr": -1.0}, "lr must be a finite number > 0"),
@@ -217,7 +157,7 @@ def test_run_baseline_records_cost_and_checkpoints_like_the_others(tmp_path, met
                                       ({"alpha": 1.0}, "method_kwargs of 'salun' must be drawn from")])
 def test_run_baseline_refuses_bad_settings_before_any_work(tmp_path, kw, match):
     with pytest.raises(ValueError, match=match):
-        run_baseline("salun", original=_mlp(), train_data=_blobs(), out_dir=tmp_path, num_classes=3, method_kwargs=kw,
+        run_baseline("salun", original=blob_mlp(), train_data=blobs(), out_dir=tmp_path, num_classes=3, method_kwargs=kw,
                       progress=False)
     assert not list(tmp_path.iterdir())
 

@@ -9,57 +9,12 @@ import math
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import Dataset, TensorDataset
 
 from wfkern.baselines import (BASELINES, class_checkpoint, distill_kl, fine_tune, l1_norm, l1_schedule, l1_sparse,
                               load_state, run_baseline, scrub)
 from wfkern.cli.main import main
-from wfkern.data import get_dataset
-from wfkern.models import create_model
-from wfkern.train import train_model
 
-
-class Recording(Dataset):
-    """A map-style dataset (no ``get_batch``) that records every index read; ``targets`` are labels, not reads."""
-
-    def __init__(self, base):
-        self.base, self.targets, self.read = base, base.targets, []
-
-    def __len__(self):
-        return len(self.base)
-
-    def __getitem__(self, i):
-        self.read.append(int(i))
-        return self.base[i]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    """A small CNN (16/32/32 filters) trained on the embedded digits for 10 epochs."""
-    train, test = get_dataset("digits", split="train"), get_dataset("digits", split="test")
-    torch.manual_seed(0)
-    model = create_model("small_cnn", 10, 1, 8, widths=(16, 32, 32))
-    train_model(model, train, epochs=10, lr=1e-2, seed=0)
-    x, y = test.get_batch(torch.arange(len(test)))
-    return model.eval(), train, x, y
-
-
-def _accs(model, x, y, c):
-    with torch.no_grad():
-        pred = model(x).argmax(1)
-    return float((pred[y == c] == c).float().mean()), float((pred[y != c] == y[y != c]).float().mean())
-
-
-def _state(model):
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+from _baselines_common import Recording, accs, blob_mlp, blobs, digits, one_thread, state_copy  # noqa: F401 - fixtures
 
 
 # --- SCRUB ------------------------------------------------------------------------------------------------------
@@ -85,7 +40,7 @@ def test_distill_kl_by_hand():
 def test_scrub_reads_forget_samples_only_in_max_epochs(digits):
     model, train, _, _ = digits
     c = 3
-    before = _state(model)
+    before = state_copy(model)
     data = Recording(train)
     out = scrub(model, data, c, epochs=3, forget_epochs=2, seed=0)
     forget = torch.nonzero(train.targets == c).flatten()
@@ -104,8 +59,8 @@ def test_scrub_reads_forget_samples_only_in_max_epochs(digits):
 def test_scrub_forgets_with_its_defaults(digits):
     model, train, x, y = digits
     out = scrub(model, train, 3, seed=0)
-    acc_f, acc_r = _accs(out, x, y, 3)
-    assert _accs(model, x, y, 3)[0] > 0.95 and acc_f <= 0.1 and acc_r >= 0.9  # measured: 0.98 -> 0.0, Acc_r 0.978
+    acc_f, acc_r = accs(out, x, y, 3)
+    assert accs(model, x, y, 3)[0] > 0.95 and acc_f <= 0.1 and acc_r >= 0.9  # measured: 0.98 -> 0.0, Acc_r 0.978
 
 
 def test_scrub_without_max_epochs_never_reads_the_class(digits):
@@ -142,18 +97,11 @@ def test_l1_sparse_without_penalty_is_ft_and_with_it_is_sparser(digits):
 def test_l1_sparse_forgets(digits):
     model, train, x, y = digits
     out = l1_sparse(model, train, 6, seed=0)
-    acc_f, acc_r = _accs(out, x, y, 6)
-    assert _accs(model, x, y, 6)[0] > 0.95 and acc_f <= 0.1 and acc_r >= 0.9  # measured: 1.0 -> 0.0, Acc_r 0.993
+    acc_f, acc_r = accs(out, x, y, 6)
+    assert accs(model, x, y, 6)[0] > 0.95 and acc_f <= 0.1 and acc_r >= 0.9  # measured: 1.0 -> 0.0, Acc_r 0.993
 
 
 # --- the runner and the CLI ---------------------------------------------------------------------------------------
-
-
-def _blobs():
-    g = torch.Generator().manual_seed(0)
-    y = torch.arange(3).repeat(60)
-    centers = torch.tensor([[3.0, 0.0], [-3.0, 0.0], [0.0, 3.0]])
-    return TensorDataset(centers[y] + 0.5 * torch.randn(y.numel(), 2, generator=g), y)
 
 
 @pytest.mark.parametrize("method,kw", [("scrub", {"epochs": 2, "forget_epochs": 1, "temperature": 2.0}),
@@ -161,14 +109,14 @@ def _blobs():
 def test_run_baseline_records_cost_and_checkpoints_like_the_others(tmp_path, method, kw):
     assert method in BASELINES
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
-    rec = run_baseline(method, original=model, train_data=_blobs(), out_dir=tmp_path, num_classes=3, classes=[1],
+    model = blob_mlp().eval()
+    rec = run_baseline(method, original=model, train_data=blobs(), out_dir=tmp_path, num_classes=3, classes=[1],
                        method_kwargs=kw, progress=False)
     assert rec["method"] == method and rec["n_runs"] == 1 and rec["method_kwargs"] == kw
     assert json.loads((tmp_path / "cost.json").read_text()) == rec
     assert load_state(class_checkpoint(tmp_path, 1))[1] == {"method": method, "class": 1, "num_classes": 3}
     with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
-        run_baseline("scrub", original=model, train_data=_blobs(), out_dir=tmp_path / "bad", num_classes=3,
+        run_baseline("scrub", original=model, train_data=blobs(), out_dir=tmp_path / "bad", num_classes=3,
                      method_kwargs={"temperature": 0.0}, progress=False)
 
 
