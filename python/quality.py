@@ -73,12 +73,14 @@ ROWS = {
 }
 
 
-def trained_model(row: str, weights: str | None = None, seed: int = 0) -> tuple[torch.nn.Module, tuple, float]:
-    """The row's original model trained from scratch (``seed``), its (train, val, test) splits, training seconds.
+def trained_model(row: str, weights: str | None = None, seed: int = 0,
+                  epochs: int | None = None) -> tuple[torch.nn.Module, tuple, float]:
+    """The row's original model trained from scratch (``seed``; ``epochs``, default the row's), its (train, val, test)
+    splits, training seconds.
 
     ``weights``: a state dict saved earlier from the same row's training (``torch.save``), loaded instead of
     training again (the training time is then reported as 0: take it from the run that trained it)."""
-    arch, kwargs, dataset, side, epochs = ROWS[row]
+    arch, kwargs, dataset, side, row_epochs = ROWS[row]
     splits = tuple(get_dataset(dataset, split=s, image_size=side) for s in ("train", "val", "test"))
     x0, _ = splits[0][0]
     torch.manual_seed(seed)
@@ -88,7 +90,7 @@ def trained_model(row: str, weights: str | None = None, seed: int = 0) -> tuple[
     if weights is not None:
         model.load_state_dict(torch.load(weights, weights_only=True))
         return model.eval(), splits, 0.0
-    train_model(model, splits[0], splits[1], epochs=epochs, seed=seed)
+    train_model(model, splits[0], splits[1], epochs=epochs or row_epochs, seed=seed)
     return model.eval(), splits, time.perf_counter() - t0
 
 
@@ -138,6 +140,7 @@ def main() -> None:
     p.add_argument("--max-epochs", type=int, default=None, help="untraining epoch cap (default: the recipe's)")
     p.add_argument("--weights", default=None, help="the row's trained state dict (torch.save) instead of training")
     p.add_argument("--save-weights", default=None, help="save the trained state dict here")
+    p.add_argument("--train-epochs", type=int, default=None, help="training epochs of the original (default: the row's)")
     p.add_argument("--gate-mlp", choices=("auto", "qkv", "fc1", "all"), nargs="?", const="fc1", default="auto",
                    help="patch(gate_mlp=...): where a ViT block's gates sit (default auto: every linear layer for "
                         "ViTs; a bare --gate-mlp: fc1)")
@@ -155,6 +158,8 @@ def main() -> None:
         p.error("--no-default needs --paper: no recipe left to run")
     if args.seeds < 1:
         p.error(f"--seeds must be >= 1, got {args.seeds}")
+    if args.train_epochs is not None and args.train_epochs < 1:
+        p.error(f"--train-epochs must be >= 1, got {args.train_epochs}")
     if args.weights and args.seeds > 1:
         p.error("--weights holds one trained original: give --seeds 1 with it")
     torch.set_num_threads(args.threads)
@@ -166,13 +171,14 @@ def main() -> None:
     rows: dict[str, list] = {name: [] for name in recipes}
     splits = None
     for seed in range(args.seeds):
-        model, splits, train_s = trained_model(args.row, args.weights, seed)
+        model, splits, train_s = trained_model(args.row, args.weights, seed, args.train_epochs)
         if args.save_weights:
             torch.save(model.state_dict(), args.save_weights if args.seeds == 1 else f"{args.save_weights}.seed{seed}")
         for name, recipe in recipes.items():
             settings = {**recipe, "seed": seed, **extra}
             row = {"row": args.row, "recipe": name, "seed": seed, "gate_mlp": args.gate_mlp,
-                   "train_s": round(train_s, 1), "threads": args.threads,
+                   "train_epochs": args.train_epochs or ROWS[args.row][4], "train_s": round(train_s, 1),
+                   "threads": args.threads,
                    **({"settings": extra} if extra else {}),
                    **untrain_and_measure(model, splits, args.gate_mlp, not args.quiet,
                                          args.gates if name == "default" and seed == 0 else None, **settings)}
