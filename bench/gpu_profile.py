@@ -4,6 +4,7 @@
     ncu --kernel-name regex:'forward_|backward_|...' ... python3 bench/gpu_profile.py ops  # gpu_check.sh
     python3 bench/gpu_profile.py calls --shapes nchw_98MiB        # host vs device time of op calls
     python3 bench/gpu_profile.py models --models vit_small resnet18   # torch.profiler kernel tables
+    python3 bench/gpu_profile.py compiled --models resnet18 resnet50  # the same, both models torch.compile'd
 
 `ops` runs, once each, the forward, in-place forward and backward of the epilogue on the
 benchmark's 98 MiB bf16 activation (NCHW and channels_last) and on a ViT-S/16 qkv output
@@ -11,7 +12,10 @@ benchmark's 98 MiB bf16 activation (NCHW and channels_last) and on a ViT-S/16 qk
 times whole op calls with torch.profiler (host and device time: is a call launch-bound?). `models`
 prints, per model, the CUDA kernels of one plain
 and one WF forward (bf16, batch 256, 224 px, mixed labels) by total time, so that the extra time
-of the WF forward is seen kernel by kernel.
+of the WF forward is seen kernel by kernel: after the two tables, a comparison lists each kernel's
+calls and time per forward in both, the kernels with the most extra time first, and the totals (launches and
+time per forward). `compiled` does the same for ``torch.compile``'d forwards (as bench/gpu_targets.py compiles
+them), to find where a compiled WF forward's extra time goes (inductor's kernels are named for what they fuse).
 """
 from __future__ import annotations
 
@@ -74,8 +78,9 @@ def run_ops(device: str, names) -> None:
               f"{y.numel() * y.element_size() / 2**20:.0f} MiB: copy, forward, inplace, backward")
 
 
-def print_profile(title: str, fn, device: str, activities, rows: int, *, warmup: int, reps: int, width: int) -> None:
-    """Warm up, profile ``reps`` calls of ``fn`` (synchronised at the end), print the table by device time."""
+def print_profile(title: str, fn, device: str, activities, rows: int, *, warmup: int, reps: int, width: int):
+    """Warm up, profile ``reps`` calls of ``fn`` (synchronised at the end), print the table by device time;
+    return the profile."""
     from torch.profiler import profile
 
     def sync():
@@ -92,6 +97,47 @@ def print_profile(title: str, fn, device: str, activities, rows: int, *, warmup:
     sort = "cuda_time_total" if device == "cuda" else "cpu_time_total"
     print(f"\n### {title}")
     print(prof.key_averages().table(sort_by=sort, row_limit=rows, max_name_column_width=width))
+    return prof
+
+
+def kernel_totals(prof, device: str, reps: int) -> dict[str, tuple[float, float]]:
+    """Per kernel (CUDA) or operator (CPU) name: (calls, self time in µs) per call of the profiled function.
+    Names that differ only by a compiled graph's hash or frame number are counted as one name, so the plain
+    and the WF forward's compiled regions compare."""
+    import re
+
+    from torch.autograd import DeviceType
+
+    totals = {}
+    for event in prof.key_averages():
+        if device == "cuda":
+            if event.device_type != DeviceType.CUDA:
+                continue
+            micros = getattr(event, "self_device_time_total", None)
+            if micros is None:  # torch < 2.4 named it for CUDA
+                micros = event.self_cuda_time_total
+        else:
+            micros = event.self_cpu_time_total
+        name = re.sub(r"(CompiledFxGraph) \w+|(Torch-Compiled Region): \d+/\d+", r"\1\2", event.key)
+        calls, total = totals.get(name, (0.0, 0.0))
+        totals[name] = (calls + event.count / reps, total + micros / reps)
+    return totals
+
+
+def compare_kernels(plain: dict, wf: dict, rows: int, width: int = 70) -> list[str]:
+    """Lines of a table: each name's calls and µs in the plain and the WF forward, most extra time first, then
+    the totals. A kernel only the WF forward runs shows 0 calls on the plain side."""
+    names = sorted(set(plain) | set(wf), key=lambda n: wf.get(n, (0, 0))[1] - plain.get(n, (0, 0))[1], reverse=True)
+    lines = [f"{'kernel':<{width}} {'plain calls':>11} {'plain us':>10} {'wf calls':>9} {'wf us':>10} {'extra us':>10}"]
+    for name in names[:rows]:
+        (pc, pt), (wc, wt) = plain.get(name, (0, 0.0)), wf.get(name, (0, 0.0))
+        lines.append(f"{name[:width]:<{width}} {pc:>11.0f} {pt:>10.1f} {wc:>9.0f} {wt:>10.1f} {wt - pt:>10.1f}")
+    (plain_calls, plain_us), (wf_calls, wf_us) = ((sum(c for c, _ in d.values()), sum(t for _, t in d.values()))
+                                                  for d in (plain, wf))
+    ratio = f"{wf_us / plain_us:.3f}x" if plain_us > 0 else "n/a"
+    lines.append(f"per forward: plain {plain_calls:.0f} calls, {plain_us:.1f} us; wf {wf_calls:.0f} calls, "
+                 f"{wf_us:.1f} us (wf/plain {ratio})")
+    return lines
 
 
 def run_calls(device: str, names, reps: int, rows: int) -> None:
@@ -116,29 +162,39 @@ def run_calls(device: str, names, reps: int, rows: int) -> None:
                           warmup=1, reps=reps, width=60)
 
 
-def run_models(device: str, names, rows: int) -> None:
+def run_models(device: str, names, rows: int, *, compiled: bool = False, reps: int = 1) -> None:
+    """Kernel tables of one plain and one WF forward per model, then their comparison (``compiled``: both
+    ``torch.compile``'d first, warmed up before the profile)."""
     from torch.profiler import ProfilerActivity
 
     activity = ProfilerActivity.CUDA if device == "cuda" else ProfilerActivity.CPU
+    how = "compiled" if compiled else "eager"
     for name in names:
         model, wf, x, labels = make_workload(name, device)
+        forwards = {"plain": lambda: model(x), "wf": lambda: wf(x, forget=labels)}
+        if compiled:
+            forwards = {label: torch.compile(fn) for label, fn in forwards.items()}
+        totals = {}
         with torch.inference_mode():
-            for label, fn in (("plain", lambda: model(x)), ("wf", lambda: wf(x, forget=labels))):
-                print_profile(f"{name} {label} forward (one call, {x.shape[0]} x {x.shape[-1]} px, {x.dtype})",
-                              fn, device, [activity], rows, warmup=3, reps=1, width=70)
-        del model, wf, x
+            for label, fn in forwards.items():
+                prof = print_profile(f"{name} {label} forward, {how} ({reps} call(s), {x.shape[0]} x {x.shape[-1]} px, "
+                                     f"{x.dtype})", fn, device, [activity], rows, warmup=3, reps=reps, width=70)
+                totals[label] = kernel_totals(prof, device, reps)
+        print(f"\n### {name}, {how}: where the WF forward's time goes (per forward)")
+        print("\n".join(compare_kernels(totals["plain"], totals["wf"], rows)))
+        del model, wf, x, forwards
         if device == "cuda":
             torch.cuda.empty_cache()
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["ops", "calls", "models"])
+    parser.add_argument("what", choices=["ops", "calls", "models", "compiled"])
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--shapes", nargs="*", default=list(OP_SHAPES), choices=list(OP_SHAPES))
     parser.add_argument("--models", nargs="*", default=["vit_small", "resnet18"])
     parser.add_argument("--rows", type=int, default=14, help="kernel table rows per forward")
-    parser.add_argument("--reps", type=int, default=5, help="calls per op for `calls`")
+    parser.add_argument("--reps", type=int, default=5, help="calls per op for `calls`, forwards for `compiled`")
     args = parser.parse_args(argv)
     if not prepare_device(args.device, None, "gpu_profile"):
         return 2
@@ -149,7 +205,8 @@ def main(argv=None) -> int:
     elif args.what == "calls":
         run_calls(args.device, args.shapes, args.reps, args.rows)
     else:
-        run_models(args.device, args.models, args.rows)
+        run_models(args.device, args.models, args.rows, compiled=args.what == "compiled",
+                   reps=args.reps if args.what == "compiled" else 1)
     return 0
 
 

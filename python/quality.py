@@ -73,10 +73,10 @@ ROWS = {
 }
 
 
-def trained_model(row: str, weights: str | None = None, seed: int = 0,
-                  epochs: int | None = None) -> tuple[torch.nn.Module, tuple, float]:
-    """The row's original model trained from scratch (``seed``; ``epochs``, default the row's), its (train, val, test)
-    splits, training seconds.
+def trained_model(row: str, weights: str | None = None, seed: int = 0, epochs: int | None = None,
+                  progress: bool = False) -> tuple[torch.nn.Module, tuple, float]:
+    """The row's original model trained from scratch (``seed``; ``epochs``, default the row's; ``progress``: a bar),
+    its (train, val, test) splits, training seconds.
 
     ``weights``: a state dict saved earlier from the same row's training (``torch.save``), loaded instead of
     training again (the training time is then reported as 0: take it from the run that trained it)."""
@@ -90,7 +90,7 @@ def trained_model(row: str, weights: str | None = None, seed: int = 0,
     if weights is not None:
         model.load_state_dict(torch.load(weights, weights_only=True))
         return model.eval(), splits, 0.0
-    train_model(model, splits[0], splits[1], epochs=epochs or row_epochs, seed=seed)
+    train_model(model, splits[0], splits[1], epochs=epochs or row_epochs, seed=seed, progress=progress)
     return model.eval(), splits, time.perf_counter() - t0
 
 
@@ -171,7 +171,7 @@ def main() -> None:
     rows: dict[str, list] = {name: [] for name in recipes}
     splits = None
     for seed in range(args.seeds):
-        model, splits, train_s = trained_model(args.row, args.weights, seed, args.train_epochs)
+        model, splits, train_s = trained_model(args.row, args.weights, seed, args.train_epochs, not args.quiet)
         if args.save_weights:
             torch.save(model.state_dict(), args.save_weights if args.seeds == 1 else f"{args.save_weights}.seed{seed}")
         for name, recipe in recipes.items():

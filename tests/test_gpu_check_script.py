@@ -375,3 +375,47 @@ def test_harness_plan_and_ratio():
     assert ("compiled", "resnet18") in full and ("materialized", "resnet50") not in full
     times = {"plain": [1.0, 2.0, 1.0], "wf": [1.1, 2.0, 3.0]}
     assert targets.median_ratio(times, "wf", "plain") == pytest.approx(1.1)  # median of 1.1, 1.0, 3.0
+
+
+def test_profile_comparison_puts_the_most_extra_time_first_and_sums_per_forward():
+    gpu_profile = _load("gpu_profile")
+    plain = {"conv": (2.0, 100.0), "relu": (2.0, 10.0)}
+    wf = {"conv": (2.0, 101.0), "relu": (2.0, 10.0), "fused_rows": (4.0, 20.0)}
+    lines = gpu_profile.compare_kernels(plain, wf, rows=10)
+    assert [line.split()[0] for line in lines[1:-1]] == ["fused_rows", "conv", "relu"]
+    assert lines[1].split()[1:] == ["0", "0.0", "4", "20.0", "20.0"]  # only the WF forward runs it
+    assert lines[-1] == "per forward: plain 4 calls, 110.0 us; wf 8 calls, 131.0 us (wf/plain 1.191x)"
+    assert len(gpu_profile.compare_kernels(plain, wf, rows=1)) == 3  # header, one kernel, totals
+
+
+def test_profile_kernel_totals_count_per_profiled_call():
+    gpu_profile = _load("gpu_profile")
+    from torch.profiler import ProfilerActivity, profile
+
+    x = torch.ones(8)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(3):  # three profiled calls, each two adds and one mul
+            torch.mul(torch.add(torch.add(x, 1), 1), 2)
+    totals = gpu_profile.kernel_totals(prof, "cpu", reps=3)
+    assert totals["aten::add"][0] == 2 and totals["aten::mul"][0] == 1
+    assert all(micros >= 0 for _, micros in totals.values())
+
+
+def test_profile_kernel_totals_merge_names_that_differ_by_a_graph_hash_or_frame():
+    gpu_profile = _load("gpu_profile")
+
+    class Event:
+        def __init__(self, key, count, micros):
+            self.key, self.count, self.self_cpu_time_total = key, count, micros
+
+    class Profile:
+        def __init__(self, events):
+            self.events = events
+
+        def key_averages(self):
+            return self.events
+
+    events = [Event("## Call CompiledFxGraph fybvr6l65orb ##", 1, 10.0), Event("## Call CompiledFxGraph c0ffee ##", 1, 5.0),
+              Event("Torch-Compiled Region: 1/0", 2, 4.0), Event("Torch-Compiled Region: 0/0", 2, 2.0)]
+    assert gpu_profile.kernel_totals(Profile(events), "cpu", reps=2) == {
+        "## Call CompiledFxGraph ##": (1.0, 7.5), "Torch-Compiled Region": (2.0, 3.0)}
