@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 
 from wfkern.metrics.manifest import run_manifest
 from wfkern.metrics.store import atomic_write_json
+from wfkern.models.weights import non_finite_weights
 
 from .checkpoints import class_checkpoint, save_state
 from .progress import ClassProgress
@@ -163,6 +164,11 @@ def run_baseline(method: str, *, original: Optional[nn.Module], train_data: Data
             model = _unlearn_one(method, c, original, model_fn, train_data, val_data, num_classes, seed + c,
                                  dict(method_kwargs or {}), shown.bars, device)
             seconds = time.perf_counter() - t0
+            problem = non_finite_weights(model.state_dict())
+            if problem is not None:  # a diverged run is an error, never a saved model whose outputs are NaN
+                raise FloatingPointError(f"wfkern.run_baseline: {method} diverged on class {c}: its weights are not "
+                                         f"finite ({problem}); nothing saved for that class (the classes before it "
+                                         f"are kept). Lower the method's lr or epochs")
             nbytes = save_state(ckpt, model, {"method": method, "class": c, "num_classes": num_classes})
             per_class[c] = {"seconds": seconds, "bytes": nbytes}
             atomic_write_json(rec_path, per_class[c])

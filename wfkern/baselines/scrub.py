@@ -6,10 +6,17 @@ Max-steps (the first ``forget_epochs`` epochs): on forget-class batches, gradien
 after the max-steps): on retain batches, ``kl_weight * KL(teacher || student) + ce_weight * CE`` (the student stays
 close to the teacher and correct on the retain data). The KL is the distillation loss of the reference code:
 ``T^2 * KL(softmax(t / T) || softmax(s / T))`` summed over classes, averaged over the batch.
+
+The ascent on the KL is unbounded: at some learning rates a max-epoch drives the weights to inf / NaN (Fashion-MNIST
+at the reference's lr did). An epoch whose max- or min-steps give a non-finite loss is undone: the student and the
+optimiser go back to their state before that epoch's max-steps, the max-steps end for the run, and the epoch's
+min-steps run again from there (a warning says so). A run that stays finite is unchanged by this.
 """
 
 from __future__ import annotations
 
+import copy
+import warnings
 from typing import Optional
 
 import torch
@@ -33,16 +40,20 @@ def distill_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: floa
 
 
 def _steps(student: nn.Module, teacher: nn.Module, opt: torch.optim.Optimizer, data: Dataset, idx: Tensor,
-           batch_size: int, generator: torch.Generator, device: torch.device, loss_fn) -> None:
+           batch_size: int, generator: torch.Generator, device: torch.device, loss_fn) -> bool:
+    """One pass over ``idx`` in shuffled batches; False (and the pass stops) at the first non-finite loss."""
     order = idx[torch.randperm(idx.numel(), generator=generator)]
     for x, y in iter_batches(data, order.split(batch_size)):
         x, y = x.to(device), torch.as_tensor(y).long().to(device)
         with torch.no_grad():
             teacher_logits = teacher(x)
         loss = loss_fn(student(x), teacher_logits, y)
+        if not torch.isfinite(loss):
+            return False
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    return True
 
 
 def scrub(original: nn.Module, train_data: Dataset, c: int, *, epochs: int = 10, forget_epochs: int = 3,
@@ -55,7 +66,8 @@ def scrub(original: nn.Module, train_data: Dataset, c: int, *, epochs: int = 10,
     ``forget_batch_size``, loss ``-distill_kl``), then a min-epoch over the retain samples (all of them, or
     ``retain_ratio`` x as many random ones; batches of ``batch_size``, loss ``kl_weight * distill_kl + ce_weight *
     CE``). One SGD optimiser (momentum, weight decay, constant lr) for both; BatchNorm statistics frozen (the
-    max-steps see one class only). The teacher is the original, frozen, in eval mode.
+    max-steps see one class only). The teacher is the original, frozen, in eval mode. An epoch that gives a
+    non-finite loss is undone and the max-steps end there (the module docstring).
 
     Args:
         original: the trained model (the teacher; copied into the student, not modified).
@@ -75,6 +87,8 @@ def scrub(original: nn.Module, train_data: Dataset, c: int, *, epochs: int = 10,
         progress: tqdm bar over epochs.
     Returns:
         The student, in eval mode.
+    Raises:
+        FloatingPointError: the min-steps alone gave a non-finite loss (nothing left to undo: lower ``lr``).
     """
     forget, retain = class_split(dataset_targets(train_data, single_label=True), c)
     if forget.numel() == 0 or retain.numel() == 0:
@@ -95,10 +109,26 @@ def scrub(original: nn.Module, train_data: Dataset, c: int, *, epochs: int = 10,
         return (kl_weight * distill_kl(student_logits, teacher_logits, temperature)
                 + ce_weight * nn.functional.cross_entropy(student_logits, y))
 
+    max_steps_end = forget_epochs
     for epoch in tqdm(range(epochs), desc=f"scrub class {c}", leave=False, disable=not progress):
         fine_tune_mode(student)
-        if epoch < forget_epochs:
-            _steps(student, teacher, opt, train_data, forget, forget_batch_size, generator, dev, away)
+        finite, saved = True, None
+        if epoch < max_steps_end:
+            saved = copy.deepcopy((student.state_dict(), opt.state_dict()))
+            finite = _steps(student, teacher, opt, train_data, forget, forget_batch_size, generator, dev, away)
         retain_drawn = retain[torch.randperm(retain.numel(), generator=generator)[:n_retain]]
-        _steps(student, teacher, opt, train_data, retain_drawn, batch_size, generator, dev, close)
+        finite = finite and _steps(student, teacher, opt, train_data, retain_drawn, batch_size, generator, dev, close)
+        if finite:
+            continue
+        if saved is None:
+            raise FloatingPointError(f"wfkern.scrub: the min-steps of epoch {epoch} (class {c}) gave a non-finite "
+                                     f"loss with no max-step to undo; lower lr (got {lr})")
+        warnings.warn(f"wfkern.scrub: epoch {epoch} of class {c} diverged (a non-finite loss); undone, the max-steps "
+                      f"end after {epoch} of {forget_epochs} max-epochs", RuntimeWarning, stacklevel=2)
+        student.load_state_dict(saved[0])
+        opt.load_state_dict(saved[1])
+        max_steps_end = epoch
+        if not _steps(student, teacher, opt, train_data, retain_drawn, batch_size, generator, dev, close):
+            raise FloatingPointError(f"wfkern.scrub: the min-steps of epoch {epoch} (class {c}) gave a non-finite "
+                                     f"loss after the diverged max-steps were undone; lower lr (got {lr})")
     return student.eval()

@@ -97,6 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("wfkern: interrupted", file=sys.stderr)
         return 130
+    except FloatingPointError as e:  # a run that diverged: a failure (exit 1), said in one line
+        if args.traceback:
+            raise
+        print(f"wfkern {args.command}: failed: {str(e).strip().splitlines()[0]}", file=sys.stderr)
+        return 1
     except Exception as e:  # noqa: BLE001 - turned into one line for user mistakes only
         if args.traceback or not _is_user_error(e):
             raise
