@@ -1,8 +1,8 @@
 """Untraining quality rows: train a model from scratch, untrain every class in one round, measure.
 
 One row = (model, dataset, input side, training epochs). It trains the original with ``wfkern``'s trainer
-(one run per seed, ``--seeds N``, default 3: seeds 0 .. N-1 for training and untraining; the data split is
-fixed), untrains all classes with the default recipe (and, with ``--paper``, the paper's literal recipe
+(one run per seed, ``--seeds N``, default 3: seeds 0 .. N-1, or S .. S+N-1 with ``--first-seed S``, for training
+and untraining; the data split is fixed), untrains all classes with the default recipe (and, with ``--paper``, the paper's literal recipe
 beside it), and reports the original test accuracy, the mean and worst class's Acc_r, the mean Acc_f, the
 untraining epochs, and the wall times of training and untraining, measured in the same run: one JSON line per
 seed and recipe, then one per recipe with the mean, standard deviation and count of every number over the seeds
@@ -151,6 +151,7 @@ def main() -> None:
                         "replaces the untraining seed of every run")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.add_argument("--seeds", type=int, default=3, help="runs with seeds 0 .. N-1 (training and untraining; default 3)")
+    p.add_argument("--first-seed", type=int, default=0, help="start the seeds here (S .. S+N-1; default 0)")
     p.add_argument("--out", default=None, help="also write every row, the spread and the manifest to this JSON file")
     args = p.parse_args()
     recipes = {**({} if args.no_default else {"default": {}}), **({"paper": PAPER_RECIPE} if args.paper else {})}
@@ -170,7 +171,8 @@ def main() -> None:
         p.error(str(e))
     rows: dict[str, list] = {name: [] for name in recipes}
     splits = None
-    for seed in range(args.seeds):
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    for seed in seeds:
         model, splits, train_s = trained_model(args.row, args.weights, seed, args.train_epochs, not args.quiet)
         if args.save_weights:
             torch.save(model.state_dict(), args.save_weights if args.seeds == 1 else f"{args.save_weights}.seed{seed}")
@@ -184,15 +186,15 @@ def main() -> None:
                                          args.gates if name == "default" and seed == 0 else None, **settings)}
             rows[name].append(row)
             print(json.dumps(row), flush=True)
-    report = {"row": args.row, "seeds": list(range(args.seeds)), "recipes": {}}
+    report = {"row": args.row, "seeds": seeds, "recipes": {}}
     for name, runs in rows.items():
         keys = [k for k, v in runs[0].items()
                 if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "seed"]
         spread = {k: dict(zip(("mean", "std", "n"), mean_std([r[k] for r in runs]))) for k in keys}
         manifest = run_manifest({**recipes[name], **extra, "gate_mlp": args.gate_mlp, "threads": args.threads},
-                                {"seeds": list(range(args.seeds))}, dict(zip(("train", "val", "test"), splits)))
+                                {"seeds": seeds}, dict(zip(("train", "val", "test"), splits)))
         report["recipes"][name] = {"runs": runs, "spread": spread, "manifest": manifest}
-        print(json.dumps({"row": args.row, "recipe": name, "seeds": args.seeds, "spread": spread,
+        print(json.dumps({"row": args.row, "recipe": name, "seeds": seeds, "spread": spread,
                           "manifest": manifest}), flush=True)
     if args.out:
         atomic_write_json(args.out, report)
