@@ -29,12 +29,15 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import logging
+import sys
 import time
 
 import torch
 from torch import nn
 
 import wfkern
+from wfkern._utils import interactive
 from wfkern.data import get_dataset
 from wfkern.metrics import evaluate
 from wfkern.metrics.manifest import run_manifest
@@ -106,7 +109,7 @@ def untrain_and_measure(model: torch.nn.Module, splits: tuple, gate_mlp: bool | 
     res = wfkern.unlearn(wf, train, val, progress=progress, **settings)
     if filters:
         wf.save_gates(filters)
-    out = evaluate(wf, test, progress=progress, metrics=("acc",))
+    out = evaluate(wf, test, progress=progress and interactive(sys.stderr), metrics=("acc",))  # a bar on a terminal only
     rows = list(out["per_class"].values())
     worst = min(rows, key=lambda r: r["acc_r"])
     return {"placement": gate_placement(gates_mlp(wf.wf_layers())), "original": out["original"]["acc"],
@@ -154,6 +157,8 @@ def main() -> None:
     p.add_argument("--first-seed", type=int, default=0, help="start the seeds here (S .. S+N-1; default 0)")
     p.add_argument("--out", default=None, help="also write every row, the spread and the manifest to this JSON file")
     args = p.parse_args()
+    if not args.quiet:  # the trainer's per-epoch lines where no bar is drawn (a log file)
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     recipes = {**({} if args.no_default else {"default": {}}), **({"paper": PAPER_RECIPE} if args.paper else {})}
     if not recipes:
         p.error("--no-default needs --paper: no recipe left to run")
