@@ -72,7 +72,7 @@ ROWS = {
     "resnet18_fashion": ("resnet18", {}, "fashion_mnist", 14, 3),
     "vit_tv_digits": (torchvision_vit, {"patch_size": 4, "num_layers": 4, "num_heads": 3, "hidden_dim": 96,
                                         "mlp_dim": 384}, "digits", 16, 100),
-    "vit_tiny32_digits": ("vit_t", {"depth": 12, "embed_dim": 192, "num_heads": 3, "patch_size": 8}, "digits", 32, 60),
+    "vit_tiny32_digits": ("vit_t", {"depth": 12, "embed_dim": 192, "num_heads": 3, "patch_size": 8}, "digits", 32, 150),
 }
 
 
