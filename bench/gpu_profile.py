@@ -13,7 +13,7 @@ times whole op calls with torch.profiler (host and device time: is a call launch
 prints, per model, the CUDA kernels of one plain
 and one WF forward (bf16, batch 256, 224 px, mixed labels) by total time, so that the extra time
 of the WF forward is seen kernel by kernel: after the two tables, a comparison lists each kernel's
-calls and time per forward in both, the kernels with the most extra time first, and the totals (launches and
+calls and time per forward in both, the kernels with the most extra time first, and the totals (calls and
 time per forward). `compiled` does the same for ``torch.compile``'d forwards (as bench/gpu_targets.py compiles
 them), to find where a compiled WF forward's extra time goes (inductor's kernels are named for what they fuse).
 """

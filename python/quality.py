@@ -2,8 +2,8 @@
 
 One row = (model, dataset, input side, training epochs). It trains the original with ``wfkern``'s trainer
 (one run per seed, ``--seeds N``, default 3: seeds 0 .. N-1, or S .. S+N-1 with ``--first-seed S``, for training
-and untraining; the data split is fixed), untrains all classes with the default recipe (and, with ``--paper``, the paper's literal recipe
-beside it), and reports the original test accuracy, the mean and worst class's Acc_r, the mean Acc_f, the
+and untraining; the data split is fixed), untrains all classes with the default recipe (and, with ``--paper``, the
+paper's literal recipe beside it), and reports the original test accuracy, the mean and worst class's Acc_r, the mean Acc_f, the
 untraining epochs, and the wall times of training and untraining, measured in the same run: one JSON line per
 seed and recipe, then one per recipe with the mean, standard deviation and count of every number over the seeds
 and the manifest (versions, seeds, settings, data hashes); ``--out FILE`` writes all of it as one JSON file.

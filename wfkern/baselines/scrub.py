@@ -120,15 +120,17 @@ def scrub(original: nn.Module, train_data: Dataset, c: int, *, epochs: int = 10,
         finite = finite and _steps(student, teacher, opt, train_data, retain_drawn, batch_size, generator, dev, close)
         if finite:
             continue
+        def min_steps_diverged(when: str) -> FloatingPointError:
+            return FloatingPointError(f"wfkern.scrub: the min-steps of epoch {epoch} (class {c}) gave a non-finite "
+                                      f"loss {when}; lower lr (got {lr})")
+
         if saved is None:
-            raise FloatingPointError(f"wfkern.scrub: the min-steps of epoch {epoch} (class {c}) gave a non-finite "
-                                     f"loss with no max-step to undo; lower lr (got {lr})")
+            raise min_steps_diverged("with no max-step to undo")
         warnings.warn(f"wfkern.scrub: epoch {epoch} of class {c} diverged (a non-finite loss); undone, the max-steps "
                       f"end after {epoch} of {forget_epochs} max-epochs", RuntimeWarning, stacklevel=2)
         student.load_state_dict(saved[0])
         opt.load_state_dict(saved[1])
         max_steps_end = epoch
         if not _steps(student, teacher, opt, train_data, retain_drawn, batch_size, generator, dev, close):
-            raise FloatingPointError(f"wfkern.scrub: the min-steps of epoch {epoch} (class {c}) gave a non-finite "
-                                     f"loss after the diverged max-steps were undone; lower lr (got {lr})")
+            raise min_steps_diverged("after the diverged max-steps were undone")
     return student.eval()

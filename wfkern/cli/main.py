@@ -83,6 +83,12 @@ def _is_user_error(e: BaseException) -> bool:
     return isinstance(e, RuntimeError) and str(e).startswith("wfkern")
 
 
+def _first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 failure, 2 usage error, 130 interrupted)."""
     parser = build_parser()
@@ -100,13 +106,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FloatingPointError as e:  # a run that diverged: a failure (exit 1), said in one line
         if args.traceback:
             raise
-        print(f"wfkern {args.command}: failed: {str(e).strip().splitlines()[0]}", file=sys.stderr)
+        print(f"wfkern {args.command}: failed: {_first_line(e)}", file=sys.stderr)
         return 1
     except Exception as e:  # noqa: BLE001 - turned into one line for user mistakes only
         if args.traceback or not _is_user_error(e):
             raise
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"wfkern {args.command}: error: {msg}", file=sys.stderr)
+        print(f"wfkern {args.command}: error: {_first_line(e)}", file=sys.stderr)
         return 2
 
 
